@@ -180,7 +180,9 @@ def look_at(
         ValueError: a camera sits on its target, or looks along ``up``.
     """
     eye = torch.as_tensor(eye)
-    at = torch.zeros_like(eye) if at is None else torch.as_tensor(at, dtype=eye.dtype).expand_as(eye)
+    at = (
+        torch.zeros_like(eye) if at is None else torch.as_tensor(at, dtype=eye.dtype).expand_as(eye)
+    )
     up_t = torch.tensor([0.0, 0.0, 1.0]) if up is None else torch.as_tensor(up)
     up_t = up_t.to(eye).expand_as(eye)
     forward = at - eye
@@ -330,7 +332,7 @@ class OrbitCameraSampler:
         }.items():
             if lo > hi:
                 raise ValueError(f"{name} must be (low, high) with low <= high, got {(lo, hi)}")
-        if not (0 < fovy_range_deg[0] and fovy_range_deg[1] < 180):
+        if not (fovy_range_deg[0] > 0 and fovy_range_deg[1] < 180):
             raise ValueError(f"fovy_range_deg must lie in (0, 180), got {fovy_range_deg}")
         if distance_scale_range[0] <= 0:
             raise ValueError(f"distance_scale_range must be positive, got {distance_scale_range}")

@@ -1,0 +1,255 @@
+"""Reconstruct a mesh from multi-view images: NeRF stage, then DMTet stage initialised from it.
+
+This is the renderer's end-to-end regression job (``configs/render/fit_mesh.yaml``) and the
+same two-stage geometry pipeline DreamFL uses (Magic3D/threestudio: coarse NeRF -> DMTet).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from dreamreward.render.background import Background, SolidBackground
+from dreamreward.render.cameras import Cameras, orbit_cameras
+from dreamreward.render.dmtet import DMTetGeometry
+from dreamreward.render.export import export_mesh, save_image_grid, save_turntable
+from dreamreward.render.mesh import Mesh
+from dreamreward.render.mesh_ops import laplacian_smoothing_loss, normal_consistency_loss
+from dreamreward.render.metrics import mesh_metrics, psnr
+from dreamreward.render.nerf import NeRFField
+from dreamreward.render.rasterizer import render_mesh
+from dreamreward.render.volume import VolumeRenderer
+
+
+class MeshReconstructionModule(L.LightningModule):
+    """Two-stage multi-view reconstruction.
+
+    Stage 1 (``global_step < nerf_steps``): fit the NeRF field to random rays (colour MSE plus
+    opacity vs. mask). Stage 2: initialise DMTet from the field's density level
+    ``isosurface_threshold`` (Magic3D's ``create_from``) and refine SDF, deformation and the
+    colour field through the rasterizer on whole views (colour MSE, soft-silhouette MSE,
+    normal consistency). At the end the mesh is exported (GLB/OBJ), a turntable GIF is written
+    and the mesh is compared to the reference (Chamfer, volume IoU) when the datamodule has one.
+
+    Args:
+        field: the NeRF field (density + colour).
+        volume_renderer: renders the field.
+        dmtet: the stage-2 geometry.
+        background: colour behind the object (white by default).
+        nerf_steps: steps of stage 1; the rest of ``trainer.max_steps`` is stage 2.
+        isosurface_threshold: the density level that becomes the DMTet surface.
+        lr_grid, lr_mlp, lr_dmtet: learning rates of the grid encoding, the MLPs, DMTet.
+        opacity_weight: weight of the stage-1 opacity-vs-mask loss.
+        silhouette_weight: weight of the stage-2 soft-silhouette loss.
+        normal_consistency_weight, laplacian_weight: stage-2 mesh regularisers.
+        soft_sigma: width of the soft silhouette (NDC units squared, SoftRas's sigma).
+        export_formats: mesh files written at the end.
+        turntable_frames, turntable_size: the turntable GIF.
+    """
+
+    def __init__(
+        self,
+        field: NeRFField,
+        volume_renderer: VolumeRenderer,
+        dmtet: DMTetGeometry,
+        background: Background | None = None,
+        nerf_steps: int = 600,
+        isosurface_threshold: float = 5.0,
+        lr_grid: float = 1e-2,
+        lr_mlp: float = 1e-3,
+        lr_dmtet: float = 5e-3,
+        opacity_weight: float = 0.1,
+        silhouette_weight: float = 1.0,
+        normal_consistency_weight: float = 0.05,
+        laplacian_weight: float = 0.0,
+        soft_sigma: float = 3e-5,
+        export_formats: tuple[str, ...] = ("glb", "obj"),
+        turntable_frames: int = 24,
+        turntable_size: int = 128,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["field", "volume_renderer", "dmtet", "background"])
+        self.field = field
+        self.volume_renderer = volume_renderer
+        self.dmtet = dmtet
+        self.background = background or SolidBackground()
+        self.nerf_steps = nerf_steps
+        self.isosurface_threshold = isosurface_threshold
+        # Saved in checkpoints: a run resumed in stage 2 must not re-initialise DMTet.
+        self.register_buffer("dmtet_initialized", torch.zeros((), dtype=torch.bool))
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def in_mesh_stage(self) -> bool:
+        return self.global_step >= self.nerf_steps
+
+    def _cameras(self, batch: dict[str, Tensor]) -> Cameras:
+        _, h, w, _ = batch["rgb"].shape
+        return Cameras(batch["c2w"], batch["fovy"], w, h)
+
+    def _ensure_dmtet(self) -> None:
+        if not bool(self.dmtet_initialized):
+            self.dmtet.initialize_from_density(self.field.density, self.isosurface_threshold)
+            self.dmtet_initialized.fill_(True)
+
+    def current_mesh(self) -> Mesh:
+        """The stage-2 mesh with vertex colours from the colour field (differentiable)."""
+        self._ensure_dmtet()
+        mesh = self.dmtet.extract_mesh()
+        return Mesh(mesh.vertices, mesh.faces, self.field.color(mesh.vertices))
+
+    def render_mesh_views(self, mesh: Mesh, cameras: Cameras, soft: bool) -> dict[str, Tensor]:
+        out = render_mesh(
+            mesh,
+            cameras,
+            vertex_features=mesh.vertex_colors,
+            soft_sigma=self.hparams.soft_sigma if soft else None,
+        )
+        mask = out["mask"].float()
+        bg = self.background(torch.zeros(*mask.shape[:-1], 3, device=mask.device))
+        out["rgb"] = out["features"] * mask + bg * (1 - mask)
+        return out
+
+    def render_views(self, cameras: Cameras) -> Tensor:
+        """(N, H, W, 3) renders with the current stage's representation."""
+        if bool(self.dmtet_initialized):
+            return self.render_mesh_views(self.current_mesh(), cameras, soft=False)["rgb"]
+        return self.volume_renderer.render_cameras(self.field, self.background, cameras)["rgb"]
+
+    # ------------------------------------------------------------------ training
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if not self.in_mesh_stage:
+            gen = torch.Generator().manual_seed(self.global_step)
+            self.volume_renderer.update_occupancy(self.field, self.global_step, gen)
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        if self.in_mesh_stage:
+            loss, logs = self._mesh_step(batch)
+        else:
+            loss, logs = self._nerf_step(batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite training loss at step {self.global_step} ({logs}); the last "
+                "checkpoint in the run's checkpoints/ folder is the last good state"
+            )
+        self.log_dict({f"train/{k}": v for k, v in logs.items()}, prog_bar=True)
+        self.log("train/stage", float(self.in_mesh_stage) + 1.0)
+        return loss
+
+    def _nerf_step(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        out = self.volume_renderer(self.field, self.background, batch["rays_o"], batch["rays_d"])
+        mse = F.mse_loss(out["rgb"], batch["rays_rgb"])
+        opacity = F.mse_loss(out["opacity"], batch["rays_mask"])
+        loss = mse + self.hparams.opacity_weight * opacity
+        samples = out["samples_evaluated"].float() / batch["rays_o"].shape[0]
+        return loss, {
+            "loss": loss.detach(),
+            "psnr": -10 * torch.log10(mse.detach()),
+            "samples_per_ray": samples,
+        }
+
+    def _mesh_step(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        mesh = self.current_mesh()
+        out = self.render_mesh_views(mesh, self._cameras(batch), soft=True)
+        mse = F.mse_loss(out["rgb"], batch["rgb"])
+        silhouette = F.mse_loss(out["alpha"], batch["mask"])
+        loss = mse + self.hparams.silhouette_weight * silhouette
+        if self.hparams.normal_consistency_weight > 0:
+            loss = loss + self.hparams.normal_consistency_weight * normal_consistency_loss(
+                mesh.vertices, mesh.faces
+            )
+        if self.hparams.laplacian_weight > 0:
+            loss = loss + self.hparams.laplacian_weight * laplacian_smoothing_loss(
+                mesh.vertices, mesh.faces
+            )
+        return loss, {
+            "loss": loss.detach(),
+            "psnr": -10 * torch.log10(mse.detach()),
+            "faces": torch.tensor(float(mesh.num_faces)),
+        }
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        hp = self.hparams
+        grid = list(self.field.encoding.parameters())
+        grid_ids = {id(p) for p in grid}
+        mlps = [p for p in self.field.parameters() if id(p) not in grid_ids]
+        mlps += list(self.background.parameters())
+        groups = [
+            {"params": grid, "lr": hp.lr_grid},
+            {"params": mlps, "lr": hp.lr_mlp},
+            {"params": list(self.dmtet.parameters()), "lr": hp.lr_dmtet},
+        ]
+        groups = [g for g in groups if g["params"]]
+        # Instant-NGP/threestudio settings; eps small because grid gradients are tiny.
+        return torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15)
+
+    # ------------------------------------------------------------------ evaluation
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    @torch.no_grad()
+    def _evaluate(self, batch: dict[str, Tensor], split: str) -> None:
+        if self.in_mesh_stage:
+            self._ensure_dmtet()
+        pred = self.render_views(self._cameras(batch))
+        value = psnr(pred, batch["rgb"]).mean()
+        self.log(f"{split}/psnr", value, prog_bar=True, batch_size=pred.shape[0])
+        grid = torch.cat([batch["rgb"], pred], dim=0)  # targets on the first row
+        self._log_image(f"{split}/target_vs_render", grid, ncols=pred.shape[0])
+
+    def _log_image(self, tag: str, images: Tensor, ncols: int) -> None:
+        log_dir = self._log_dir()
+        path = save_image_grid(
+            images,
+            log_dir / "images" / f"{tag.replace('/', '_')}_{self.global_step:06d}.png",
+            ncols=ncols,
+        )
+        experiment = getattr(self.logger, "experiment", None)
+        if experiment is not None and hasattr(experiment, "add_image"):
+            import numpy as np
+            from PIL import Image
+
+            array = np.asarray(Image.open(path).convert("RGB"))
+            experiment.add_image(tag, array, self.global_step, dataformats="HWC")
+
+    def _log_dir(self) -> Path:
+        trainer = self._trainer
+        directory = trainer.log_dir if trainer is not None and trainer.log_dir else "."
+        return Path(directory)
+
+    # ------------------------------------------------------------------ export
+    def on_train_end(self) -> None:
+        self.export_results(self._log_dir())
+
+    @torch.no_grad()
+    def export_results(self, out_dir: Path) -> dict[str, float]:
+        """Write the final mesh (GLB/OBJ), a turntable GIF and ``metrics.json`` to ``out_dir``."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        mesh = self.current_mesh().detach()
+        mesh = Mesh(mesh.vertices.cpu(), mesh.faces.cpu(), mesh.vertex_colors.cpu())
+        for fmt in self.hparams.export_formats:
+            export_mesh(mesh, out_dir / f"mesh.{fmt}")
+        frames = self.hparams.turntable_frames
+        azimuth = torch.arange(frames, dtype=torch.float32) * (360.0 / frames)
+        cams = orbit_cameras(20.0, azimuth, 2.5, 45.0, self.hparams.turntable_size)
+        renders = self.render_mesh_views(mesh.to(self.device), cams.to(self.device), soft=False)
+        save_turntable(renders["rgb"].cpu(), out_dir / "turntable.gif")
+        metrics: dict[str, float] = {"mesh/faces": float(mesh.num_faces)}
+        datamodule = getattr(self._trainer, "datamodule", None)
+        reference = getattr(datamodule, "reference_mesh", None)
+        if reference is not None:
+            found = mesh_metrics(mesh, reference)
+            metrics.update({f"mesh/{k}": float(v) for k, v in found.items()})
+        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        if self.logger is not None:
+            self.logger.log_metrics(metrics, step=self.global_step)
+        return metrics
