@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import lightning as L
 import torch
@@ -108,6 +109,10 @@ class MultiViewMeshDataModule(L.LightningDataModule):
         batches_per_epoch: length of an epoch (batches are reproducible per index).
         object_radius: the mesh is centred and scaled to this bounding half-diagonal.
         camera_distance, fovy_deg: orbit radius and vertical field of view.
+        supersample: the references are rendered at ``supersample`` times the size and box
+            filtered, so they are antialiased like a volume render (hard rasterization aliases
+            thin parts differently in every view, which no 3D model can match).
+        up_axis: the mesh file's up axis; ``"y"`` (most PLY/OBJ/glTF files) is rotated to our Z-up.
         seed: seed of the ray sampling.
     """
 
@@ -121,8 +126,10 @@ class MultiViewMeshDataModule(L.LightningDataModule):
         views_per_batch: int = 4,
         batches_per_epoch: int = 200,
         object_radius: float = 0.8,
-        camera_distance: float = 2.5,
+        camera_distance: float = 2.2,
         fovy_deg: float = 45.0,
+        up_axis: Literal["y", "z"] = "z",
+        supersample: int = 2,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -136,6 +143,12 @@ class MultiViewMeshDataModule(L.LightningDataModule):
         self.object_radius = object_radius
         self.camera_distance = camera_distance
         self.fovy_deg = fovy_deg
+        if up_axis not in ("y", "z"):
+            raise ValueError(f"up_axis must be 'y' or 'z', got {up_axis!r}")
+        self.up_axis = up_axis
+        if supersample < 1:
+            raise ValueError(f"supersample must be >= 1, got {supersample}")
+        self.supersample = supersample
         self.seed = seed
         self.reference_mesh: Mesh | None = None
         self.train_views: dict[str, Tensor] | None = None
@@ -144,9 +157,15 @@ class MultiViewMeshDataModule(L.LightningDataModule):
     def _render(self, cameras: Cameras) -> dict[str, Tensor]:
         mesh = self.reference_mesh
         assert mesh is not None
-        out = render_mesh(mesh, cameras, vertex_features=mesh.vertex_colors)
+        ss = self.supersample
+        fine = cameras.with_resolution(cameras.width * ss, cameras.height * ss)
+        out = render_mesh(mesh, fine, vertex_features=mesh.vertex_colors)
         mask = out["mask"].float()
         rgb = out["features"] * mask + (1 - mask)  # white background
+        if ss > 1:  # box filter (N, H*ss, W*ss, C) -> (N, H, W, C)
+            pool = torch.nn.functional.avg_pool2d
+            rgb = pool(rgb.permute(0, 3, 1, 2), ss).permute(0, 2, 3, 1)
+            mask = pool(mask.permute(0, 3, 1, 2), ss).permute(0, 2, 3, 1)
         origins, directions = generate_pinhole_rays(cameras)
         return {
             "c2w": cameras.c2w,
@@ -161,6 +180,11 @@ class MultiViewMeshDataModule(L.LightningDataModule):
         if self.reference_mesh is not None:
             return
         mesh = load_mesh(self.mesh_path).normalized(self.object_radius)
+        if self.up_axis == "y":  # (x, y, z) -> (x, -z, y): a +90 degree turn about X
+            v = mesh.vertices
+            mesh = Mesh(
+                torch.stack([v[:, 0], -v[:, 2], v[:, 1]], dim=-1), mesh.faces, mesh.vertex_colors
+            )
         if mesh.vertex_colors is None:
             mesh = Mesh(mesh.vertices, mesh.faces, position_colors(mesh.vertices))
         self.reference_mesh = mesh

@@ -48,7 +48,9 @@ class MeshReconstructionModule(L.LightningModule):
         opacity_weight: weight of the stage-1 opacity-vs-mask loss.
         silhouette_weight: weight of the stage-2 soft-silhouette loss.
         normal_consistency_weight, laplacian_weight: stage-2 mesh regularisers.
-        soft_sigma: width of the soft silhouette (NDC units squared, SoftRas's sigma).
+        soft_sigma: width of the soft silhouette in squared pixels (SoftRas's sigma).
+        mesh_supersample: stage-2 renders are rasterized at this multiple of the target size and
+            box filtered, i.e. antialiased like the volume renders and the reference images.
         export_formats: mesh files written at the end.
         turntable_frames, turntable_size: the turntable GIF.
     """
@@ -60,15 +62,16 @@ class MeshReconstructionModule(L.LightningModule):
         dmtet: DMTetGeometry,
         background: Background | None = None,
         nerf_steps: int = 600,
-        isosurface_threshold: float = 5.0,
+        isosurface_threshold: float = 10.0,
         lr_grid: float = 1e-2,
         lr_mlp: float = 1e-3,
-        lr_dmtet: float = 5e-3,
+        lr_dmtet: float = 1e-3,
         opacity_weight: float = 0.1,
         silhouette_weight: float = 1.0,
         normal_consistency_weight: float = 0.05,
         laplacian_weight: float = 0.0,
-        soft_sigma: float = 3e-5,
+        soft_sigma: float = 1.0,
+        mesh_supersample: int = 2,
         export_formats: tuple[str, ...] = ("glb", "obj"),
         turntable_frames: int = 24,
         turntable_size: int = 128,
@@ -94,9 +97,20 @@ class MeshReconstructionModule(L.LightningModule):
         return Cameras(batch["c2w"], batch["fovy"], w, h)
 
     def _ensure_dmtet(self) -> None:
-        if not bool(self.dmtet_initialized):
-            self.dmtet.initialize_from_density(self.field.density, self.isosurface_threshold)
-            self.dmtet_initialized.fill_(True)
+        if bool(self.dmtet_initialized):
+            return
+        self.dmtet.initialize_from_density(self.field.density, self.isosurface_threshold)
+        sdf = self.dmtet.sdf.detach()
+        if not bool((sdf < 0).any() and (sdf > 0).any()):
+            with torch.no_grad():
+                peak = float(self.field.density(self.dmtet.grid_vertices).max())
+            raise RuntimeError(
+                f"cannot initialise DMTet: the NeRF density never crosses "
+                f"isosurface_threshold={self.isosurface_threshold} on the tet grid (its maximum "
+                f"there is {peak:.3g}); lower model.isosurface_threshold or raise "
+                f"model.nerf_steps (now {self.nerf_steps})"
+            )
+        self.dmtet_initialized.fill_(True)
 
     def current_mesh(self) -> Mesh:
         """The stage-2 mesh with vertex colours from the colour field (differentiable)."""
@@ -105,16 +119,33 @@ class MeshReconstructionModule(L.LightningModule):
         return Mesh(mesh.vertices, mesh.faces, self.field.color(mesh.vertices))
 
     def render_mesh_views(self, mesh: Mesh, cameras: Cameras, soft: bool) -> dict[str, Tensor]:
+        """Rasterize ``mesh`` (supersampled, box filtered) over the background.
+
+        Returns:
+            dict with ``rgb`` (N, H, W, 3), ``alpha`` (N, H, W, 1) (soft if ``soft``) and
+            ``mask`` (N, H, W, 1) coverage.
+        """
+        ss = self.hparams.mesh_supersample
+        fine = cameras.with_resolution(cameras.width * ss, cameras.height * ss)
         out = render_mesh(
             mesh,
-            cameras,
+            fine,
             vertex_features=mesh.vertex_colors,
-            soft_sigma=self.hparams.soft_sigma if soft else None,
+            soft_sigma=self.hparams.soft_sigma * ss * ss if soft else None,
         )
         mask = out["mask"].float()
         bg = self.background(torch.zeros(*mask.shape[:-1], 3, device=mask.device))
-        out["rgb"] = out["features"] * mask + bg * (1 - mask)
-        return out
+        images = {
+            "rgb": out["features"] * mask + bg * (1 - mask),
+            "alpha": out["alpha"],
+            "mask": mask,
+        }
+        if ss > 1:  # (N, H*ss, W*ss, C) -> (N, H, W, C)
+            images = {
+                k: F.avg_pool2d(v.permute(0, 3, 1, 2), ss).permute(0, 2, 3, 1)
+                for k, v in images.items()
+            }
+        return images
 
     def render_views(self, cameras: Cameras) -> Tensor:
         """(N, H, W, 3) renders with the current stage's representation."""
@@ -240,7 +271,7 @@ class MeshReconstructionModule(L.LightningModule):
             export_mesh(mesh, out_dir / f"mesh.{fmt}")
         frames = self.hparams.turntable_frames
         azimuth = torch.arange(frames, dtype=torch.float32) * (360.0 / frames)
-        cams = orbit_cameras(20.0, azimuth, 2.5, 45.0, self.hparams.turntable_size)
+        cams = orbit_cameras(20.0, azimuth, 2.2, 45.0, self.hparams.turntable_size)
         renders = self.render_mesh_views(mesh.to(self.device), cams.to(self.device), soft=False)
         save_turntable(renders["rgb"].cpu(), out_dir / "turntable.gif")
         metrics: dict[str, float] = {"mesh/faces": float(mesh.num_faces)}
