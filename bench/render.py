@@ -39,7 +39,7 @@ from dreamreward.render.volume import VolumeRenderer  # noqa: E402
 
 def fit_field(steps: int, device: torch.device) -> tuple[NeRFField, VolumeRenderer, dict]:
     """Fit a NeRF to the ant's 64^2 renders (the fit_mesh recipe) and return it converged."""
-    data = MultiViewMeshDataModule(up_axis="y", image_size=64)
+    data = MultiViewMeshDataModule(up_axis="y", image_size=64, batches_per_epoch=max(steps, 1))
     data.setup()
     field = NeRFField(blob_density=0.0, encoding=MultiResolutionGridEncoding(log2_hashmap_size=22))
     renderer = VolumeRenderer(

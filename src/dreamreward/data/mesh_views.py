@@ -12,6 +12,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from dreamreward.render.cameras import Cameras, orbit_cameras
+from dreamreward.render.image_ops import box_downsample
 from dreamreward.render.mesh import Mesh, load_mesh
 from dreamreward.render.rasterizer import render_mesh
 from dreamreward.render.rays import generate_pinhole_rays
@@ -162,10 +163,7 @@ class MultiViewMeshDataModule(L.LightningDataModule):
         out = render_mesh(mesh, fine, vertex_features=mesh.vertex_colors)
         mask = out["mask"].float()
         rgb = out["features"] * mask + (1 - mask)  # white background
-        if ss > 1:  # box filter (N, H*ss, W*ss, C) -> (N, H, W, C)
-            pool = torch.nn.functional.avg_pool2d
-            rgb = pool(rgb.permute(0, 3, 1, 2), ss).permute(0, 2, 3, 1)
-            mask = pool(mask.permute(0, 3, 1, 2), ss).permute(0, 2, 3, 1)
+        rgb, mask = box_downsample(rgb, ss), box_downsample(mask, ss)
         origins, directions = generate_pinhole_rays(cameras)
         return {
             "c2w": cameras.c2w,
@@ -218,4 +216,7 @@ class MultiViewMeshDataModule(L.LightningDataModule):
         return DataLoader(_Views(self.val_views), batch_size=None)
 
     def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()
+
+    def predict_dataloader(self) -> DataLoader:
         return self.val_dataloader()

@@ -19,6 +19,7 @@ from dreamreward.render.background import Background, SolidBackground
 from dreamreward.render.cameras import Cameras, orbit_cameras
 from dreamreward.render.dmtet import DMTetGeometry
 from dreamreward.render.export import export_mesh, save_image_grid, save_turntable
+from dreamreward.render.image_ops import box_downsample
 from dreamreward.render.mesh import Mesh
 from dreamreward.render.mesh_ops import laplacian_smoothing_loss, normal_consistency_loss
 from dreamreward.render.metrics import mesh_metrics, psnr
@@ -140,12 +141,7 @@ class MeshReconstructionModule(L.LightningModule):
             "alpha": out["alpha"],
             "mask": mask,
         }
-        if ss > 1:  # (N, H*ss, W*ss, C) -> (N, H, W, C)
-            images = {
-                k: F.avg_pool2d(v.permute(0, 3, 1, 2), ss).permute(0, 2, 3, 1)
-                for k, v in images.items()
-            }
-        return images
+        return {k: box_downsample(v, ss) for k, v in images.items()}
 
     def render_views(self, cameras: Cameras) -> Tensor:
         """(N, H, W, 3) renders with the current stage's representation."""
@@ -226,6 +222,18 @@ class MeshReconstructionModule(L.LightningModule):
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self._evaluate(batch, "test")
+
+    @torch.no_grad()
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        """Render the batch's cameras with the current representation and save a PNG grid.
+
+        Returns:
+            (N, H, W, 3) renders.
+        """
+        pred = self.render_views(self._cameras(batch))
+        path = self._log_dir() / "predictions" / f"views_{batch_idx:04d}.png"
+        save_image_grid(pred, path, ncols=pred.shape[0])
+        return pred
 
     @torch.no_grad()
     def _evaluate(self, batch: dict[str, Tensor], split: str) -> None:
