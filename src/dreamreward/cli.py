@@ -1,5 +1,8 @@
 """The command line: ``python -m dreamreward {fit,validate,test,predict} --config ...``.
 
+Extra subcommands: ``python -m dreamreward build-primitives --out DIR [--num_prompts N]`` and
+``python -m dreamreward convert-rewarddb --root 3DRewardDB --out DIR``.
+
 Components are chosen in YAML by ``class_path`` (LightningCLI subclass mode), never by a string
 registry: any LightningModule / LightningDataModule importable from Python can be configured.
 """
@@ -7,8 +10,11 @@ registry: any LightningModule / LightningDataModule importable from Python can b
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Callable
 
 import lightning as L
+from jsonargparse import CLI
 from lightning.pytorch.cli import LightningCLI
 
 
@@ -16,9 +22,22 @@ class DreamRewardCLI(LightningCLI):
     """LightningCLI with the project's defaults."""
 
 
-def main(args: list[str] | None = None) -> DreamRewardCLI:
+def _extra_commands() -> dict[str, Callable[..., object]]:
+    """Subcommands beside Lightning's, each a typed function (jsonargparse builds the parser)."""
+    from dreamreward.data.build_primitives import build_primitives
+    from dreamreward.data.rewarddb import convert_rewarddb
+
+    return {"build-primitives": build_primitives, "convert-rewarddb": convert_rewarddb}
+
+
+def main(args: list[str] | None = None) -> DreamRewardCLI | object:
+    """Run ``fit | validate | test | predict`` (LightningCLI) or an extra subcommand."""
     # Nothing in this project downloads weights at run time.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    argv = sys.argv[1:] if args is None else args
+    extra = _extra_commands()
+    if argv and argv[0] in extra:
+        return CLI(extra[argv[0]], args=argv[1:], as_positional=False)
     return DreamRewardCLI(
         L.LightningModule,
         L.LightningDataModule,

@@ -1,0 +1,179 @@
+"""Build the primitives preference set: prompts, candidate assets, oracle ratings and ranks.
+
+    python -m dreamreward build-primitives --out data/primitives --num_prompts 300 --seed 0
+
+Writes a ``datasets`` dataset in the project's preference schema to ``out`` (``save_to_disk``)
+plus ``build_info.json`` (arguments, counts, timing). Deterministic for a given seed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import datasets
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from dreamreward.data.schema import PREFERENCE_FEATURES
+from dreamreward.render.cameras import OrbitCameraSampler
+from dreamreward.world.candidates import make_candidates, render_candidate
+from dreamreward.world.oracle import annotate
+from dreamreward.world.prompts import describe, sample_scene
+
+
+def _png(image: torch.Tensor) -> Image.Image:
+    """(H, W, 3) float in [0, 1] -> a PIL image that ``datasets`` stores as PNG."""
+    array = (image.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    buffer.seek(0)
+    return Image.open(buffer)
+
+
+def generate_rows(
+    num_prompts: int,
+    seed: int = 0,
+    image_size: int = 64,
+    min_candidates: int = 4,
+    max_candidates: int = 10,
+    novel_fraction: float = 0.15,
+    two_object_fraction: float = 0.5,
+    progress: bool = True,
+):
+    """Yield one schema row per asset (see ``dreamreward.data.schema``)."""
+    if num_prompts < 1:
+        raise ValueError(f"num_prompts must be >= 1, got {num_prompts}")
+    if not 2 <= min_candidates <= max_candidates <= 12:
+        raise ValueError(
+            f"need 2 <= min_candidates <= max_candidates <= 12, got {min_candidates}, "
+            f"{max_candidates}"
+        )
+    if not 0.0 <= novel_fraction < 1.0:
+        raise ValueError(f"novel_fraction must be in [0, 1), got {novel_fraction}")
+    rng = random.Random(seed)
+    sampler = OrbitCameraSampler(num_views=4, width=image_size)
+    generator = torch.Generator().manual_seed(seed)
+    seen_prompts: set[str] = set()
+    made = 0
+    bar = tqdm(total=num_prompts, desc="prompts", disable=not progress, unit="prompt")
+    while made < num_prompts:
+        split = "novel" if rng.random() < novel_fraction else "train"
+        num_objects = 2 if rng.random() < two_object_fraction else 1
+        scene = sample_scene(rng, num_objects=num_objects, split=split)
+        prompt = describe(scene, rng)
+        if prompt in seen_prompts:
+            continue
+        seen_prompts.add(prompt)
+        prompt_id = f"p{made:05d}"
+        views = sampler.sample(1, generator)
+        cameras = views.cameras
+        candidates = make_candidates(
+            scene, prompt_id, rng.randint(min_candidates, max_candidates), rng
+        )
+        ratings, ranks = annotate(candidates)
+        camera_rows = cameras.c2w.reshape(4, 16).tolist()
+        for cand, rating, rank in zip(candidates, ratings, ranks, strict=True):
+            rgb = render_candidate(cand, cameras)
+            yield {
+                "prompt_id": prompt_id,
+                "prompt": prompt,
+                "asset_id": cand.asset_id,
+                "views": [_png(v) for v in rgb],
+                "cameras": camera_rows,
+                "ratings": {
+                    "alignment": rating.alignment,
+                    "fidelity": rating.fidelity,
+                    "consistency": rating.consistency,
+                    "overall": rating.overall,
+                },
+                "rank": rank,
+                "defect": cand.defect
+                if cand.defect != "low_fidelity"
+                else f"low_fidelity/{cand.fidelity_kind}",
+                "scene": json.dumps(scene.to_dict()),
+                "composition": split if split == "novel" else "seen",
+            }
+        made += 1
+        bar.update(1)
+    bar.close()
+
+
+def build_primitives(
+    out: str,
+    num_prompts: int = 300,
+    seed: int = 0,
+    image_size: int = 64,
+    min_candidates: int = 4,
+    max_candidates: int = 10,
+    novel_fraction: float = 0.15,
+    two_object_fraction: float = 0.5,
+    progress: bool = True,
+) -> datasets.Dataset:
+    """Generate the primitives preference set and save it to ``out``.
+
+    Args:
+        out: output directory (``datasets`` ``save_to_disk`` format); must not exist or be empty.
+        num_prompts: prompts to generate (each with 4-10 candidate assets).
+        seed: everything (scenes, paraphrases, cameras, defects) follows from it.
+        image_size: view size in pixels.
+        min_candidates, max_candidates: candidates per prompt (3DRewardDB: 4-10).
+        novel_fraction: share of prompts drawn from the held-out novel compositions.
+        two_object_fraction: share of two-object prompts.
+        progress: show a progress bar.
+    """
+    out_path = Path(out)
+    if out_path.exists() and any(out_path.iterdir()):
+        raise FileExistsError(f"{out_path} exists and is not empty; choose another --out")
+    start = time.perf_counter()
+    kwargs = {
+        "num_prompts": num_prompts,
+        "seed": seed,
+        "image_size": image_size,
+        "min_candidates": min_candidates,
+        "max_candidates": max_candidates,
+        "novel_fraction": novel_fraction,
+        "two_object_fraction": two_object_fraction,
+        "progress": progress,
+    }
+    # A private cache dir: nothing is written to (or reused from) ~/.cache.
+    bars_were_on = datasets.is_progress_bar_enabled()
+    if not progress:
+        datasets.disable_progress_bars()
+    try:
+        with tempfile.TemporaryDirectory() as cache_dir:
+            dataset = datasets.Dataset.from_generator(
+                generate_rows,
+                gen_kwargs=kwargs,
+                features=PREFERENCE_FEATURES,
+                cache_dir=cache_dir,
+            )
+            dataset.save_to_disk(str(out_path))
+    finally:
+        if bars_were_on:
+            datasets.enable_progress_bars()
+    dataset = datasets.load_from_disk(str(out_path))
+    elapsed = time.perf_counter() - start
+    info = {
+        "arguments": {
+            "num_prompts": num_prompts,
+            "seed": seed,
+            "image_size": image_size,
+            "min_candidates": min_candidates,
+            "max_candidates": max_candidates,
+            "novel_fraction": novel_fraction,
+            "two_object_fraction": two_object_fraction,
+        },
+        "assets": len(dataset),
+        "prompts": num_prompts,
+        "novel_assets": sum(c == "novel" for c in dataset["composition"]),
+        "seconds": round(elapsed, 2),
+        "assets_per_second": round(len(dataset) / elapsed, 2),
+    }
+    (out_path / "build_info.json").write_text(json.dumps(info, indent=2))
+    return dataset

@@ -1,0 +1,239 @@
+"""``PreferenceDataModule``: pairs of multi-view assets from any dataset in the preference schema.
+
+Splits are by prompt (a prompt's assets never straddle two splits) and deterministic from the
+seed; rows whose ``composition`` is ``"novel"`` form a separate test split of novel
+compositions that never enters train/val/test. Items are ImageReward-style (better, worse) pairs
+(:func:`dreamreward.data.pairs.build_pairs`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import datasets
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from dreamreward.data.pairs import PreferencePair, build_pairs
+from dreamreward.data.schema import (
+    cameras_to_tensor,
+    conform_dataset,
+    validate_dataset,
+    views_to_tensor,
+)
+
+SPLITS: tuple[str, ...] = ("train", "val", "test", "novel")
+TEST_DATALOADERS: tuple[str, ...] = ("test", "novel")  # order of test_dataloader()'s list
+
+
+def load_preference_dataset(path: str | Path, cache_dir: str | None = None) -> datasets.Dataset:
+    """A dataset saved with ``save_to_disk`` (a ``DatasetDict``'s splits are concatenated, as we
+    re-split by prompt), or a parquet file / folder of parquet files (read recursively; converted
+    to Arrow in ``cache_dir``, default the ``datasets`` cache)."""
+    path = Path(path)
+    if path.is_file() and path.suffix == ".parquet":
+        return datasets.Dataset.from_parquet(str(path), cache_dir=cache_dir)
+    if path.is_dir():
+        if (path / "state.json").is_file() or (path / "dataset_dict.json").is_file():
+            loaded = datasets.load_from_disk(str(path))
+            if isinstance(loaded, datasets.DatasetDict):
+                return datasets.concatenate_datasets([loaded[k] for k in sorted(loaded)])
+            return loaded
+        files = sorted(str(p) for p in path.rglob("*.parquet"))
+        if files:
+            return datasets.Dataset.from_parquet(files, cache_dir=cache_dir)
+    raise ValueError(
+        f"{path}: not a dataset saved with save_to_disk (no state.json / dataset_dict.json), "
+        "a .parquet file, or a folder containing .parquet files"
+    )
+
+
+def split_prompts(
+    prompt_ids: list[str], val_fraction: float, test_fraction: float, seed: int
+) -> dict[str, list[str]]:
+    """Assign prompts to train / val / test, deterministically from ``seed``.
+
+    Prompts are sorted, then permuted by ``numpy.random.default_rng(seed)``: the result does not
+    depend on row order. A non-zero fraction gets at least one prompt.
+
+    Raises:
+        ValueError: fractions outside [0, 1), or no prompt left for training.
+    """
+    for name, f in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 <= f < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {f}")
+    unique = sorted(set(prompt_ids))
+    n = len(unique)
+
+    def count(fraction: float) -> int:
+        return 0 if fraction == 0 else max(1, round(fraction * n))
+
+    n_val, n_test = count(val_fraction), count(test_fraction)
+    if n_val + n_test >= n:
+        raise ValueError(
+            f"{n} prompts (excluding novel ones) cannot give {n_val} val + {n_test} test prompts "
+            "and still leave some for training: lower val_fraction/test_fraction or add prompts"
+        )
+    order = [unique[i] for i in np.random.default_rng(seed).permutation(n)]
+    return {
+        "test": order[:n_test],
+        "val": order[n_test : n_test + n_val],
+        "train": order[n_test + n_val :],
+    }
+
+
+class PairDataset(Dataset):
+    """Item i: the i-th pair as tensors.
+
+    Returns dicts with ``better_views`` / ``worse_views`` (4, 3, H, W) float in [0, 1],
+    ``better_cameras`` / ``worse_cameras`` (4, 4, 4) camera-to-world, and ``prompt``,
+    ``prompt_id``, ``defect``, ``axis`` (str); the default collate makes (B, ...) tensors and
+    lists of B strings.
+
+    Args:
+        dataset: the whole dataset in the schema (pair indices point into it).
+        pairs: the pairs of this split.
+        prompts: ``prompt_id`` -> prompt text.
+        image_size: resize views to this square size (None: keep).
+    """
+
+    def __init__(
+        self,
+        dataset: datasets.Dataset,
+        pairs: list[PreferencePair],
+        prompts: dict[str, str],
+        image_size: int | None = None,
+    ) -> None:
+        # Only the columns an item needs are decoded.
+        self.assets = dataset.select_columns(["views", "cameras"])
+        self.pairs, self.prompts, self.image_size = pairs, prompts, image_size
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def _asset(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        row = self.assets[index]
+        return views_to_tensor(row["views"], self.image_size), cameras_to_tensor(row["cameras"])
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        pair = self.pairs[i]
+        better_views, better_cameras = self._asset(pair.better)
+        worse_views, worse_cameras = self._asset(pair.worse)
+        return {
+            "better_views": better_views,
+            "worse_views": worse_views,
+            "better_cameras": better_cameras,
+            "worse_cameras": worse_cameras,
+            "prompt": self.prompts[pair.prompt_id],
+            "prompt_id": pair.prompt_id,
+            "defect": pair.defect,
+            "axis": pair.axis,
+        }
+
+
+class PreferenceDataModule(L.LightningDataModule):
+    """Pairs of 4-view assets for Reward3D training, from any dataset in the preference schema.
+
+    Batches (dicts): ``better_views`` / ``worse_views`` (B, 4, 3, H, W) float in [0, 1];
+    ``better_cameras`` / ``worse_cameras`` (B, 4, 4, 4) camera-to-world (Z-up, OpenGL axes);
+    ``prompt``, ``prompt_id``, ``defect`` (the worse asset's), ``axis`` (the rating axis the
+    better asset leads on): lists of B strings.
+
+    ``val_dataloader`` gives the val pairs; ``test_dataloader`` gives two loaders in the order
+    :data:`TEST_DATALOADERS` = (test pairs, novel-composition pairs), i.e. ``dataloader_idx``
+    0 is the test split and 1 the novel split (an empty novel split gives an empty loader).
+
+    Args:
+        path: a dataset saved with ``save_to_disk``, or a parquet file / folder.
+        val_fraction, test_fraction: shares of the (non-novel) prompts held out.
+        seed: seed of the prompt split and of the training shuffle.
+        batch_size: pairs per batch.
+        image_size: resize every view to ``image_size`` x ``image_size``; None keeps the stored
+            size, which must then be one size across the dataset.
+        num_workers: DataLoader workers.
+        cache_dir: where parquet input is converted to Arrow (default: the ``datasets`` cache).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        seed: int = 0,
+        batch_size: int = 16,
+        image_size: int | None = None,
+        num_workers: int = 0,
+        cache_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if image_size is not None and image_size < 1:
+            raise ValueError(f"image_size must be positive, got {image_size}")
+        for name, f in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+            if not 0.0 <= f < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {f}")
+        self.path = path
+        self.val_fraction, self.test_fraction = val_fraction, test_fraction
+        self.seed, self.batch_size = seed, batch_size
+        self.image_size, self.num_workers = image_size, num_workers
+        self.cache_dir = cache_dir
+        self.dataset: datasets.Dataset | None = None
+        self.split_prompt_ids: dict[str, list[str]] = {}
+        self.pairs: dict[str, list[PreferencePair]] = {}
+        self._prompts: dict[str, str] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load, validate (errors name the bad row and field), split by prompt, build pairs."""
+        if self.dataset is not None:
+            return
+        ds = conform_dataset(load_preference_dataset(self.path, self.cache_dir))
+        summary = validate_dataset(ds)
+        if self.image_size is None and len(summary.image_sizes) > 1:
+            raise ValueError(
+                f"{self.path}: views come in several sizes {sorted(summary.image_sizes)}; set "
+                "image_size to resize them to one square size"
+            )
+        meta = ds.select_columns(["prompt_id", "prompt", "composition"])[:]
+        self._prompts = dict(zip(meta["prompt_id"], meta["prompt"], strict=True))
+        compositions = zip(meta["prompt_id"], meta["composition"], strict=True)
+        novel = sorted({p for p, c in compositions if c == "novel"})
+        novel_set = set(novel)
+        seen = [p for p in meta["prompt_id"] if p not in novel_set]
+        splits = split_prompts(seen, self.val_fraction, self.test_fraction, self.seed)
+        splits["novel"] = novel
+        # Pairs never cross prompts, so pairing the whole dataset once and routing each pair by
+        # its prompt equals pairing each split; indices stay global row indices.
+        where = {p: name for name, ids in splits.items() for p in ids}
+        self.pairs = {name: [] for name in SPLITS}
+        for pair in build_pairs(ds):
+            self.pairs[where[pair.prompt_id]].append(pair)
+        self.split_prompt_ids = {name: splits[name] for name in SPLITS}
+        self.dataset = ds
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if self.dataset is None:
+            raise RuntimeError("call setup() before requesting a dataloader")
+        items = PairDataset(self.dataset, self.pairs[split], self._prompts, self.image_size)
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return DataLoader(
+            items,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            generator=generator,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> list[DataLoader]:
+        """[test pairs, novel-composition pairs] (see :data:`TEST_DATALOADERS`)."""
+        return [self._loader(name, shuffle=False) for name in TEST_DATALOADERS]

@@ -1,0 +1,159 @@
+"""Candidates and the oracle: the correct asset ranks first and every failure lowers the score."""
+
+import random
+
+import pytest
+import torch
+
+from dreamreward.render.cameras import OrbitCameraSampler, orbit_cameras
+from dreamreward.world.candidates import (
+    DEFECTS,
+    Candidate,
+    make_candidates,
+    render_candidate,
+)
+from dreamreward.world.oracle import annotate, oracle_score, palette_labels, rank, rate
+from dreamreward.world.scene import COLORS, Scene, SceneObject
+
+TWO = Scene((SceneObject("cube", "red"), SceneObject("sphere", "blue")), "on top of")
+ONE = Scene((SceneObject("cone", "green"),))
+
+
+@pytest.fixture(scope="module")
+def cameras():
+    return OrbitCameraSampler(width=48).sample(1, torch.Generator().manual_seed(3)).cameras
+
+
+def test_candidates_are_varied_and_deterministic():
+    a = make_candidates(TWO, "p7", 10, random.Random(1))
+    b = make_candidates(TWO, "p7", 10, random.Random(1))
+    assert a == b
+    assert len(a) == 10 and a[0].defect == "none" and a[0].scene == TWO
+    assert len({c.asset_id for c in a}) == 10
+    assert {c.defect for c in a} >= {
+        "wrong_color",
+        "wrong_shape",
+        "missing_object",
+        "swapped_attributes",
+        "wrong_relation",
+    }
+    assert all(c.defect in DEFECTS for c in a)
+
+
+def test_single_object_scenes_skip_two_object_failures():
+    cands = make_candidates(ONE, "p1", 8, random.Random(0))
+    assert len(cands) == 8
+    assert not {c.defect for c in cands} & {
+        "missing_object",
+        "swapped_attributes",
+        "wrong_relation",
+    }
+
+
+def test_annotation_ranks_the_correct_asset_alone_first():
+    cands = make_candidates(TWO, "p0", 9, random.Random(4))
+    ratings, ranks = annotate(cands)
+    assert ranks[0] == 1 and ranks.count(1) == 1
+    for r in ratings:
+        for axis in (r.alignment, r.fidelity, r.consistency):
+            assert 1 <= axis <= 6
+        assert 1.0 <= r.overall <= 6.0
+    assert rate(cands[0]).overall == 6.0
+
+
+def test_competition_ranks_share_ties():
+    from dreamreward.world.oracle import Ratings
+
+    rs = [Ratings(6, 6, 6, o) for o in (5.0, 6.0, 5.0, 3.5)]
+    assert rank(rs) == [2, 1, 2, 4]
+
+
+def test_palette_labels_see_through_shading():
+    names = list(COLORS)
+    for name, rgb in COLORS.items():
+        shaded = torch.tensor(rgb) * 0.5  # the dark side of a lit object
+        assert names[int(palette_labels(shaded))] == name, name
+
+
+@pytest.mark.parametrize("scene", [TWO, ONE], ids=["two", "one"])
+def test_correct_asset_scores_highest(scene, cameras):
+    cands = make_candidates(scene, "p", 10, random.Random(2))
+    scores = {c.asset_id: oracle_score(render_candidate(c, cameras), scene, cameras) for c in cands}
+    correct = scores[cands[0].asset_id].total
+    assert correct > 0.9
+    for c in cands[1:]:
+        assert scores[c.asset_id].total < correct - 0.03, (c.defect, c.fidelity_kind)
+
+
+def _score(defect, cameras, **kwargs):
+    from dreamreward.world.candidates import _alter
+
+    scene = kwargs.pop("scene", TWO)
+    altered = _alter(scene, defect, random.Random(0)) if defect != "none" else scene
+    cand = Candidate("x", altered, defect if defect != "none" else "none", **kwargs)
+    return oracle_score(render_candidate(cand, cameras), scene, cameras)
+
+
+def test_each_failure_lowers_the_axis_it_should(cameras):
+    correct = _score("none", cameras)
+    wrong_color = _score("wrong_color", cameras)
+    assert wrong_color.color < correct.color - 0.2
+    assert wrong_color.shape > correct.shape - 0.05  # the geometry is right
+    wrong_shape = _score("wrong_shape", cameras)
+    assert wrong_shape.shape < correct.shape - 0.05
+    swapped = _score("swapped_attributes", cameras)
+    assert swapped.binding < correct.binding - 0.4
+    assert swapped.shape > correct.shape - 0.05
+    relation = _score("wrong_relation", cameras)
+    assert relation.binding < correct.binding - 0.3
+    missing = _score("missing_object", cameras)
+    assert missing.binding < correct.binding - 0.3
+
+
+@pytest.mark.parametrize("kind", ["blur", "noise", "floaters", "holes", "washed_out"])
+def test_fidelity_failures_lower_the_score(kind, cameras):
+    correct = _score("none", cameras)
+    degraded = oracle_score(
+        render_candidate(
+            Candidate("x", TWO, "low_fidelity", fidelity_kind=kind, severity=0.8, seed=1), cameras
+        ),
+        TWO,
+        cameras,
+    )
+    assert degraded.total < correct.total - 0.03
+
+
+def test_janus_lowers_one_view(cameras):
+    other = Scene((SceneObject("torus", "red"), SceneObject("sphere", "blue")), "on top of")
+    janus = oracle_score(
+        render_candidate(Candidate("x", TWO, "janus", janus_view=2, janus_scene=other), cameras),
+        TWO,
+        cameras,
+    )
+    correct = _score("none", cameras)
+    assert int(janus.per_view.argmin()) == 2
+    assert janus.total < correct.total - 0.03
+
+
+def test_robust_to_small_shift_and_scale():
+    azimuth = torch.tensor([10.0, 100.0, 190.0, 280.0])
+    reference = orbit_cameras(15.0, azimuth, 2.2, 45.0, 48)
+    from dreamreward.world.layout import scene_mesh
+    from dreamreward.world.views import render_views
+
+    mesh, _ = scene_mesh(TWO)
+    shifted = mesh.vertices * 0.9 + torch.tensor([0.0, 0.06, -0.04])
+    from dreamreward.render.mesh import Mesh
+
+    views = render_views(Mesh(shifted, mesh.faces, mesh.vertex_colors), reference)["rgb"]
+    moved = oracle_score(views, TWO, reference)
+    wrong = _score("wrong_shape", reference)
+    assert moved.total > 0.85
+    assert moved.total > wrong.total + 0.05
+
+
+def test_bad_views_raise(cameras):
+    with pytest.raises(ValueError, match="views"):
+        oracle_score(torch.rand(3, 48, 48, 3), TWO, cameras)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        oracle_score(torch.full((4, 48, 48, 3), 2.0), TWO, cameras)
