@@ -267,3 +267,29 @@ def test_camera_conventions() -> None:
     np.testing.assert_allclose(to_our_c2w(opencv, "opencv"), blender, atol=1e-12)
     with pytest.raises(ValueError, match="unknown camera convention"):
         to_our_c2w(blender, "colmap")  # type: ignore[arg-type]
+
+
+class _HugeArray:
+    """A 40-byte pickle asking numpy for an 80 GB array."""
+
+    def __reduce__(self):
+        import numpy as np
+
+        return (np.ndarray, ((10**10,),))
+
+
+class _HugeBytes:
+    def __reduce__(self):
+        return (bytearray, (10**10,))
+
+
+@pytest.mark.parametrize("payload", [_HugeArray(), _HugeBytes()], ids=["ndarray", "bytearray"])
+def test_restricted_unpickler_refuses_huge_allocations(tmp_path, payload):
+    import pickle
+
+    from dreamreward.data.rewarddb import restricted_load
+
+    path = tmp_path / "cam_0.pkl"
+    path.write_bytes(pickle.dumps(payload, protocol=2))
+    with pytest.raises(pickle.UnpicklingError, match="cam_0.pkl"):
+        restricted_load(path)

@@ -25,6 +25,7 @@ from dreamreward.render.cameras import OrbitCameraSampler
 from dreamreward.world.candidates import make_candidates, render_candidate
 from dreamreward.world.oracle import annotate
 from dreamreward.world.prompts import describe, sample_scene
+from dreamreward.world.scene import Scene
 
 
 def _png(image: torch.Tensor) -> Image.Image:
@@ -34,6 +35,26 @@ def _png(image: torch.Tensor) -> Image.Image:
     Image.fromarray(array).save(buffer, format="PNG")
     buffer.seek(0)
     return Image.open(buffer)
+
+
+def _scene_key(scene: Scene) -> tuple:
+    """What a scene looks like: one object's size is invisible (scenes are normalised), so
+    "a small red cube" and "a large red cube" are the same asset."""
+    if scene.num_objects == 1:
+        return (scene.objects[0].shape, scene.objects[0].color)
+    return (scene.objects, scene.relation)
+
+
+def _unseen_scene(rng: random.Random, num_objects: int, split: str, seen: set[tuple]) -> Scene:
+    """A scene not generated before (each scene belongs to one prompt, so paraphrases of one
+    scene can never land in two splits). One-object scenes run out (40 seen, 10 novel): then
+    two-object scenes are drawn instead."""
+    for attempt in range(200):
+        objects = num_objects if attempt < 50 else 2
+        scene = sample_scene(rng, num_objects=objects, split=split)
+        if _scene_key(scene) not in seen:
+            return scene
+    raise RuntimeError(f"could not find an unseen {split} scene after 200 draws")
 
 
 def generate_rows(
@@ -59,22 +80,24 @@ def generate_rows(
     rng = random.Random(seed)
     sampler = OrbitCameraSampler(num_views=4, width=image_size)
     generator = torch.Generator().manual_seed(seed)
-    seen_prompts: set[str] = set()
+    seen_scenes: set[tuple] = set()
     made = 0
     bar = tqdm(total=num_prompts, desc="prompts", disable=not progress, unit="prompt")
     while made < num_prompts:
         split = "novel" if rng.random() < novel_fraction else "train"
         num_objects = 2 if rng.random() < two_object_fraction else 1
-        scene = sample_scene(rng, num_objects=num_objects, split=split)
+        scene = _unseen_scene(rng, num_objects, split, seen_scenes)
+        seen_scenes.add(_scene_key(scene))
         prompt = describe(scene, rng)
-        if prompt in seen_prompts:
-            continue
-        seen_prompts.add(prompt)
         prompt_id = f"p{made:05d}"
         views = sampler.sample(1, generator)
         cameras = views.cameras
         candidates = make_candidates(
-            scene, prompt_id, rng.randint(min_candidates, max_candidates), rng
+            scene,
+            prompt_id,
+            rng.randint(min_candidates, max_candidates),
+            rng,
+            allow_novel=split == "novel",
         )
         ratings, ranks = annotate(candidates)
         camera_rows = cameras.c2w.reshape(4, 16).tolist()

@@ -82,7 +82,11 @@ DATA_DIR = "data"
 MAX_PICKLE_BYTES = 1 << 20
 
 # --------------------------------------------------------------------------- restricted pickle
-_BUILTIN_TYPES = ("set", "frozenset", "complex", "bytearray", "list", "tuple", "dict")
+# bytearray stays out: bytearray(n) would let a 40-byte pickle allocate n bytes. The others only
+# hold what the (size-capped) file spells out.
+_BUILTIN_TYPES = ("set", "frozenset", "complex", "list", "tuple", "dict")
+# No array a camera pickle legitimately holds comes near this; a forged shape would.
+MAX_ARRAY_BYTES = 8 << 20
 _ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(
     {("builtins", name) for name in _BUILTIN_TYPES}
     | {
@@ -101,6 +105,48 @@ _ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(
     }
 )
 _MODULE_ALIASES = {"__builtin__": "builtins"}  # Python 2 name in protocol 0-2 pickles
+
+
+def _check_array_size(shape: Any, dtype: Any, source: str) -> None:
+    import numpy as np
+
+    try:
+        dims = (int(shape),) if np.isscalar(shape) else tuple(int(d) for d in shape)
+        itemsize = np.dtype(dtype).itemsize
+    except (TypeError, ValueError) as error:
+        raise pickle.UnpicklingError(f"{source}: malformed array header ({error})") from None
+    count = 1
+    for d in dims:
+        if d < 0:
+            raise pickle.UnpicklingError(f"{source}: negative array dimension {dims}")
+        count *= d
+    if count * itemsize > MAX_ARRAY_BYTES:
+        raise pickle.UnpicklingError(
+            f"{source}: refusing an array of shape {dims} ({count * itemsize} bytes) from an "
+            f"untrusted pickle (limit {MAX_ARRAY_BYTES} bytes)"
+        )
+
+
+def _bounded_numpy(name: str, real: Any, source: str) -> Any:
+    """Wrap numpy's array constructors so a forged shape cannot allocate gigabytes."""
+    import numpy as np
+
+    if name == "ndarray":
+
+        class BoundedNdarray(np.ndarray):
+            def __new__(cls, shape, dtype=float, *args, **kwargs):  # noqa: D102
+                _check_array_size(shape, dtype, source)
+                return np.ndarray.__new__(np.ndarray, shape, dtype, *args, **kwargs)
+
+        return BoundedNdarray
+    if name == "_reconstruct":
+
+        def reconstruct(subtype, shape, dtype):
+            _check_array_size(shape, dtype, source)
+            return real(np.ndarray, shape, dtype)
+
+        return reconstruct
+    return real
 
 
 def _resolve_allowed(module: str, name: str) -> Any:
@@ -142,7 +188,7 @@ class RestrictedUnpickler(pickle.Unpickler):
                 "only plain containers, numbers and numpy arrays are allowed (nothing was "
                 "executed). If the file is trusted, convert it to a .npy array first."
             )
-        return _resolve_allowed(*key)
+        return _bounded_numpy(name, _resolve_allowed(*key), self.source)
 
     def persistent_load(self, pid: Any) -> Any:
         raise pickle.UnpicklingError(f"{self.source}: persistent ids are not allowed ({pid!r})")

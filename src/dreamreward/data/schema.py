@@ -310,6 +310,8 @@ def conform_dataset(ds: datasets.Dataset) -> datasets.Dataset:
             try:
                 ds = ds.cast_column(name, PREFERENCE_FEATURES[name])
             except (TypeError, ValueError, NotImplementedError) as err:
+                # Usually one bad row: find and name it (row index, asset_id, field) first.
+                validate_dataset(ds)
                 raise ValueError(
                     f"column {name!r} has type {ds.features[name]} which cannot be cast to the "
                     f"schema's {PREFERENCE_FEATURES[name]}: {err}"

@@ -25,6 +25,7 @@ from dreamreward.render.mesh_ops import laplacian_smoothing_loss, normal_consist
 from dreamreward.render.metrics import mesh_metrics, psnr
 from dreamreward.render.nerf import NeRFField
 from dreamreward.render.rasterizer import render_mesh
+from dreamreward.render.rays import generate_pinhole_rays
 from dreamreward.render.volume import VolumeRenderer
 
 
@@ -53,7 +54,8 @@ class MeshReconstructionModule(L.LightningModule):
         mesh_supersample: stage-2 renders are rasterized at this multiple of the target size and
             box filtered, i.e. antialiased like the volume renders and the reference images.
         export_formats: mesh files written at the end.
-        turntable_frames, turntable_size: the turntable GIF.
+        turntable_frames, turntable_size: the turntable GIF (frames, pixels).
+        turntable_elevation_deg, turntable_distance, turntable_fovy_deg: its orbit camera.
     """
 
     def __init__(
@@ -76,6 +78,9 @@ class MeshReconstructionModule(L.LightningModule):
         export_formats: tuple[str, ...] = ("glb", "obj"),
         turntable_frames: int = 24,
         turntable_size: int = 128,
+        turntable_elevation_deg: float = 20.0,
+        turntable_distance: float = 2.2,
+        turntable_fovy_deg: float = 45.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["field", "volume_renderer", "dmtet", "background"])
@@ -135,7 +140,8 @@ class MeshReconstructionModule(L.LightningModule):
             soft_sigma=self.hparams.soft_sigma * ss * ss if soft else None,
         )
         mask = out["mask"].float()
-        bg = self.background(torch.zeros(*mask.shape[:-1], 3, device=mask.device))
+        _, directions = generate_pinhole_rays(fine)  # a learned background needs view rays
+        bg = self.background(directions.to(mask))
         images = {
             "rgb": out["features"] * mask + bg * (1 - mask),
             "alpha": out["alpha"],
@@ -170,7 +176,12 @@ class MeshReconstructionModule(L.LightningModule):
         return loss
 
     def _nerf_step(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        out = self.volume_renderer(self.field, self.background, batch["rays_o"], batch["rays_d"])
+        # Sample jitter from a generator keyed by the step: a resumed run draws the same jitter
+        # (Lightning checkpoints do not store the global RNG state).
+        jitter = torch.Generator().manual_seed(1_000_003 + self.global_step)
+        out = self.volume_renderer(
+            self.field, self.background, batch["rays_o"], batch["rays_d"], generator=jitter
+        )
         mse = F.mse_loss(out["rgb"], batch["rays_rgb"])
         opacity = F.mse_loss(out["opacity"], batch["rays_mask"])
         loss = mse + self.hparams.opacity_weight * opacity
@@ -246,6 +257,8 @@ class MeshReconstructionModule(L.LightningModule):
         self._log_image(f"{split}/target_vs_render", grid, ncols=pred.shape[0])
 
     def _log_image(self, tag: str, images: Tensor, ncols: int) -> None:
+        if self._trainer is not None and not self.trainer.is_global_zero:
+            return  # one writer on multi-device runs
         log_dir = self._log_dir()
         path = save_image_grid(
             images,
@@ -267,7 +280,8 @@ class MeshReconstructionModule(L.LightningModule):
 
     # ------------------------------------------------------------------ export
     def on_train_end(self) -> None:
-        self.export_results(self._log_dir())
+        if self.trainer.is_global_zero:
+            self.export_results(self._log_dir())
 
     @torch.no_grad()
     def export_results(self, out_dir: Path) -> dict[str, float]:
@@ -279,7 +293,14 @@ class MeshReconstructionModule(L.LightningModule):
             export_mesh(mesh, out_dir / f"mesh.{fmt}")
         frames = self.hparams.turntable_frames
         azimuth = torch.arange(frames, dtype=torch.float32) * (360.0 / frames)
-        cams = orbit_cameras(20.0, azimuth, 2.2, 45.0, self.hparams.turntable_size)
+        hp = self.hparams
+        cams = orbit_cameras(
+            hp.turntable_elevation_deg,
+            azimuth,
+            hp.turntable_distance,
+            hp.turntable_fovy_deg,
+            hp.turntable_size,
+        )
         renders = self.render_mesh_views(mesh.to(self.device), cams.to(self.device), soft=False)
         save_turntable(renders["rgb"].cpu(), out_dir / "turntable.gif")
         metrics: dict[str, float] = {"mesh/faces": float(mesh.num_faces)}

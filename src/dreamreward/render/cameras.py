@@ -52,6 +52,8 @@ class Cameras:
             raise ValueError(
                 f"Cameras.fovy must be (N,) = ({self.c2w.shape[0]},), got {tuple(self.fovy.shape)}"
             )
+        if not bool(torch.isfinite(self.fovy).all() and torch.isfinite(self.c2w).all()):
+            raise ValueError("Cameras.c2w and Cameras.fovy must be finite (got NaN or inf)")
         if not bool(((self.fovy > 0) & (self.fovy < math.pi)).all()):
             raise ValueError(
                 f"Cameras.fovy must be in (0, pi) radians, got {self.fovy.tolist()} "
@@ -244,9 +246,11 @@ def orbit_cameras(
     elevation = _as_batch(elevation_deg, n, dt, dev)
     dist = _as_batch(distance, n, dt, dev)
     fovy = _as_batch(fovy_deg, n, dt, dev)
-    if bool((dist <= 0).any()):
-        raise ValueError(f"camera distance must be positive, got {dist.tolist()}")
-    if bool(((fovy <= 0) | (fovy >= 180)).any()):
+    if bool((~torch.isfinite(dist) | (dist <= 0)).any()):
+        raise ValueError(f"camera distance must be positive and finite, got {dist.tolist()}")
+    if bool((~torch.isfinite(elevation) | ~torch.isfinite(azimuth_deg)).any()):
+        raise ValueError("camera elevation/azimuth must be finite")
+    if bool((~torch.isfinite(fovy) | (fovy <= 0) | (fovy >= 180)).any()):
         raise ValueError(f"fovy_deg must be in (0, 180) degrees, got {fovy.tolist()}")
     eye = spherical_to_position(elevation, azimuth_deg, dist)
     return Cameras(look_at(eye), torch.deg2rad(fovy), width, height or width, near, far)

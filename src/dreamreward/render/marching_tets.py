@@ -81,8 +81,10 @@ def _check_inputs(vertices: Tensor, tets: Tensor, sdf: Tensor) -> None:
         )
     if not sdf.is_floating_point():
         raise ValueError(f"sdf must be a floating tensor, got {sdf.dtype}")
-    if bool(torch.isnan(sdf).any()):
-        raise ValueError("sdf contains NaN values; marching tetrahedra needs finite sdf values")
+    if bool((~torch.isfinite(sdf)).any()):
+        raise ValueError(
+            "sdf contains NaN or inf values; marching tetrahedra needs finite sdf values"
+        )
 
 
 def _unbatched(vertices: Tensor, tets: Tensor, sdf: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -31,6 +31,13 @@ class Mesh:
             raise ValueError(f"Mesh.faces must be (F, 3), got {tuple(self.faces.shape)}")
         if self.faces.dtype not in (torch.int32, torch.int64):
             raise ValueError(f"Mesh.faces must be an integer tensor, got {self.faces.dtype}")
+        if self.faces.numel() and (
+            int(self.faces.min()) < 0 or int(self.faces.max()) >= self.vertices.shape[0]
+        ):
+            raise ValueError(
+                f"Mesh.faces index vertices outside [0, {self.vertices.shape[0]}): "
+                f"min {int(self.faces.min())}, max {int(self.faces.max())}"
+            )
         if self.vertex_colors is not None and self.vertex_colors.shape != self.vertices.shape:
             raise ValueError(
                 f"Mesh.vertex_colors must be (V, 3) = {tuple(self.vertices.shape)}, "

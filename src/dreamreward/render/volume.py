@@ -83,7 +83,8 @@ class VolumeRenderer(nn.Module):
 
         Returns:
             dict with ``rgb`` (R, 3) blended over the background, ``rgb_foreground`` (R, 3),
-            ``opacity`` (R, 1), ``depth`` (R, 1), ``weights`` (R, S) and ``samples_evaluated``
+            ``opacity`` (R, 1), ``distance`` (R, 1) expected distance along the ray,
+            ``weights`` (R, S) and ``samples_evaluated``
             (a 0-dim long tensor: how many field evaluations the call made).
         """
         if origins.shape != directions.shape or origins.ndim != 2 or origins.shape[-1] != 3:
@@ -93,6 +94,12 @@ class VolumeRenderer(nn.Module):
             )
         stratified = self.training if stratified is None else stratified
         num_rays, s = origins.shape[0], self.num_samples_per_ray
+        grid = self.occupancy_grid
+        if grid is not None and abs(grid.radius - field.radius) > 1e-6:
+            raise ValueError(
+                f"occupancy_grid.radius={grid.radius} differs from field.radius={field.radius}: "
+                "the grid must cover the field's bounding cube"
+            )
         aabb = field.aabb.to(origins)
         t_near, t_far, hit = ray_aabb_intersect(origins, directions, aabb)
         t_far = torch.where(hit, t_far, t_near)
@@ -124,7 +131,7 @@ class VolumeRenderer(nn.Module):
             "rgb": result.rgb + (1 - result.opacity) * bg,
             "rgb_foreground": result.rgb,
             "opacity": result.opacity,
-            "depth": result.depth,
+            "distance": result.depth,
             "weights": result.weights,
             "samples_evaluated": flat_keep.sum(),
         }
@@ -139,13 +146,14 @@ class VolumeRenderer(nn.Module):
         """Render whole images (no jitter), chunked over rays.
 
         Returns:
-            dict with ``rgb`` (N, H, W, 3), ``opacity`` (N, H, W, 1), ``depth`` (N, H, W, 1) and
-            ``samples_evaluated``.
+            dict with ``rgb`` (N, H, W, 3), ``opacity`` (N, H, W, 1), ``depth`` (N, H, W, 1)
+            along the camera's -Z axis (the rasterizer's meaning of depth), ``distance``
+            (N, H, W, 1) along each ray, and ``samples_evaluated``.
         """
         origins, directions = generate_pinhole_rays(cameras)
         n, h, w = len(cameras), cameras.height, cameras.width
         o, d = origins.reshape(-1, 3), directions.reshape(-1, 3)
-        outputs: dict[str, list[Tensor]] = {"rgb": [], "opacity": [], "depth": []}
+        outputs: dict[str, list[Tensor]] = {"rgb": [], "opacity": [], "distance": []}
         evaluated = torch.zeros((), dtype=torch.long)
         for oc, dc in zip(o.split(self.chunk_size), d.split(self.chunk_size), strict=True):
             out = self(field, background, oc, dc, stratified=False, use_occupancy=use_occupancy)
@@ -153,5 +161,9 @@ class VolumeRenderer(nn.Module):
                 outputs[key].append(out[key])
             evaluated = evaluated + out["samples_evaluated"].cpu()
         images = {k: torch.cat(v).reshape(n, h, w, -1) for k, v in outputs.items()}
+        # z-depth = ray distance x cos(angle between the ray and the camera's -Z axis)
+        forward = -cameras.c2w[:, :3, 2].to(directions)
+        cosine = (directions * forward[:, None, None, :]).sum(-1, keepdim=True)
+        images["depth"] = images["distance"] * cosine
         images["samples_evaluated"] = evaluated
         return images

@@ -19,6 +19,7 @@ from torch import Tensor
 from dreamreward.render.cameras import Cameras
 from dreamreward.render.mesh import Mesh
 from dreamreward.world.layout import scene_mesh
+from dreamreward.world.prompts import is_novel
 from dreamreward.world.scene import COLORS, RELATIONS, SHAPES, Scene
 from dreamreward.world.views import render_views
 
@@ -38,15 +39,17 @@ DEFECTS: tuple[str, ...] = (
 )
 FIDELITY_KINDS: tuple[str, ...] = ("blur", "noise", "floaters", "holes", "washed_out")
 
-# Relations whose layouts look alike (left/right/next-to all put the objects side by side from
-# some view): a "wrong relation" must come from another family.
+# Which relations a wrong-relation candidate may swap. Primitives are symmetric about Z and the
+# dataset's cameras have a random azimuth offset, so every horizontal relation (left/right of,
+# in front of, behind, next to) is a rotation of every other: a "wrong" horizontal relation would
+# be the correct asset seen from another angle. Only vertical <-> horizontal is a visible error.
 _RELATION_FAMILY = {
     "on top of": "vertical",
-    "next to": "lateral",
-    "left of": "lateral",
-    "right of": "lateral",
-    "in front of": "depth",
-    "behind": "depth",
+    "next to": "horizontal",
+    "left of": "horizontal",
+    "right of": "horizontal",
+    "in front of": "horizontal",
+    "behind": "horizontal",
 }
 
 
@@ -108,12 +111,21 @@ def _alter(scene: Scene, defect: str, rng: random.Random) -> Scene | None:
 
 
 def make_candidates(
-    scene: Scene, prompt_id: str, num_candidates: int, rng: random.Random
+    scene: Scene,
+    prompt_id: str,
+    num_candidates: int,
+    rng: random.Random,
+    allow_novel: bool = True,
 ) -> list[Candidate]:
     """The correct asset plus ``num_candidates - 1`` distinct failures (4-10 as in 3DRewardDB).
 
     Defect types are drawn without replacement first (so a prompt shows a variety), then with
     replacement for fidelity failures of different kinds and severities.
+
+    Args:
+        allow_novel: whether failures may depict held-out (novel) compositions. Training prompts
+            pass False so no held-out colour-shape or shape-shape pairing is ever seen in
+            training, not even as a negative.
     """
     if not 2 <= num_candidates <= 12:
         raise ValueError(f"num_candidates must be in [2, 12], got {num_candidates}")
@@ -134,6 +146,10 @@ def make_candidates(
         k = len(out)
         cand = _make(scene, defect, f"{prompt_id}_{k}", rng)
         if cand is None:
+            continue
+        if not allow_novel and any(
+            s is not None and is_novel(s) for s in (cand.scene, cand.janus_scene)
+        ):
             continue
         key = (cand.scene, cand.defect, cand.fidelity_kind, cand.janus_scene)
         if key in seen and cand.defect != "low_fidelity":

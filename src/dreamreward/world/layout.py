@@ -13,8 +13,9 @@ Layout conventions (world Z-up; the front camera sits on +X and sees +Y on its r
 - ``"next to"`` is deterministic and equals ``"left of"``: object 0 at -Y, i.e. the objects
   read left-to-right in the order they are named. (An oracle should accept either side.)
 - Finally the whole scene's bounding box is centred at the origin and scaled uniformly so its
-  half-diagonal is ``radius`` (default 0.8: inside the NeRF cube [-1, 1]^3 and the default
-  cameras' view). Absolute size is therefore lost for one-object scenes: size words only show
+  half-diagonal is ``radius`` (default 0.6: inside the NeRF cube [-1, 1]^3 and, with margin,
+  inside every view of MVDream's camera distribution, whose visible half-height at the origin
+  is only 0.8-1.0). Absolute size is therefore lost for one-object scenes: size words only show
   relative to the other object.
 - Optional jitter (a seeded ``random.Random``) shifts object 0 by up to ``jitter_scale`` layout
   units across the relation axis and only *widens* gaps along it, so objects never intersect
@@ -33,7 +34,7 @@ from dreamreward.render.mesh import Mesh
 from dreamreward.world.scene import COLORS, SIZES, Scene, SceneObject
 from dreamreward.world.shapes import DEFAULT_DETAIL, primitive_mesh
 
-DEFAULT_RADIUS = 0.8
+DEFAULT_RADIUS = 0.6
 # Gap between side-by-side objects, in layout units (a medium object is 1 unit across): wide
 # enough to separate the silhouettes at 64 px, small enough to read as "next to".
 GAP = 0.15
