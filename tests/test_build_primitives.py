@@ -132,3 +132,38 @@ def test_splits_share_no_scene_and_training_never_sees_novel_compositions(tmp_pa
         for cand in make_candidates(scene, "p", 10, rng, allow_novel=False):
             assert not is_novel(cand.scene)
             assert cand.janus_scene is None or not is_novel(cand.janus_scene)
+
+
+def test_a_row_holds_enough_to_re_render_and_re_judge_its_views(tmp_path):
+    import numpy as np
+    import torch
+
+    from dreamreward.data.schema import validate_row
+    from dreamreward.render.cameras import Cameras
+    from dreamreward.world.layout import scene_mesh
+    from dreamreward.world.oracle import oracle_score
+    from dreamreward.world.views import render_views
+
+    ds = build_primitives(
+        str(tmp_path / "r"),
+        num_prompts=1,
+        seed=2,
+        image_size=32,
+        min_candidates=4,
+        max_candidates=4,
+        progress=False,
+    )
+    row = ds[0]  # the correct asset of prompt 0
+    assert row["defect"] == "none"
+    c2w = torch.tensor(row["cameras"]).view(4, 4, 4)
+    fovy = torch.deg2rad(torch.tensor(row["fovy_deg"]))
+    cameras = Cameras(c2w, fovy, 32, 32)
+    scene = Scene.from_dict(json.loads(row["scene"]))
+    rendered = render_views(scene_mesh(scene)[0], cameras)["rgb"]
+    stored = torch.tensor(np.stack([np.asarray(v) for v in row["views"]])).float() / 255
+    assert float((rendered - stored).abs().max()) < 2 / 255
+    assert oracle_score(stored, scene, cameras).total > 0.9
+
+    bad = dict(row, fovy_deg=[40.0, 40.0, 200.0, 40.0])
+    with pytest.raises(ValueError, match="fovy_deg"):
+        validate_row(bad, 0)

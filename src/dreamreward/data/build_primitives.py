@@ -109,6 +109,7 @@ def generate_rows(
                 "asset_id": cand.asset_id,
                 "views": [_png(v) for v in rgb],
                 "cameras": camera_rows,
+                "fovy_deg": views.fovy_deg.tolist(),
                 "ratings": {
                     "alignment": rating.alignment,
                     "fidelity": rating.fidelity,

@@ -571,7 +571,9 @@ def _load_views(plan: _PromptPlan, a: int, image_size: int | None) -> list[Image
     return out
 
 
-def _rows(plans: list[_PromptPlan], image_size: int | None, signature: str) -> Iterator[dict]:
+def _rows(
+    plans: list[_PromptPlan], image_size: int | None, signature: str, fovy_deg: float
+) -> Iterator[dict]:
     del signature  # only part of the cache key
     for plan in plans:
         for a in range(len(plan.ratings)):
@@ -581,6 +583,7 @@ def _rows(plans: list[_PromptPlan], image_size: int | None, signature: str) -> I
                 "asset_id": f"{plan.key}/{a}",
                 "views": _load_views(plan, a, image_size),
                 "cameras": plan.cameras[a].reshape(NUM_VIEWS, 16).tolist(),
+                "fovy_deg": [fovy_deg] * NUM_VIEWS,
                 "ratings": plan.ratings[a],
                 "rank": plan.ranks[a],
                 "defect": UNKNOWN_DEFECT,
@@ -619,6 +622,7 @@ def load_rewarddb(
     rating_range: tuple[float, float] = (1.0, 6.0),
     score_range: tuple[float, float] | None = None,
     camera_convention: CameraConvention = "blender",
+    fovy_deg: float = 40.0,
     cache_dir: str | None = None,
 ) -> datasets.Dataset:
     """A 3DRewardDB-layout folder -> a dataset in the preference schema.
@@ -635,6 +639,8 @@ def load_rewarddb(
         rating_range: the raw range of the per-axis ratings, mapped onto 1-6.
         score_range: the raw range of ``score`` (default ``rating_range``), mapped onto 1-6.
         camera_convention: the pickles' camera convention (:func:`to_our_c2w`).
+        fovy_deg: the vertical field of view stored for every view. The layout's pickles hold
+            poses only (as far as we know), so this is an assumption to set if known.
         cache_dir: ``datasets`` cache folder (default: its global cache).
 
     Returns:
@@ -669,6 +675,7 @@ def load_rewarddb(
         "rating_range": rating_range,
         "score_range": score_range,
         "camera_convention": camera_convention,
+        "fovy_deg": fovy_deg,
     }
     try:
         return datasets.Dataset.from_generator(
@@ -679,6 +686,7 @@ def load_rewarddb(
                 "plans": plans,
                 "image_size": image_size,
                 "signature": _signature(plans, root, options),
+                "fovy_deg": fovy_deg,
             },
         )
     except Exception as err:
@@ -697,6 +705,7 @@ def convert_rewarddb(
     rating_range: tuple[float, float] = (1.0, 6.0),
     score_range: tuple[float, float] | None = None,
     camera_convention: CameraConvention = "blender",
+    fovy_deg: float = 40.0,
     cache_dir: str | None = None,
 ) -> datasets.Dataset:
     """Convert a 3DRewardDB folder into a ``save_to_disk`` dataset for ``PreferenceDataModule``.
@@ -705,7 +714,7 @@ def convert_rewarddb(
         root: folder with ``prompt_reward.json`` and ``data/``.
         out: output folder (must not exist or be empty).
         image_size, max_prompts, ranking_format, rating_range, score_range, camera_convention,
-            cache_dir: as in :func:`load_rewarddb`.
+            fovy_deg, cache_dir: as in :func:`load_rewarddb`.
     """
     out_path = Path(out)
     if out_path.exists() and any(out_path.iterdir()):
@@ -718,6 +727,7 @@ def convert_rewarddb(
         rating_range=rating_range,
         score_range=score_range,
         camera_convention=camera_convention,
+        fovy_deg=fovy_deg,
         cache_dir=cache_dir,
     )
     ds.save_to_disk(str(out_path))

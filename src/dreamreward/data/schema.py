@@ -7,11 +7,14 @@ compared through their ``rank`` (1 = best, ties share a rank). Our generated pri
 Columns (:data:`PREFERENCE_FEATURES`):
 
 - ``prompt_id`` (str), ``prompt`` (str), ``asset_id`` (str, unique over the dataset).
-- ``views``: exactly :data:`NUM_VIEWS` RGB images of one size, in render order
-  front / side / back / side (azimuths 0, 90, 180, 270 degrees).
+- ``views``: exactly :data:`NUM_VIEWS` RGB images of one size, in render order: four azimuths
+  90 degrees apart (MVDream's cameras; the first azimuth has a random offset in the primitives
+  set, so "view 0" is not always the front).
 - ``cameras``: 4 x 16 float32, each view's 4x4 camera-to-world flattened row-major in
   :mod:`dreamreward.render.cameras`' convention (Z-up world, OpenGL camera axes looking down -Z);
   the last four values of each row are therefore ``0, 0, 0, 1``.
+- ``fovy_deg``: 4 float32, each view's vertical field of view in degrees (with ``cameras`` and
+  the image size, enough to re-render the views).
 - ``ratings``: ``alignment``, ``fidelity``, ``consistency`` (int8, 1-6) and ``overall``
   (float32 in [1, 6]).
 - ``rank`` (int32 >= 1), ``defect`` (str: the failure type of generated data, ``"none"`` for the
@@ -51,6 +54,7 @@ PREFERENCE_FEATURES = datasets.Features(
         "asset_id": datasets.Value("string"),
         "views": datasets.Sequence(datasets.Image()),
         "cameras": datasets.Sequence(datasets.Sequence(datasets.Value("float32"))),
+        "fovy_deg": datasets.Sequence(datasets.Value("float32")),
         "ratings": {
             "alignment": datasets.Value("int8"),
             "fidelity": datasets.Value("int8"),
@@ -207,6 +211,17 @@ def _check_cameras(row: Mapping[str, Any], index: int) -> None:
         )
 
 
+def _check_fovy(row: Mapping[str, Any], index: int) -> None:
+    try:
+        fovy = np.asarray(row["fovy_deg"], dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise _fail(index, row, "fovy_deg", f"not {NUM_VIEWS} numbers ({err})") from err
+    if fovy.shape != (NUM_VIEWS,):
+        raise _fail(index, row, "fovy_deg", f"shape {fovy.shape}, expected ({NUM_VIEWS},)")
+    if not (np.isfinite(fovy).all() and ((fovy > 0) & (fovy < 180)).all()):
+        raise _fail(index, row, "fovy_deg", f"{fovy.tolist()} not all in (0, 180) degrees")
+
+
 def _check_ratings(row: Mapping[str, Any], index: int) -> None:
     ratings = row["ratings"]
     if not isinstance(ratings, Mapping):
@@ -248,6 +263,7 @@ def validate_row(row: Mapping[str, Any], index: int, image_size: int | None = No
         _check_string(row, index, name, allow_empty=False)
     _check_views(row, index, image_size)
     _check_cameras(row, index)
+    _check_fovy(row, index)
     _check_ratings(row, index)
     rank = row["rank"]
     if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 1:
@@ -405,6 +421,7 @@ def synthetic_rows(
                     "asset_id": f"p{k:03d}/{i}",
                     "views": [Image.fromarray(p.astype(np.uint8)) for p in pixels],
                     "cameras": cameras,
+                    "fovy_deg": [40.0] * NUM_VIEWS,
                     "ratings": {
                         **{a: int(v) for a, v in zip(RATING_AXES, axes[i], strict=True)},
                         "overall": float(overall[i]),

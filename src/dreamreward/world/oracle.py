@@ -59,7 +59,8 @@ def rate(candidate: Candidate) -> Ratings:
         raise ValueError(f"unknown defect {candidate.defect!r}")
     alignment, fidelity, consistency = _RULES[candidate.defect]
     if candidate.defect == "low_fidelity":
-        # severity 0.35 -> fidelity 4, 1.0 -> 2; a heavy failure also hurts recognisability
+        # fidelity 5 - round(1 + 2 s): s < 0.75 -> 3, heavier -> 2; a heavy failure also hurts
+        # recognisability
         fidelity = 5 - round(1 + 2 * candidate.severity)
         alignment = 5 if candidate.severity < 0.75 else 4
     if candidate.defect == "partial_geometry" and candidate.severity > 0.35:

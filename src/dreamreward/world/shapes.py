@@ -24,9 +24,9 @@ from dreamreward.world.scene import SHAPES
 DEFAULT_DETAIL = 24
 MIN_DETAIL = 8
 
-# Torus: the tube radius (0.18) is over a third of the outer radius so the ring still reads as a
-# solid donut from the side (0-30 degrees elevation) instead of a thin wire; the hole (radius
-# 0.14) shows from above.
+# Torus: the tube radius (0.16) is nearly a third of the outer radius (0.5) so the ring still
+# reads as a solid donut from the side (0-30 degrees elevation) instead of a thin wire; the hole
+# (radius 0.34 - 0.16 = 0.18) shows from above.
 TORUS_TUBE_RADIUS = 0.16
 TORUS_RING_RADIUS = 0.5 - TORUS_TUBE_RADIUS
 

@@ -91,15 +91,17 @@ def corner_normals(vertices: Tensor, faces: Tensor, crease_deg: float = CREASE_D
     starts = torch.cumsum(counts, 0) - counts
     degree = counts[corner_vertex]  # (3F,)
     total = int(degree.sum())
-    corner = torch.repeat_interleave(torch.arange(num_corners), degree, output_size=total)
-    local = torch.arange(total) - torch.repeat_interleave(
+    corner = torch.repeat_interleave(
+        torch.arange(num_corners, device=degree.device), degree, output_size=total
+    )
+    local = torch.arange(total, device=degree.device) - torch.repeat_interleave(
         torch.cumsum(degree, 0) - degree, degree, output_size=total
     )
     partner_face = order[starts[corner_vertex][corner] + local] // 3
     own_face = corner // 3
     cos = (unit_n[own_face] * unit_n[partner_face]).sum(-1)
     keep = cos >= math.cos(math.radians(crease_deg)) - 1e-6
-    summed = torch.zeros(num_corners, 3, dtype=vertices.dtype).index_add(
+    summed = torch.zeros(num_corners, 3, dtype=vertices.dtype, device=vertices.device).index_add(
         0, corner[keep], area_n[partner_face[keep]]
     )
     return F.normalize(summed, dim=-1).view(-1, 3, 3)
@@ -163,7 +165,9 @@ def render_views(
     verts = mesh.vertices
     colors = mesh.vertex_colors
     if colors is None:
-        colors = torch.tensor(DEFAULT_COLOR, dtype=verts.dtype).expand_as(verts)
+        colors = torch.tensor(DEFAULT_COLOR, dtype=verts.dtype, device=verts.device).expand_as(
+            verts
+        )
 
     cam_points = cams.world_to_camera(verts)  # (N, V, 3)
     face_z = cam_points[..., 2][:, faces]  # (N, F, 3)
@@ -181,8 +185,8 @@ def render_views(
 
     # Flip normals facing away from the viewer: the view ray of pixel (x, y) in NDC is
     # (x tan_fovx, y tan_fovy, -1) in camera space.
-    ys = 1.0 - (2.0 * torch.arange(hs, dtype=verts.dtype) + 1.0) / hs
-    xs = (2.0 * torch.arange(ws, dtype=verts.dtype) + 1.0) / ws - 1.0
+    ys = 1.0 - (2.0 * torch.arange(hs, dtype=verts.dtype, device=verts.device) + 1.0) / hs
+    xs = (2.0 * torch.arange(ws, dtype=verts.dtype, device=verts.device) + 1.0) / ws - 1.0
     tx = cams.tan_half_fovx.to(verts.dtype)[:, None, None]
     ty = cams.tan_half_fovy.to(verts.dtype)[:, None, None]
     facing = (
@@ -190,7 +194,9 @@ def render_views(
     )  # n . ray: > 0 when the normal faces away
     normal_img = torch.where((facing > 0).unsqueeze(-1), -normal_img, normal_img)
     normal_img = F.normalize(normal_img, dim=-1)
-    to_light = F.normalize(torch.tensor(light.direction, dtype=verts.dtype), dim=0)
+    to_light = F.normalize(
+        torch.tensor(light.direction, dtype=verts.dtype, device=verts.device), dim=0
+    )
     lambert = (normal_img @ to_light).clamp_min(0.0).unsqueeze(-1)
     shaded = color_img * (light.ambient + light.diffuse * lambert)
     rgb = shaded * mask + background * (1.0 - mask)
