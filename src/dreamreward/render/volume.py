@@ -20,7 +20,10 @@ class VolumeRenderer(nn.Module):
     Each ray gets ``num_samples_per_ray`` stratified samples between its entry and exit of the
     cube. With an occupancy grid, samples in empty cells are skipped: the field (the dominant
     cost) is evaluated only on the rest, which are composited with zero density elsewhere, so
-    the result equals dense sampling wherever the grid is conservative.
+    the result equals dense sampling wherever the grid is conservative. Compositing stays on
+    the dense (rays x samples) layout because every ray has the same sample budget here;
+    :func:`~dreamreward.render.compositing.composite_packed` is the equivalent for callers with
+    ragged per-ray samples (tested to agree).
 
     Args:
         num_samples_per_ray: samples per ray within the cube.
