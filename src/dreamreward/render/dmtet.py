@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from dreamreward.render.backend import BACKENDS
+from dreamreward.render.backend import BACKENDS, Backend
 from dreamreward.render.marching_tets import marching_tetrahedra
 from dreamreward.render.mesh import Mesh
 from dreamreward.render.tetgrid import kuhn_tet_grid
@@ -53,7 +53,7 @@ class DMTetGeometry(nn.Module):
         grid_resolution: int = 32,
         radius: float = 1.0,
         deformation_scale: float = 0.5,
-        backend: str = "auto",
+        backend: Backend = "auto",
         init_radius: float | None = None,
     ) -> None:
         super().__init__()

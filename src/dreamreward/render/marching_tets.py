@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from dreamreward.render.backend import import_kaolin, resolve_backend
+from dreamreward.render.backend import Backend, import_kaolin, resolve_backend
 
 # Corner pairs of the 6 edges of a tet, in DMTet's order: (6, 2).
 _TET_EDGES = ((0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3))
@@ -148,7 +148,7 @@ def marching_tetrahedra(
     tets: Tensor,
     sdf: Tensor,
     return_tet_idx: bool = False,
-    backend: str = "auto",
+    backend: Backend = "auto",
 ) -> tuple[list[Tensor], list[Tensor]] | tuple[list[Tensor], list[Tensor], list[Tensor]]:
     """Extract the zero level set of ``sdf`` on a tet mesh as triangle meshes (DMTet).
 

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from dreamreward.render.backend import import_kaolin, resolve_backend
+from dreamreward.render.backend import Backend, import_kaolin, resolve_backend
 from dreamreward.render.cameras import Cameras
 from dreamreward.render.mesh import Mesh
 from dreamreward.render.mesh_ops import vertex_normals
@@ -436,7 +436,7 @@ def rasterize(
     valid_faces: Tensor | None = None,
     multiplier: int | None = None,
     eps: float | None = None,
-    backend: str = "auto",
+    backend: Backend = "auto",
 ) -> tuple[Tensor | list[Tensor] | tuple[Tensor, ...], Tensor]:
     """Hard z-buffered rasterization with differentiable perspective-correct interpolation.
 
@@ -691,7 +691,7 @@ def render_mesh(
     cameras: Cameras,
     vertex_features: Tensor | None = None,
     soft_sigma: float | None = None,
-    backend: str = "auto",
+    backend: Backend = "auto",
 ) -> dict[str, Tensor]:
     """Rasterize one mesh from N cameras.
 
