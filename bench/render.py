@@ -23,7 +23,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _timing import markdown_table, median_ms  # noqa: E402
-from dreamreward.data.mesh_views import MultiViewMeshDataModule  # noqa: E402
+from dreamreward.data.mesh_views import (  # noqa: E402
+    MultiViewMeshDataModule,
+    sample_training_batch,
+)
 from dreamreward.render.background import SolidBackground  # noqa: E402
 from dreamreward.render.cameras import orbit_cameras  # noqa: E402
 from dreamreward.render.dmtet import DMTetGeometry  # noqa: E402
@@ -39,7 +42,7 @@ from dreamreward.render.volume import VolumeRenderer  # noqa: E402
 
 def fit_field(steps: int, device: torch.device) -> tuple[NeRFField, VolumeRenderer, dict]:
     """Fit a NeRF to the ant's 64^2 renders (the fit_mesh recipe) and return it converged."""
-    data = MultiViewMeshDataModule(up_axis="y", image_size=64, batches_per_epoch=max(steps, 1))
+    data = MultiViewMeshDataModule(up_axis="y", image_size=64)
     data.setup()
     field = NeRFField(blob_density=0.0, encoding=MultiResolutionGridEncoding(log2_hashmap_size=22))
     renderer = VolumeRenderer(
@@ -48,10 +51,11 @@ def fit_field(steps: int, device: torch.device) -> tuple[NeRFField, VolumeRender
     field, renderer = field.to(device), renderer.to(device)
     background = SolidBackground().to(device)
     opt = torch.optim.Adam(field.parameters(), lr=1e-2, betas=(0.9, 0.99), eps=1e-15)
-    batches = iter(data.train_dataloader())
+    views = data.train_views
     for step in range(steps):
         renderer.update_occupancy(field, step, torch.Generator().manual_seed(step))
-        b = {k: v.to(device) for k, v in next(batches).items()}
+        b = sample_training_batch(views, 4096, 4, torch.Generator().manual_seed(step))
+        b = {k: v.to(device) for k, v in b.items()}
         out = renderer(field, background, b["rays_o"], b["rays_d"])
         loss = ((out["rgb"] - b["rays_rgb"]) ** 2).mean()
         loss = loss + 0.1 * ((out["opacity"] - b["rays_mask"]) ** 2).mean()

@@ -45,40 +45,50 @@ def fibonacci_orbit(
     return orbit_cameras(elevation, azimuth, distance, fovy_deg, size), elevation, azimuth
 
 
-class _RayBatches(Dataset):
-    """Item i: a random batch of rays from all training views plus a few whole views,
-    drawn from a generator seeded by (seed, i) so every batch is reproducible."""
+def sample_training_batch(
+    views: dict[str, Tensor], rays_per_batch: int, views_per_batch: int, generator: torch.Generator
+) -> dict[str, Tensor]:
+    """Draw random rays (NeRF stage) and whole views (DMTet stage) from all training views.
 
-    def __init__(
-        self,
-        views: dict[str, Tensor],
-        rays_per_batch: int,
-        views_per_batch: int,
-        length: int,
-        seed: int,
-    ) -> None:
-        self.views, self.length, self.seed = views, length, seed
-        self.rays_per_batch, self.views_per_batch = rays_per_batch, views_per_batch
+    Args:
+        views: the training set as served by the datamodule: ``rays_o``/``rays_d`` (P, 3),
+            ``rgb`` (V, H, W, 3), ``mask`` (V, H, W, 1), ``c2w`` (V, 4, 4), ``fovy`` (V,).
+        generator: CPU generator; the module seeds it with the global step, so a resumed run
+            draws exactly what the uninterrupted run drew.
+
+    Returns:
+        ``rays_o``, ``rays_d``, ``rays_rgb`` (R, 3), ``rays_mask`` (R, 1) and ``c2w``, ``fovy``,
+        ``rgb``, ``mask`` of ``views_per_batch`` whole views.
+    """
+    total = views["rays_o"].shape[0]
+    pick = torch.randint(total, (rays_per_batch,), generator=generator).to(views["rays_o"].device)
+    whole = torch.randperm(views["rgb"].shape[0], generator=generator)[:views_per_batch]
+    whole = whole.to(views["rgb"].device)
+    return {
+        "rays_o": views["rays_o"][pick],
+        "rays_d": views["rays_d"][pick],
+        "rays_rgb": views["rgb"].reshape(-1, 3)[pick],
+        "rays_mask": views["mask"].reshape(-1, 1)[pick],
+        "c2w": views["c2w"][whole],
+        "fovy": views["fovy"][whole],
+        "rgb": views["rgb"][whole],
+        "mask": views["mask"][whole],
+    }
+
+
+class _TrainingSet(Dataset):
+    """Every item is the whole training set (no copy): the module draws its rays and views
+    from it with a generator keyed by the global step, which makes resumed runs exact whatever
+    the dataloader position."""
+
+    def __init__(self, views: dict[str, Tensor], length: int) -> None:
+        self.views, self.length = views, length
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
-        v = self.views
-        total = v["rays_o"].shape[0]
-        pick = torch.randint(total, (self.rays_per_batch,), generator=gen)
-        whole = torch.randperm(v["rgb"].shape[0], generator=gen)[: self.views_per_batch]
-        return {
-            "rays_o": v["rays_o"][pick],
-            "rays_d": v["rays_d"][pick],
-            "rays_rgb": v["rgb"].reshape(-1, 3)[pick],
-            "rays_mask": v["mask"].reshape(-1, 1)[pick],
-            "c2w": v["c2w"][whole],
-            "fovy": v["fovy"][whole],
-            "rgb": v["rgb"][whole],
-            "mask": v["mask"][whole],
-        }
+        return self.views
 
 
 class _Views(Dataset):
@@ -97,17 +107,15 @@ class _Views(Dataset):
 class MultiViewMeshDataModule(L.LightningDataModule):
     """Renders a reference mesh from many cameras with the project's rasterizer.
 
-    Training batches hold random rays (for the NeRF stage) and a few whole views (for the
-    DMTet stage); validation/test hold held-out views at other angles.
+    Each training batch is the whole training set (rays and views); the module samples from it
+    (:func:`sample_training_batch`). Validation/test hold held-out views at other angles.
 
     Args:
         mesh: a mesh file, or the name of a bundled one (``"ant.ply"``).
         image_size: square render size in pixels.
         num_train_views, num_val_views: camera counts (spiral over the sphere; validation views
             are offset so no held-out view equals a training view).
-        rays_per_batch: random rays per NeRF step.
-        views_per_batch: whole views per DMTet step.
-        batches_per_epoch: length of an epoch (batches are reproducible per index).
+        batches_per_epoch: length of an epoch (only sets how often epoch-end hooks run).
         object_radius: the mesh is centred and scaled to this bounding half-diagonal.
         camera_distance, fovy_deg: orbit radius and vertical field of view.
         supersample: the references are rendered at ``supersample`` times the size and box
@@ -123,8 +131,6 @@ class MultiViewMeshDataModule(L.LightningDataModule):
         image_size: int = 64,
         num_train_views: int = 32,
         num_val_views: int = 4,
-        rays_per_batch: int = 4096,
-        views_per_batch: int = 4,
         batches_per_epoch: int = 200,
         object_radius: float = 0.8,
         camera_distance: float = 2.2,
@@ -138,8 +144,6 @@ class MultiViewMeshDataModule(L.LightningDataModule):
         self.image_size = image_size
         self.num_train_views = num_train_views
         self.num_val_views = num_val_views
-        self.rays_per_batch = rays_per_batch
-        self.views_per_batch = views_per_batch
         self.batches_per_epoch = batches_per_epoch
         self.object_radius = object_radius
         self.camera_distance = camera_distance
@@ -202,13 +206,7 @@ class MultiViewMeshDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_views is not None
-        ds = _RayBatches(
-            self.train_views,
-            self.rays_per_batch,
-            self.views_per_batch,
-            self.batches_per_epoch,
-            self.seed,
-        )
+        ds = _TrainingSet(self.train_views, self.batches_per_epoch)
         return DataLoader(ds, batch_size=None, shuffle=False, num_workers=0)
 
     def val_dataloader(self) -> DataLoader:

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dreamreward.data.mesh_views import sample_training_batch
 from dreamreward.render.background import Background, SolidBackground
 from dreamreward.render.cameras import Cameras, orbit_cameras
 from dreamreward.render.dmtet import DMTetGeometry
@@ -45,6 +46,10 @@ class MeshReconstructionModule(L.LightningModule):
         dmtet: the stage-2 geometry.
         background: colour behind the object (white by default).
         nerf_steps: steps of stage 1; the rest of ``trainer.max_steps`` is stage 2.
+        rays_per_batch: random rays per NeRF step.
+        views_per_batch: whole views per DMTet step.
+        seed: seed of the per-step sampling (rays, views, jitter), keyed by the global step so
+            a resumed run continues exactly as the uninterrupted one.
         isosurface_threshold: the density level that becomes the DMTet surface.
         lr_grid, lr_mlp, lr_dmtet: learning rates of the grid encoding, the MLPs, DMTet.
         opacity_weight: weight of the stage-1 opacity-vs-mask loss.
@@ -65,6 +70,9 @@ class MeshReconstructionModule(L.LightningModule):
         dmtet: DMTetGeometry,
         background: Background | None = None,
         nerf_steps: int = 600,
+        rays_per_batch: int = 4096,
+        views_per_batch: int = 4,
+        seed: int = 0,
         isosurface_threshold: float = 10.0,
         lr_grid: float = 1e-2,
         lr_mlp: float = 1e-3,
@@ -161,7 +169,18 @@ class MeshReconstructionModule(L.LightningModule):
             gen = torch.Generator().manual_seed(self.global_step)
             self.volume_renderer.update_occupancy(self.field, self.global_step, gen)
 
+    def _step_generator(self, stream: int) -> torch.Generator:
+        """A CPU generator for this step; ``stream`` separates independent draws."""
+        seed = (self.hparams.seed * 1_000_003 + self.global_step) * 4 + stream
+        return torch.Generator().manual_seed(seed)
+
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        batch = sample_training_batch(
+            batch,
+            self.hparams.rays_per_batch,
+            self.hparams.views_per_batch,
+            self._step_generator(0),
+        )
         if self.in_mesh_stage:
             loss, logs = self._mesh_step(batch)
         else:
@@ -178,7 +197,7 @@ class MeshReconstructionModule(L.LightningModule):
     def _nerf_step(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         # Sample jitter from a generator keyed by the step: a resumed run draws the same jitter
         # (Lightning checkpoints do not store the global RNG state).
-        jitter = torch.Generator().manual_seed(1_000_003 + self.global_step)
+        jitter = self._step_generator(1)
         out = self.volume_renderer(
             self.field, self.background, batch["rays_o"], batch["rays_d"], generator=jitter
         )
