@@ -45,7 +45,7 @@ def test_fit_mesh_job_reconstructs_the_ant(tmp_path):
         ]
     )
     metrics = json.loads((Path(cli.trainer.log_dir) / "metrics.json").read_text())
-    # measured 2026-11-24 on CPU: chamfer 0.0078, F-score 0.968, IoU 0.788, val PSNR 29.0 dB
+    # measured 2026-11-24 on CPU: chamfer 0.0077, F-score 0.968, IoU 0.761, val PSNR 29.3 dB
     assert metrics["mesh/chamfer"] < 0.012, metrics
     assert metrics["mesh/fscore"] > 0.93, metrics
     assert metrics["mesh/iou"] > 0.7, metrics
