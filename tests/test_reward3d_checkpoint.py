@@ -7,14 +7,13 @@ count is checked on the meta device (no weights allocated).
 
 from __future__ import annotations
 
-import math
 import pickle
 from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
+from _reward3d_tiny import TINY, tiny
 from dreamreward.models.reward3d import (
     CheckpointFormatError,
     CheckpointMismatchError,
@@ -27,21 +26,6 @@ from dreamreward.models.reward3d import (
 )
 from dreamreward.models.reward3d.checkpoint import POSITION_IDS_KEY
 
-TINY = dict(
-    image_size=32,
-    patch_size=16,
-    vision_width=48,
-    vision_depth=2,
-    vision_heads=2,
-    text_width=32,
-    text_depth=2,
-    text_heads=2,
-    text_intermediate_size=64,
-    vocab_size=64,
-    max_position_embeddings=40,
-    mlp_hidden=16,
-    fusion_heads=4,
-)
 HEADS = ["scorer", "cross_view_fusion"]
 UNUSED = [
     "blip.text_proj.bias",
@@ -49,25 +33,6 @@ UNUSED = [
     "blip.vision_proj.bias",
     "blip.vision_proj.weight",
 ]
-
-
-@torch.no_grad()
-def randomise(model: nn.Module, seed: int) -> nn.Module:
-    """Every parameter random (the official init would make all rewards nearly equal)."""
-    gen = torch.Generator().manual_seed(seed)
-    for module in model.modules():
-        for name, p in module.named_parameters(recurse=False):
-            if isinstance(module, nn.LayerNorm):
-                p.copy_((name == "weight") + 0.2 * torch.randn(p.shape, generator=gen))
-            elif p.ndim >= 2 and isinstance(module, (nn.Linear, nn.Conv2d, nn.MultiheadAttention)):
-                p.copy_(torch.randn(p.shape, generator=gen) / math.sqrt(p[0].numel()))
-            else:
-                p.copy_(0.5 * torch.randn(p.shape, generator=gen))
-    return model
-
-
-def tiny(head: str, seed: int) -> Reward3D:
-    return randomise(Reward3D(head=head, **TINY), seed).eval()
 
 
 def batch():

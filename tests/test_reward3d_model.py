@@ -6,12 +6,11 @@ constant rewards, so tests on it would prove nothing.
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from torch import nn
 
+from _reward3d_tiny import TINY, tiny
 from dreamreward.models.reward3d import (
     CLIP_MEAN,
     CLIP_STD,
@@ -23,42 +22,7 @@ from dreamreward.models.reward3d import (
     view_prompts,
 )
 
-TINY = dict(
-    image_size=32,
-    patch_size=16,
-    vision_width=48,  # differs from text_width so a swapped cross-attention shape would show
-    vision_depth=2,
-    vision_heads=2,
-    text_width=32,
-    text_depth=2,
-    text_heads=2,
-    text_intermediate_size=64,
-    vocab_size=64,
-    max_position_embeddings=40,
-    mlp_hidden=16,
-    fusion_heads=4,
-)
 HEADS = ["scorer", "cross_view_fusion"]
-
-
-@torch.no_grad()
-def randomise(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Give every parameter a random, well-scaled value (LayerNorms near identity)."""
-    gen = torch.Generator().manual_seed(seed)
-    for module in model.modules():
-        for name, p in module.named_parameters(recurse=False):
-            if isinstance(module, nn.LayerNorm):
-                base = 1.0 if name == "weight" else 0.0
-                p.copy_(base + 0.2 * torch.randn(p.shape, generator=gen))
-            elif p.ndim >= 2 and isinstance(module, (nn.Linear, nn.Conv2d, nn.MultiheadAttention)):
-                p.copy_(torch.randn(p.shape, generator=gen) / math.sqrt(p[0].numel()))
-            else:  # biases, embeddings, cls token, position table
-                p.copy_(0.5 * torch.randn(p.shape, generator=gen))
-    return model
-
-
-def tiny(head: str = "scorer", seed: int = 0) -> Reward3D:
-    return randomise(Reward3D(head=head, **TINY), seed).eval()
 
 
 def inputs(objects: int = 2, length: int = 8, real: int = 5, seed: int = 1):

@@ -28,13 +28,13 @@ from dreamreward.world.prompts import describe, sample_scene
 from dreamreward.world.scene import Scene
 
 
-def _png(image: torch.Tensor) -> Image.Image:
-    """(H, W, 3) float in [0, 1] -> a PIL image that ``datasets`` stores as PNG."""
+def _png(image: torch.Tensor) -> dict[str, bytes | None]:
+    """(H, W, 3) float in [0, 1] -> encoded PNG in the form ``datasets.Image`` stores as is
+    (handing it a PIL image would make it encode the image a second time)."""
     array = (image.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
-    buffer.seek(0)
-    return Image.open(buffer)
+    return {"bytes": buffer.getvalue(), "path": None}
 
 
 def _scene_key(scene: Scene) -> tuple:
@@ -184,15 +184,7 @@ def build_primitives(
     dataset = datasets.load_from_disk(str(out_path))
     elapsed = time.perf_counter() - start
     info = {
-        "arguments": {
-            "num_prompts": num_prompts,
-            "seed": seed,
-            "image_size": image_size,
-            "min_candidates": min_candidates,
-            "max_candidates": max_candidates,
-            "novel_fraction": novel_fraction,
-            "two_object_fraction": two_object_fraction,
-        },
+        "arguments": {k: v for k, v in kwargs.items() if k != "progress"},
         "assets": len(dataset),
         "prompts": num_prompts,
         "novel_assets": sum(c == "novel" for c in dataset["composition"]),
