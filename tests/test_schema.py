@@ -151,3 +151,15 @@ def test_conform_casts_plain_types_and_reports_missing_columns() -> None:
     del plain["rank"]
     with pytest.raises(ValueError, match=r"lacks the preference-schema column\(s\) \['rank'\]"):
         conform_dataset(datasets.Dataset.from_dict(plain))
+
+
+def test_a_row_that_cannot_be_cast_is_named():
+    import datasets
+
+    from dreamreward.data.schema import conform_dataset, synthetic_rows
+
+    rows = list(synthetic_rows(2, 3, 16, 0, 0))
+    columns = {k: [r[k] for r in rows] for k in rows[0]}
+    columns["ratings"][2] = {"alignment": 3.5, "fidelity": 4, "consistency": 4, "overall": 4.0}
+    with pytest.raises(ValueError, match=r"row 2 .*ratings\.alignment"):
+        conform_dataset(datasets.Dataset.from_dict(columns))
