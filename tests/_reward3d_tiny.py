@@ -7,9 +7,9 @@ import math
 import torch
 from torch import nn
 
-from dreamreward.models.reward3d import Reward3D
+from dreamreward.models.reward3d import BlipBackbone, Reward3D
 
-TINY = dict(
+TINY_BACKBONE = dict(
     image_size=32,
     patch_size=16,
     vision_width=48,  # differs from text_width so a swapped cross-attention shape would show
@@ -21,9 +21,8 @@ TINY = dict(
     text_intermediate_size=64,
     vocab_size=64,
     max_position_embeddings=40,
-    mlp_hidden=16,
-    fusion_heads=4,
 )
+TINY_HEAD = dict(mlp_hidden=16, fusion_heads=4)
 
 
 @torch.no_grad()
@@ -42,5 +41,11 @@ def randomise(model: nn.Module, seed: int = 0) -> nn.Module:
     return model
 
 
+def tiny_model(head: str = "scorer") -> Reward3D:
+    """A tiny official-architecture Reward3D at its default initialisation."""
+    return Reward3D(BlipBackbone(**TINY_BACKBONE), head=head, **TINY_HEAD)
+
+
 def tiny(head: str = "scorer", seed: int = 0) -> Reward3D:
-    return randomise(Reward3D(head=head, **TINY), seed).eval()
+    """A tiny Reward3D with re-randomised weights (the official init is nearly constant)."""
+    return randomise(tiny_model(head), seed).eval()

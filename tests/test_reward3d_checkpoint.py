@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from _reward3d_tiny import TINY, tiny
+from _reward3d_tiny import tiny, tiny_model
 from dreamreward.models.reward3d import (
     CheckpointFormatError,
     CheckpointMismatchError,
@@ -81,7 +81,7 @@ def test_full_size_key_count_is_631(head):
 
 
 def test_key_map_examples():
-    model = Reward3D(head="cross_view_fusion", **TINY)
+    model = tiny_model("cross_view_fusion")
     key_map = official_key_map(model)
     assert key_map["cross_view_adapter.self_attn.in_proj_weight"] == "head.self_attn.in_proj_weight"
     assert key_map["cross_view_adapter.fusion_gate.0.weight"] == "head.fusion_gate.0.weight"
@@ -90,7 +90,7 @@ def test_key_map_examples():
         key_map["blip.visual_encoder.blocks.1.attn.qkv.weight"]
         == "backbone.visual_encoder.blocks.1.attn.qkv.weight"
     )
-    scorer_map = official_key_map(Reward3D(head="scorer", **TINY))
+    scorer_map = official_key_map(tiny_model("scorer"))
     assert scorer_map["Scorer.fc3.weight"] == "head.fc3.weight"
 
 

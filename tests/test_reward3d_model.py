@@ -10,12 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from _reward3d_tiny import TINY, tiny
+from _reward3d_tiny import tiny, tiny_model
 from dreamreward.models.reward3d import (
     CLIP_MEAN,
     CLIP_STD,
     CrossViewFusion,
-    Reward3D,
     Reward3DScorer,
     clip_preprocess,
     tokenize_prompts,
@@ -95,7 +94,9 @@ def tokenizer(tmp_path_factory):
 
 
 def test_tokenize_prompts_pads_and_warns_on_truncation(tokenizer):
-    ids, mask = tokenize_prompts(tokenizer, ["a red chair, front view"], max_length=12)
+    ids, mask = tokenize_prompts(
+        tokenizer, ["a red chair, front view"], max_length=12, pad_to_max_length=True
+    )
     assert ids.shape == mask.shape == (1, 12) and ids.dtype == torch.long
     assert mask.sum() == 8 and ids[0, 0] == 2  # [CLS] a red chair , front view [SEP]
     with pytest.warns(UserWarning, match="truncated"):
@@ -189,7 +190,7 @@ def test_towers_match_transformers_blip():
 
 # ------------------------------------------------------------------------------- the model
 def test_cross_attention_reads_vision_width():
-    text = Reward3D(**TINY).backbone.text_encoder
+    text = tiny_model().backbone.text_encoder
     layer = text.encoder.layer[0].crossattention.self
     assert layer.key.weight.shape == layer.value.weight.shape == (32, 48)
     assert layer.query.weight.shape == (32, 32)

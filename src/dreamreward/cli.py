@@ -1,7 +1,8 @@
 """The command line: ``python -m dreamreward {fit,validate,test,predict} --config ...``.
 
 Extra subcommands: ``python -m dreamreward build-primitives --out DIR [--num_prompts N]`` and
-``python -m dreamreward convert-rewarddb --root 3DRewardDB --out DIR``.
+``python -m dreamreward convert-rewarddb --root 3DRewardDB --out DIR``;
+``python -m dreamreward score --prompt TEXT --inputs PATH [PATH ...] --out scores.csv``.
 
 Components are chosen in YAML by ``class_path`` (LightningCLI subclass mode), never by a string
 registry: any LightningModule / LightningDataModule importable from Python can be configured.
@@ -19,15 +20,29 @@ from lightning.pytorch.cli import LightningCLI
 
 
 class DreamRewardCLI(LightningCLI):
-    """LightningCLI with the project's defaults."""
+    """LightningCLI with the project's defaults.
+
+    A model with ``test_after_fit = True`` (e.g. ``Reward3DModule``) is tested right after
+    ``fit`` on its best checkpoint, so one command trains, evaluates and writes the results table.
+    """
+
+    def after_fit(self) -> None:
+        if getattr(self.model, "test_after_fit", False) and not self.trainer.interrupted:
+            best = getattr(self.trainer.checkpoint_callback, "best_model_path", "") or None
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best)
 
 
 def _extra_commands() -> dict[str, Callable[..., object]]:
     """Subcommands beside Lightning's, each a typed function (jsonargparse builds the parser)."""
     from dreamreward.data.build_primitives import build_primitives
     from dreamreward.data.rewarddb import convert_rewarddb
+    from dreamreward.scoring import score_files
 
-    return {"build-primitives": build_primitives, "convert-rewarddb": convert_rewarddb}
+    return {
+        "build-primitives": build_primitives,
+        "convert-rewarddb": convert_rewarddb,
+        "score": score_files,
+    }
 
 
 def main(args: list[str] | None = None) -> DreamRewardCLI | object:

@@ -8,8 +8,9 @@ compositions that never enters train/val/test. Items are ImageReward-style (bett
 
 from __future__ import annotations
 
+from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import datasets
 import lightning as L
@@ -134,6 +135,89 @@ class PairDataset(Dataset):
         }
 
 
+class PromptGroupDataset(Dataset):
+    """Item i: every asset of the i-th prompt that appears in a pair, and its pairs as indices.
+
+    Scoring each asset once and forming all C(n, 2) pairs of a prompt from the scores gives the
+    same loss as pair-by-pair batches at a fraction of the image-tower work (a prompt with 7
+    assets has up to 21 pairs but only 7 assets).
+
+    Returns dicts with ``views`` (A, 4, 3, H, W), ``cameras`` (A, 4, 4, 4), ``asset_prompt``
+    (A prompts), ``better_index`` / ``worse_index`` (P,) int64 into the A assets, and ``prompt``,
+    ``prompt_id``, ``defect``, ``axis``: lists of P strings. Batch with
+    :func:`collate_asset_groups`.
+    """
+
+    def __init__(
+        self,
+        dataset: datasets.Dataset,
+        pairs: list[PreferencePair],
+        prompts: dict[str, str],
+        image_size: int | None = None,
+    ) -> None:
+        self.assets = dataset.select_columns(["views", "cameras"])
+        self.prompts, self.image_size = prompts, image_size
+        grouped: dict[str, list[PreferencePair]] = defaultdict(list)
+        for pair in pairs:
+            grouped[pair.prompt_id].append(pair)
+        self.groups = [grouped[p] for p in sorted(grouped)]
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        pairs = self.groups[i]
+        rows = sorted({p.better for p in pairs} | {p.worse for p in pairs})
+        local = {row: k for k, row in enumerate(rows)}
+        decoded = [self.assets[row] for row in rows]
+        prompt = self.prompts[pairs[0].prompt_id]
+        return {
+            "views": torch.stack([views_to_tensor(r["views"], self.image_size) for r in decoded]),
+            "cameras": torch.stack([cameras_to_tensor(r["cameras"]) for r in decoded]),
+            "asset_prompt": [prompt] * len(rows),
+            "better_index": torch.tensor([local[p.better] for p in pairs], dtype=torch.long),
+            "worse_index": torch.tensor([local[p.worse] for p in pairs], dtype=torch.long),
+            "prompt": [prompt] * len(pairs),
+            "prompt_id": [p.prompt_id for p in pairs],
+            "defect": [p.defect for p in pairs],
+            "axis": [p.axis for p in pairs],
+        }
+
+
+def collate_asset_groups(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Concatenate prompt groups: assets along dim 0, pair indices offset into the batch."""
+    out: dict[str, Any] = {
+        "views": torch.cat([it["views"] for it in items]),
+        "cameras": torch.cat([it["cameras"] for it in items]),
+    }
+    offsets = np.cumsum([0] + [len(it["views"]) for it in items[:-1]])
+    for key in ("better_index", "worse_index"):
+        out[key] = torch.cat([it[key] + int(o) for it, o in zip(items, offsets, strict=True)])
+    for key in ("asset_prompt", "prompt", "prompt_id", "defect", "axis"):
+        out[key] = [value for it in items for value in it[key]]
+    return out
+
+
+def pairs_as_asset_batch(batch: dict[str, Any]) -> dict[str, Any]:
+    """A pair batch (``better_views`` / ``worse_views`` (B, ...)) in the prompt-group layout:
+    assets = better rows then worse rows, ``better_index`` = 0..B-1, ``worse_index`` = B..2B-1.
+    A batch already in that layout is returned as is."""
+    if "views" in batch:
+        return batch
+    b = batch["better_views"].shape[0]
+    return {
+        "views": torch.cat([batch["better_views"], batch["worse_views"]]),
+        "cameras": torch.cat([batch["better_cameras"], batch["worse_cameras"]]),
+        "asset_prompt": list(batch["prompt"]) * 2,
+        "better_index": torch.arange(b),
+        "worse_index": torch.arange(b, 2 * b),
+        "prompt": list(batch["prompt"]),
+        "prompt_id": list(batch["prompt_id"]),
+        "defect": list(batch["defect"]),
+        "axis": list(batch["axis"]),
+    }
+
+
 class PreferenceDataModule(L.LightningDataModule):
     """Pairs of 4-view assets for Reward3D training, from any dataset in the preference schema.
 
@@ -146,15 +230,24 @@ class PreferenceDataModule(L.LightningDataModule):
     :data:`TEST_DATALOADERS` = (test pairs, novel-composition pairs), i.e. ``dataloader_idx``
     0 is the test split and 1 the novel split (an empty novel split gives an empty loader).
 
+    With ``grouping="prompt"`` a batch holds ``batch_size`` prompts instead: every asset of
+    those prompts once, and all their pairs as indices (see :class:`PromptGroupDataset`);
+    :func:`pairs_as_asset_batch` brings pair batches into that layout, so a model can take both.
+
     Args:
         path: a dataset saved with ``save_to_disk``, or a parquet file / folder.
         val_fraction, test_fraction: shares of the (non-novel) prompts held out.
         seed: seed of the prompt split and of the training shuffle.
-        batch_size: pairs per batch.
+        batch_size: pairs per batch (``grouping="pair"``) or prompts per batch (``"prompt"``).
         image_size: resize every view to ``image_size`` x ``image_size``; None keeps the stored
             size, which must then be one size across the dataset.
         num_workers: DataLoader workers.
         cache_dir: where parquet input is converted to Arrow (default: the ``datasets`` cache).
+        grouping: ``"pair"`` (one item per pair) or ``"prompt"`` (one item per prompt, each asset
+            decoded and scored once; the same pairs and loss, far less image-tower work).
+        build_primitives_if_missing: when ``path`` does not exist, generate the default primitives
+            preference set there first (``build-primitives`` with its defaults: 300 prompts,
+            seed 0, about a minute), so a config runs on a fresh clone.
     """
 
     def __init__(
@@ -167,8 +260,12 @@ class PreferenceDataModule(L.LightningDataModule):
         image_size: int | None = None,
         num_workers: int = 0,
         cache_dir: str | None = None,
+        grouping: Literal["pair", "prompt"] = "pair",
+        build_primitives_if_missing: bool = False,
     ) -> None:
         super().__init__()
+        if grouping not in ("pair", "prompt"):
+            raise ValueError(f"grouping must be 'pair' or 'prompt', got {grouping!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if image_size is not None and image_size < 1:
@@ -180,11 +277,19 @@ class PreferenceDataModule(L.LightningDataModule):
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.seed, self.batch_size = seed, batch_size
         self.image_size, self.num_workers = image_size, num_workers
-        self.cache_dir = cache_dir
+        self.cache_dir, self.grouping = cache_dir, grouping
+        self.build_primitives_if_missing = build_primitives_if_missing
         self.dataset: datasets.Dataset | None = None
         self.split_prompt_ids: dict[str, list[str]] = {}
         self.pairs: dict[str, list[PreferencePair]] = {}
         self._prompts: dict[str, str] = {}
+
+    def prepare_data(self) -> None:
+        """Build the primitives set at ``path`` when asked to and it is missing (rank 0 only)."""
+        if self.build_primitives_if_missing and not Path(self.path).exists():
+            from dreamreward.data.build_primitives import build_primitives
+
+            build_primitives(self.path)
 
     def setup(self, stage: str | None = None) -> None:
         """Load, validate (errors name the bad row and field), split by prompt, build pairs."""
@@ -217,11 +322,13 @@ class PreferenceDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if self.dataset is None:
             raise RuntimeError("call setup() before requesting a dataloader")
-        items = PairDataset(self.dataset, self.pairs[split], self._prompts, self.image_size)
+        kind = PromptGroupDataset if self.grouping == "prompt" else PairDataset
+        items = kind(self.dataset, self.pairs[split], self._prompts, self.image_size)
         generator = torch.Generator().manual_seed(self.seed) if shuffle else None
         return DataLoader(
             items,
             batch_size=self.batch_size,
+            collate_fn=collate_asset_groups if self.grouping == "prompt" else None,
             shuffle=shuffle,
             generator=generator,
             num_workers=self.num_workers,

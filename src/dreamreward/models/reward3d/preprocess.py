@@ -70,6 +70,8 @@ def clip_preprocess(
     image_size: int = 224,
     check_range: bool = True,
     range_tolerance: float = 0.05,
+    mean: Sequence[float] = CLIP_MEAN,
+    std: Sequence[float] = CLIP_STD,
 ) -> Tensor:
     """Renders in [0, 1] -> CLIP-normalised model input, differentiably.
 
@@ -79,10 +81,12 @@ def clip_preprocess(
         check_range: validate the [0, 1] range (one device sync); disable in hot loops once the
             renderer is known to be correct.
         range_tolerance: how far outside [0, 1] values may stray before it is an error.
+        mean, std: per-channel normalisation (CLIP's by default; the CPU backbone's image tower
+            uses ImageNet's).
 
     Returns:
         (N, 3, S, S): shorter side resized to S (bicubic, antialiased), centre-cropped to S x S,
-        then ``(x - CLIP_MEAN) / CLIP_STD`` per channel. Same dtype/device as the input.
+        then ``(x - mean) / std`` per channel. Same dtype/device as the input.
     """
     x = to_channels_first(images)
     if check_range:
@@ -99,9 +103,7 @@ def clip_preprocess(
         top = int(round((x.shape[-2] - image_size) / 2.0))
         left = int(round((x.shape[-1] - image_size) / 2.0))
         x = x[..., top : top + image_size, left : left + image_size]
-    mean = x.new_tensor(CLIP_MEAN).view(1, 3, 1, 1)
-    std = x.new_tensor(CLIP_STD).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return (x - x.new_tensor(mean).view(1, 3, 1, 1)) / x.new_tensor(std).view(1, 3, 1, 1)
 
 
 def view_prompts(prompt: str, labels: Sequence[str]) -> list[str]:
@@ -121,17 +123,26 @@ def view_prompts(prompt: str, labels: Sequence[str]) -> list[str]:
 
 
 def tokenize_prompts(
-    tokenizer: Any, texts: Sequence[str], max_length: int = DEFAULT_MAX_LENGTH
+    tokenizer: Any,
+    texts: Sequence[str],
+    max_length: int = DEFAULT_MAX_LENGTH,
+    pad_to_max_length: bool = False,
 ) -> tuple[Tensor, Tensor]:
-    """Tokenize view prompts the official way: pad to ``max_length``, truncate with a warning.
+    """Tokenize view prompts: truncate to ``max_length`` with a warning, pad.
+
+    The official code pads every prompt to ``max_length``; padding only to the longest prompt of
+    the batch gives the same features (padded keys get exactly zero attention weight and the
+    feature is the [CLS] row) at a fraction of the text-encoder cost. ``pad_to_max_length``
+    restores the official shapes.
 
     Args:
         tokenizer: a Hugging Face tokenizer (BLIP's bert-base-uncased + ``[DEC]``/``[ENC]``).
         texts: M strings.
         max_length: 100 for Reward3D.
+        pad_to_max_length: pad to ``max_length`` instead of the longest prompt.
 
     Returns:
-        input_ids (M, max_length) int64, attention_mask (M, max_length) int64.
+        input_ids (M, L) int64, attention_mask (M, L) int64, L <= max_length.
     """
     texts = list(texts)
     lengths = [len(ids) for ids in tokenizer(texts, truncation=False)["input_ids"]]
@@ -143,6 +154,10 @@ def tokenize_prompts(
             stacklevel=2,
         )
     enc = tokenizer(
-        texts, padding="max_length", truncation=True, max_length=max_length, return_tensors="pt"
+        texts,
+        padding="max_length" if pad_to_max_length else "longest",
+        truncation=True,
+        max_length=max_length,
+        return_tensors="pt",
     )
     return enc["input_ids"].long(), enc["attention_mask"].long()

@@ -1,0 +1,422 @@
+"""``Reward3DModule``: fine-tune Reward3D on 4-view preference pairs (LoRA, freeze-bottom,
+head-only or full), with the two baselines measured in the same run.
+
+Loss: ``-log sigmoid(r_better - r_worse)`` (ImageReward's), over every pair of the batch. Batches
+come from :class:`~dreamreward.data.preference.PreferenceDataModule` in either layout (pairs, or
+prompt groups where each asset is scored once and all its pairs are formed from the scores).
+
+Baselines (``baselines=True``): a frozen copy of the initial backbone gives the *zero-shot*
+reward (initial backbone + initial head, i.e. the model before this run) and the features for a
+*head-only* baseline, a second head trained on those frozen features during the same steps.
+Validation and test report all three side by side, per split (held-out prompts, and the novel
+compositions), with accuracy per failure type and per rating axis and the calibration error.
+
+Fine-tuning modes:
+
+- ``lora``: peft LoRA on the backbone's attention projections (``lora_target_modules``, default
+  the backbone's list); the head and the layers no pretrained file provides (e.g. the CPU
+  backbone's cross-attention) are trained fully (unless ``train_new_layers=False``) and saved
+  with the adapter (``modules_to_save``).
+- ``freeze_bottom``: ImageReward's recipe, the bottom ``freeze_fraction`` of each tower frozen.
+- ``head_only``: only the head trains.
+- ``full``: everything trains.
+
+At the end of ``fit`` the best checkpoint (lowest validation loss) is exported (peft adapter or
+full weights, see :mod:`dreamreward.models.reward3d.export`) to ``<log_dir>/reward3d``; after
+``test`` the results table is written to ``<log_dir>/reward3d_eval.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from dreamreward.data.preference import TEST_DATALOADERS, pairs_as_asset_batch
+from dreamreward.models.reward3d.backbone import count_parameters, freeze_bottom_fraction
+from dreamreward.models.reward3d.checkpoint import load_official_checkpoint
+from dreamreward.models.reward3d.export import save_reward3d
+from dreamreward.models.reward3d.model import Reward3D
+from dreamreward.models.reward3d.preprocess import view_prompts
+from dreamreward.modules.preference_metrics import PreferenceMetrics, pairwise_logistic_loss
+from dreamreward.render.cameras import view_labels_from_c2w
+
+log = logging.getLogger(__name__)
+
+FinetuneMode = Literal["lora", "freeze_bottom", "head_only", "full"]
+MODELS = ("reward3d", "head_only", "zero_shot")
+"""The three models evaluated side by side (the trained one, and the two baselines)."""
+
+
+class Reward3DModule(L.LightningModule):
+    """Train and evaluate a Reward3D on preference pairs.
+
+    Args:
+        reward: the model (e.g. ``Reward3D(backbone=CompactBackbone())``); None builds the
+            official full-size BLIP model (load ``init_checkpoint`` into it).
+        finetune: ``lora`` | ``freeze_bottom`` | ``head_only`` | ``full``.
+        lora_rank, lora_alpha, lora_dropout: LoRA hyper-parameters.
+        lora_target_modules: regex over module names (default: the backbone's attention
+            projections, ``backbone.lora_target_modules``).
+        freeze_fraction: bottom share of each tower frozen in ``freeze_bottom`` (0.7 as
+            ImageReward).
+        train_new_layers: in ``lora`` / ``freeze_bottom``, also train the layers no pretrained
+            file initialised (the CPU backbone's cross-attention and token adapter).
+        init_checkpoint: an official ``Reward3D_*.pt`` / ``ImageReward.pt`` loaded strictly before
+            the adapters are added (BLIP backbone only).
+        lr: learning rate of the backbone's trainable parameters (adapters, new layers).
+        head_lr: learning rate of the heads.
+        weight_decay: AdamW weight decay (not applied to biases and norms).
+        warmup_steps: linear warm-up steps, then cosine decay to ``min_lr_ratio`` x lr at the last
+            step (the schedule follows the optimizer step, so it resumes exactly).
+        min_lr_ratio: final learning rate / initial.
+        baselines: measure the zero-shot and head-only baselines in the same run.
+        calibration_bins: bins of the calibration error.
+        export_dir: where ``fit`` exports the best model (default ``<log_dir>/reward3d``).
+        test_after_fit: ``python -m dreamreward fit`` runs ``test`` on the best checkpoint at the
+            end (the results table then comes with every training run).
+    """
+
+    def __init__(
+        self,
+        reward: Reward3D | None = None,
+        finetune: FinetuneMode = "lora",
+        lora_rank: int = 8,
+        lora_alpha: float = 16.0,
+        lora_dropout: float = 0.0,
+        lora_target_modules: str | None = None,
+        freeze_fraction: float = 0.7,
+        train_new_layers: bool = True,
+        init_checkpoint: str | None = None,
+        lr: float = 3e-4,
+        head_lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 20,
+        min_lr_ratio: float = 0.05,
+        baselines: bool = True,
+        calibration_bins: int = 10,
+        export_dir: str | None = None,
+        test_after_fit: bool = True,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["reward"])
+        if finetune not in ("lora", "freeze_bottom", "head_only", "full"):
+            raise ValueError(
+                f"finetune must be lora | freeze_bottom | head_only | full, got {finetune!r}"
+            )
+        if lora_rank < 1:
+            raise ValueError(f"lora_rank must be >= 1, got {lora_rank}")
+        reward = reward if reward is not None else Reward3D()
+        if init_checkpoint is not None:
+            # Before LoRA: the official keys name the plain modules.
+            report = load_official_checkpoint(reward, init_checkpoint)
+            log.info("loaded %s (%s)", init_checkpoint, report)
+        self.finetune = finetune
+        self.test_after_fit = test_after_fit
+        self.baselines = baselines and finetune != "head_only"
+        # Frozen copies taken before any adapter: the zero-shot model, and the head-only
+        # baseline's feature extractor. The baseline head starts where the trained head starts.
+        if self.baselines:
+            self.reference_backbone = copy.deepcopy(reward.backbone).requires_grad_(False)
+            self.initial_head = copy.deepcopy(reward.head).requires_grad_(False)
+            self.baseline_head = copy.deepcopy(reward.head)
+        self.model = self._configure_finetuning(reward)
+        self.metrics = nn.ModuleDict()
+        self._groups: tuple[list[str], list[str]] = ([], [])
+        self._test_results: dict[str, dict[str, dict[str, float]]] = {}
+
+    # ------------------------------------------------------------------ fine-tuning set-up
+    @property
+    def reward(self) -> Reward3D:
+        """The Reward3D being trained (inside the peft wrapper in ``lora`` mode)."""
+        from peft import PeftModel
+
+        if isinstance(self.model, PeftModel):
+            return self.model.get_base_model()  # type: ignore[return-value]
+        return self.model  # type: ignore[return-value]
+
+    def _configure_finetuning(self, reward: Reward3D) -> nn.Module:
+        hp = self.hparams
+        backbone = reward.backbone
+        new_modules = [f"backbone.{name}" for name in backbone.new_module_names()]
+        if self.finetune == "head_only":
+            backbone.requires_grad_(False)
+            return reward
+        if self.finetune == "full":
+            return reward.requires_grad_(True)
+        if self.finetune == "freeze_bottom":
+            freeze_bottom_fraction(backbone, hp.freeze_fraction)
+            if hp.train_new_layers:
+                for name in new_modules:
+                    reward.get_submodule(name).requires_grad_(True)
+            return reward
+        from peft import LoraConfig, get_peft_model
+
+        pattern = re.compile(hp.lora_target_modules or backbone.lora_target_modules)
+
+        def is_new(name: str) -> bool:
+            return any(name == n or name.startswith(n + ".") for n in new_modules)
+
+        # New layers are saved whole with the adapter (``modules_to_save``) even when they are
+        # not trained: the base model must be rebuildable from pretrained files alone.
+        targets = [
+            name
+            for name, module in reward.named_modules()
+            if isinstance(module, (nn.Linear, nn.Conv2d))
+            and pattern.fullmatch(name)
+            and not is_new(name)
+        ]
+        if not targets:
+            raise ValueError(
+                f"lora_target_modules {pattern.pattern!r} matches no Linear/Conv2d module of "
+                f"{type(backbone).__name__}"
+            )
+        config = LoraConfig(
+            r=hp.lora_rank,
+            lora_alpha=hp.lora_alpha,
+            lora_dropout=hp.lora_dropout,
+            target_modules=targets,
+            modules_to_save=["head", *new_modules],
+        )
+        peft_model = get_peft_model(reward, config)
+        if not hp.train_new_layers:
+            for name in new_modules:
+                peft_model.get_base_model().get_submodule(name).requires_grad_(False)
+        return peft_model
+
+    def trainable_summary(self) -> dict[str, int]:
+        return {
+            "reward3d_trainable": count_parameters(self.model, trainable_only=True),
+            "reward3d_total": count_parameters(self.model),
+        }
+
+    # ------------------------------------------------------------------------- the rewards
+    def _inputs(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor, Tensor]:
+        """Asset batch -> images (A*4, 3, S, S), input_ids and attention_mask (A*4, L)."""
+        views = batch["views"]
+        if views.ndim != 5 or views.shape[1] != 4 or views.shape[2] != 3:
+            raise ValueError(
+                f"expected views (A, 4, 3, H, W), got {tuple(views.shape)}: Reward3D needs "
+                "exactly 4 RGB views per asset"
+            )
+        cameras = batch["cameras"].reshape(-1, 4, 4)
+        labels = view_labels_from_c2w(cameras)
+        texts = []
+        for k, prompt in enumerate(batch["asset_prompt"]):
+            texts += view_prompts(prompt, labels[4 * k : 4 * k + 4])
+        reward = self.reward
+        images = reward.preprocess(views.flatten(0, 1), check_range=False)
+        ids, mask = reward.tokenize(texts)
+        return images, ids.to(images.device), mask.to(images.device)
+
+    def _baseline_rewards(self, images: Tensor, ids: Tensor, mask: Tensor) -> dict[str, Tensor]:
+        with torch.no_grad():
+            self.reference_backbone.eval()
+            features = self.reference_backbone(images, ids, mask)
+            zero_shot = self.initial_head.eval()(features).squeeze(-1)
+        head_only = self.baseline_head(features).squeeze(-1)
+        return {"zero_shot": zero_shot, "head_only": head_only}
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        """Rewards (A,) of every asset of an asset batch, per model in :data:`MODELS`."""
+        images, ids, mask = self._inputs(batch)
+        rewards = {"reward3d": self.model(images, ids, mask).squeeze(-1)}
+        if self.baselines:
+            rewards |= self._baseline_rewards(images, ids, mask)
+        return rewards
+
+    # ---------------------------------------------------------------------------- metrics
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        pairs = getattr(datamodule, "pairs", None) or {}
+        defects = sorted({p.defect for split in pairs.values() for p in split})
+        axes = sorted({p.axis for split in pairs.values() for p in split})
+        self._groups = (defects, axes)
+        for split in ("val", *TEST_DATALOADERS):
+            for model in self._model_names():
+                key = f"{split}_{model}"
+                if key not in self.metrics:
+                    self.metrics[key] = PreferenceMetrics(
+                        defects, axes, self.hparams.calibration_bins
+                    )
+
+    def _model_names(self) -> tuple[str, ...]:
+        return MODELS if self.baselines else MODELS[:1]
+
+    # ---------------------------------------------------------------------------- training
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        batch = pairs_as_asset_batch(batch)
+        rewards = self(batch)
+        better, worse = batch["better_index"], batch["worse_index"]
+        n_pairs = int(better.numel())
+        loss = pairwise_logistic_loss(rewards["reward3d"][better], rewards["reward3d"][worse])
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite Reward3D loss at step {self.global_step} (batch {batch_idx}); the "
+                "last checkpoint is intact: lower lr and resume from it"
+            )
+        with torch.no_grad():
+            accuracy = (rewards["reward3d"][better] > rewards["reward3d"][worse]).float().mean()
+        self.log("train/loss", loss, prog_bar=True, batch_size=n_pairs)
+        self.log("train/accuracy", accuracy, prog_bar=True, batch_size=n_pairs)
+        total = loss
+        if self.baselines:
+            head_only = rewards["head_only"]
+            baseline_loss = pairwise_logistic_loss(head_only[better], head_only[worse])
+            self.log("train/head_only_loss", baseline_loss, batch_size=n_pairs)
+            total = total + baseline_loss  # disjoint parameters: the sum trains both
+        return total
+
+    # -------------------------------------------------------------------------- evaluation
+    def _evaluate(self, split: str, batch: dict[str, Any]) -> None:
+        batch = pairs_as_asset_batch(batch)
+        rewards = self(batch)
+        better, worse = batch["better_index"], batch["worse_index"]
+        for model in self._model_names():
+            self.metrics[f"{split}_{model}"].update(
+                rewards[model][better], rewards[model][worse], batch["defect"], batch["axis"]
+            )
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluate("val", batch)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._evaluate(TEST_DATALOADERS[dataloader_idx], batch)
+
+    def _log_split(self, split: str) -> dict[str, dict[str, float]]:
+        results = {}
+        for model in self._model_names():
+            metrics = self.metrics[f"{split}_{model}"]
+            if not metrics.has_data():
+                continue
+            values = metrics.compute()
+            metrics.reset()
+            results[model] = values
+            prefix = split if model == "reward3d" else f"{split}/{model}"
+            for name, value in values.items():
+                if name == "pairs":
+                    continue
+                bar = model == "reward3d" and name in ("loss", "accuracy")
+                self.log(f"{prefix}/{name}", value, prog_bar=bar, sync_dist=False)
+        return results
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_split("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._test_results = {split: self._log_split(split) for split in TEST_DATALOADERS}
+        if self.trainer.is_global_zero and self.trainer.log_dir:
+            write_eval_table(self._test_results, Path(self.trainer.log_dir))
+
+    # ------------------------------------------------------------------------- optimiser
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        heads = [self.reward.head, *([self.baseline_head] if self.baselines else [])]
+        head_ids = {id(p) for head in heads for p in head.parameters()}
+        head_params, decay, no_decay = [], [], []
+        for p in self.parameters():
+            if not p.requires_grad:
+                continue
+            if id(p) in head_ids:
+                head_params.append(p)
+            elif p.ndim < 2:
+                no_decay.append(p)
+            else:
+                decay.append(p)
+        groups = [
+            {"params": decay, "lr": hp.lr, "weight_decay": hp.weight_decay},
+            {"params": no_decay, "lr": hp.lr, "weight_decay": 0.0},
+            {"params": head_params, "lr": hp.head_lr, "weight_decay": hp.weight_decay},
+        ]
+        optimizer = torch.optim.AdamW([g for g in groups if g["params"]])
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        warmup = min(hp.warmup_steps, max(total - 1, 0))
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+            return hp.min_lr_ratio + (1 - hp.min_lr_ratio) * 0.5 * (
+                1 + math.cos(math.pi * progress)
+            )
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    # ----------------------------------------------------------------------------- export
+    def on_fit_end(self) -> None:
+        """Export the best checkpoint's model (lowest validation loss) for scoring and DreamFL."""
+        trainer = self.trainer
+        callback = trainer.checkpoint_callback
+        best = getattr(callback, "best_model_path", "") if callback else ""
+        if best:
+            state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+            self.load_state_dict(state, strict=True)
+        if not trainer.is_global_zero:
+            return
+        folder = self.hparams.export_dir or (
+            str(Path(trainer.log_dir) / "reward3d") if trainer.log_dir else None
+        )
+        if folder is None:
+            return
+        notes = {
+            "finetune": self.finetune,
+            "best_checkpoint": best or None,
+            "best_val_loss": float(callback.best_model_score)
+            if callback is not None and getattr(callback, "best_model_score", None) is not None
+            else None,
+            "global_step": trainer.global_step,
+            **self.trainable_summary(),
+        }
+        save_reward3d(self.model, folder, notes, base_checkpoint=self.hparams.init_checkpoint)
+        log.info("exported Reward3D to %s", folder)
+
+
+def write_eval_table(results: dict[str, dict[str, dict[str, float]]], folder: Path) -> None:
+    """``reward3d_eval.json`` (everything) and ``reward3d_eval.md`` (accuracy / ECE per split and
+    model, then accuracy per failure type and per axis)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "reward3d_eval.json").write_text(json.dumps(results, indent=2))
+    models = [m for m in MODELS if any(m in r for r in results.values())]
+    lines = ["| split | pairs | " + " | ".join(f"{m} acc / ECE" for m in models) + " |"]
+    lines.append("|---|---:|" + "---:|" * len(models))
+    for split, by_model in results.items():
+        if not by_model:
+            continue
+        pairs = int(next(iter(by_model.values()))["pairs"])
+        cells = [
+            f"{by_model[m]['accuracy']:.1%} / {by_model[m]['ece']:.3f}" if m in by_model else "-"
+            for m in models
+        ]
+        lines.append(f"| {split} | {pairs} | " + " | ".join(cells) + " |")
+    for kind in ("defect", "axis"):
+        lines += ["", f"| {kind} | split | " + " | ".join(models) + " |"]
+        lines.append("|---|---|" + "---:|" * len(models))
+        for split, by_model in results.items():
+            names = sorted(
+                {
+                    k.split("/", 2)[2]
+                    for r in by_model.values()
+                    for k in r
+                    if k.startswith(f"accuracy/{kind}/")
+                }
+            )
+            for name in names:
+                key = f"accuracy/{kind}/{name}"
+                cells = [
+                    f"{by_model[m][key]:.1%}" if m in by_model and key in by_model[m] else "-"
+                    for m in models
+                ]
+                lines.append(f"| {name} | {split} | " + " | ".join(cells) + " |")
+    (folder / "reward3d_eval.md").write_text("\n".join(lines) + "\n")

@@ -1,0 +1,158 @@
+"""Reward3D from the command line: the configs parse, fit -> test -> export, and `score`."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from dreamreward.cli import main
+from dreamreward.data.schema import PREFERENCE_FEATURES, synthetic_rows
+from dreamreward.render.mesh import bundled_mesh_path
+from dreamreward.scoring import read_view_folder, resolve_inputs, score, score_batch, score_files
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs" / "reward3d").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
+def test_reward3d_configs_parse(config, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(config), "--print_config"])
+    assert exit_info.value.code == 0
+    parsed = yaml.safe_load(capsys.readouterr().out)
+    assert parsed["model"]["class_path"].endswith("Reward3DModule")
+    backbone = parsed["model"]["init_args"]["reward"]["init_args"]["backbone"]["class_path"]
+    assert backbone.endswith(("CompactBackbone", "BlipBackbone"))
+
+
+@pytest.fixture(scope="module")
+def tiny_set(tmp_path_factory) -> str:
+    rows = synthetic_rows(num_prompts=8, assets_per_prompt=3, image_size=16, novel_prompts=2)
+    columns = {name: [r[name] for r in rows] for name in PREFERENCE_FEATURES}
+    path = tmp_path_factory.mktemp("pref") / "ds"
+    datasets.Dataset.from_dict(columns, features=PREFERENCE_FEATURES).save_to_disk(str(path))
+    return str(path)
+
+
+def test_fit_tests_the_best_checkpoint_and_exports(tiny_set, tmp_path):
+    """The CPU config end to end on a tiny set (random backbone, 2 steps): fit writes the export,
+    then test runs on the best checkpoint and writes the results table."""
+    torch.set_num_threads(1)
+    cli = main(
+        [
+            "fit",
+            "--config",
+            str(ROOT / "configs" / "reward3d" / "primitives.yaml"),
+            "--data.init_args.path",
+            tiny_set,
+            "--data.init_args.build_primitives_if_missing",
+            "false",
+            "--data.init_args.val_fraction",
+            "0.2",
+            "--data.init_args.test_fraction",
+            "0.2",
+            "--model.init_args.reward.init_args.backbone.init_args.pretrained",
+            "false",
+            "--model.init_args.reward.init_args.backbone.init_args.image_size",
+            "32",
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.limit_train_batches",
+            "2",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.logger.init_args.save_dir",
+            str(tmp_path),
+        ]
+    )
+    log_dir = Path(cli.trainer.log_dir)
+    record = json.loads((log_dir / "reward3d" / "reward3d.json").read_text())
+    # A random backbone cannot be rebuilt from files, so the merged weights are exported.
+    assert record["format"] == "full_weights" and record["notes"]["best_checkpoint"]
+    table = (log_dir / "reward3d_eval.md").read_text()
+    assert "| test |" in table and "| novel |" in table and "zero_shot" in table
+    results = json.loads((log_dir / "reward3d_eval.json").read_text())
+    assert set(results) == {"test", "novel"}
+    assert set(results["novel"]) == {"reward3d", "head_only", "zero_shot"}
+
+
+# ------------------------------------------------------------------------------ scoring
+def _view_folder(path: Path, level: float, prompt: str | None = None) -> Path:
+    path.mkdir(parents=True)
+    for i in range(4):
+        pixels = np.full((24, 24, 3), int(255 * level), dtype=np.uint8)
+        Image.fromarray(pixels).save(path / f"view_{i}.png")
+    if prompt:
+        (path / "prompt.txt").write_text(prompt)
+    return path
+
+
+def test_score_api_with_the_shipped_model():
+    views = torch.rand(2, 4, 32, 32, 3)
+    batch = score_batch(["a red cube", "a blue sphere"], views)
+    assert batch.shape == (2,) and torch.isfinite(batch).all()
+    single = score("a red cube", views[0])
+    assert single == pytest.approx(float(batch[0]), abs=1e-5)
+    with pytest.raises(ValueError, match="4 views"):
+        score("a red cube", views[0, :3])
+    with pytest.raises(ValueError, match="non-empty prompt"):
+        score(" ", views[0])
+
+
+def test_score_cli_on_view_folders_and_a_mesh(tmp_path):
+    _view_folder(tmp_path / "assets" / "bright", 0.9, prompt="a yellow cube")
+    _view_folder(tmp_path / "assets" / "dark", 0.2)
+    out = tmp_path / "scores.csv"
+    main(
+        [
+            "score",
+            "--inputs",
+            str(tmp_path / "assets"),
+            str(bundled_mesh_path("ant.ply")),
+            "--prompt",
+            "a red ant",
+            "--out",
+            str(out),
+        ]
+    )
+    with open(out) as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["input"] for r in rows] == ["bright", "dark", "ant.ply"]
+    assert [r["prompt"] for r in rows] == ["a yellow cube", "a red ant", "a red ant"]
+    assert [r["source"] for r in rows] == ["images", "images", "mesh"]
+    assert all(np.isfinite(float(r["reward"])) for r in rows)
+    out_json = tmp_path / "scores.json"
+    rows_json = score_files([str(tmp_path / "assets" / "dark")], str(out_json), prompt="a cube")
+    assert json.loads(out_json.read_text()) == rows_json
+
+
+def test_score_inputs_bad_input_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="input not found"):
+        resolve_inputs([str(tmp_path / "missing")])
+    three = tmp_path / "three"
+    three.mkdir()
+    for i in range(3):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(three / f"{i}.png")
+    with pytest.raises(ValueError, match="exactly 4 view images"):
+        read_view_folder(three)
+    bad_cameras = _view_folder(tmp_path / "cams", 0.5)
+    (bad_cameras / "cameras.json").write_text(json.dumps([[1, 0], [0, 1]]))
+    with pytest.raises(ValueError, match="cameras.json"):
+        read_view_folder(bad_cameras)
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    with pytest.raises(ValueError, match="not a mesh file"):
+        resolve_inputs([str(text)])
+    plain = _view_folder(tmp_path / "plain", 0.5)
+    with pytest.raises(ValueError, match="no prompt"):
+        score_files([str(plain)], str(tmp_path / "s.csv"))
+    with pytest.raises(ValueError, match=r"\.csv or \.json"):
+        score_files([str(plain)], str(tmp_path / "s.txt"), prompt="a cube")

@@ -1,0 +1,264 @@
+"""Reward3DModule: fine-tuning modes, baselines, metrics, export/load, the CLI job, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import datasets
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from _reward3d_tiny import TINY_BACKBONE, TINY_HEAD, randomise
+from dreamreward.data.preference import PreferenceDataModule, pairs_as_asset_batch
+from dreamreward.data.schema import PREFERENCE_FEATURES, synthetic_rows
+from dreamreward.models.reward3d import BlipBackbone, CompactBackbone, Reward3D
+from dreamreward.models.reward3d.export import load_reward3d, save_reward3d
+from dreamreward.modules.preference_metrics import (
+    GroupedAccuracy,
+    PreferenceMetrics,
+    pairwise_correct,
+    pairwise_logistic_loss,
+)
+from dreamreward.modules.reward3d import Reward3DModule
+
+WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "red", "blue", "cube", "sphere"]
+WORDS += [",", "front", "side", "back", "overhead", "view", "prompt", "0", "1", "2", "3"]
+
+
+@pytest.fixture(scope="module")
+def vocab_dir(tmp_path_factory) -> str:
+    folder = tmp_path_factory.mktemp("vocab")
+    (folder / "vocab.txt").write_text("\n".join(WORDS) + "\n")
+    return str(folder)
+
+
+def tiny_reward(vocab_dir: str, seed: int = 0) -> Reward3D:
+    backbone = BlipBackbone(**TINY_BACKBONE, max_length=16, tokenizer_path=vocab_dir)
+    return randomise(Reward3D(backbone, head="scorer", **TINY_HEAD), seed)
+
+
+@pytest.fixture(scope="module")
+def learnable_set(tmp_path_factory) -> str:
+    """Random views whose brightness follows the rating: a preference a model can learn."""
+    rows = synthetic_rows(num_prompts=12, assets_per_prompt=4, image_size=16, novel_prompts=2)
+    for row in rows:
+        level = 0.15 + 0.7 * row["ratings"]["overall"] / 7.0
+        rng = np.random.default_rng(len(row["prompt_id"]) + row["rank"])
+        row["views"] = [
+            Image.fromarray(
+                np.clip(255 * (level + 0.05 * rng.standard_normal((16, 16, 3))), 0, 255).astype(
+                    np.uint8
+                )
+            )
+            for _ in range(4)
+        ]
+    columns = {name: [r[name] for r in rows] for name in PREFERENCE_FEATURES}
+    path = tmp_path_factory.mktemp("pref") / "ds"
+    datasets.Dataset.from_dict(columns, features=PREFERENCE_FEATURES).save_to_disk(str(path))
+    return str(path)
+
+
+def datamodule(path: str, grouping: str = "prompt", batch_size: int = 4) -> PreferenceDataModule:
+    return PreferenceDataModule(
+        path, val_fraction=0.2, test_fraction=0.2, batch_size=batch_size, grouping=grouping
+    )
+
+
+def trainer(tmp_path, **kwargs) -> L.Trainer:
+    defaults = dict(
+        max_steps=4,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=str(tmp_path),
+    )
+    return L.Trainer(**(defaults | kwargs))
+
+
+# ------------------------------------------------------------------------------- metrics
+def test_pairwise_loss_accuracy_and_ties():
+    better, worse = torch.tensor([2.0, 0.0, 1.0]), torch.tensor([1.0, 0.0, 3.0])
+    assert pairwise_correct(better, worse).tolist() == [1.0, 0.5, 0.0]
+    expected = np.mean([math.log1p(math.exp(-d)) for d in (1.0, 0.0, -2.0)])
+    assert pairwise_logistic_loss(better, worse).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_grouped_accuracy_and_calibration():
+    grouped = GroupedAccuracy(["wrong_color", "wrong_shape"])
+    grouped.update(torch.tensor([1.0, 0.0, 1.0, 1.0]), ["wrong_color"] * 2 + ["x", "wrong_shape"])
+    assert grouped.compute() == {
+        "wrong_color": pytest.approx(0.5),
+        "wrong_shape": pytest.approx(1.0),
+        "other": pytest.approx(1.0),
+    }
+    metrics = PreferenceMetrics(["a"], ["overall"], calibration_bins=10)
+    # Always right with p = sigmoid(5) ~ 0.993: calibration error ~ 1 - 0.993.
+    metrics.update(torch.full((8,), 5.0), torch.zeros(8), ["a"] * 8, ["overall"] * 8)
+    out = metrics.compute()
+    assert out["accuracy"] == 1.0 and out["pairs"] == 8
+    assert out["ece"] == pytest.approx(1 - torch.sigmoid(torch.tensor(5.0)).item(), abs=1e-4)
+    assert out["accuracy/defect/a"] == 1.0 and out["accuracy/axis/overall"] == 1.0
+
+
+# ------------------------------------------------------------------------- data layouts
+def test_prompt_groups_give_the_same_pairs_and_loss_as_pair_batches(learnable_set, vocab_dir):
+    torch.manual_seed(0)
+    module = Reward3DModule(tiny_reward(vocab_dir), finetune="full", baselines=False).eval()
+    losses = {}
+    for grouping in ("pair", "prompt"):
+        dm = datamodule(learnable_set, grouping, batch_size=100)
+        dm.setup("fit")
+        batch = pairs_as_asset_batch(next(iter(dm.val_dataloader())))
+        with torch.no_grad():
+            r = module(batch)["reward3d"]
+        key = sorted(zip(batch["prompt_id"], batch["defect"], batch["axis"], strict=True))
+        losses[grouping] = (
+            pairwise_logistic_loss(r[batch["better_index"]], r[batch["worse_index"]]),
+            key,
+        )
+        if grouping == "prompt":  # each asset once
+            assert len(batch["views"]) < 2 * len(batch["better_index"])
+    assert losses["pair"][1] == losses["prompt"][1]
+    torch.testing.assert_close(losses["pair"][0], losses["prompt"][0])
+
+
+# ---------------------------------------------------------------------- fine-tuning modes
+def _snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _changed(before, after) -> set[str]:
+    return {k for k in before if k in after and not torch.equal(before[k], after[k])}
+
+
+@pytest.mark.parametrize("mode", ["lora", "freeze_bottom", "head_only", "full"])
+def test_finetune_modes_train_only_their_parameters(mode, learnable_set, vocab_dir, tmp_path):
+    torch.manual_seed(0)
+    module = Reward3DModule(
+        tiny_reward(vocab_dir), finetune=mode, freeze_fraction=0.5, lr=1e-2, head_lr=1e-2
+    )
+    base_before = _snapshot(module.reward)
+    ref_before = _snapshot(module.reference_backbone) if module.baselines else {}
+    trainer(tmp_path).fit(module, datamodule(learnable_set))
+    changed = _changed(base_before, _snapshot(module.reward))
+    assert any("head" in k for k in changed)
+    backbone_changed = {k for k in changed if ".head." not in k and not k.startswith("head")}
+    if mode == "lora":
+        # Base weights are untouched; only the low-rank matrices move.
+        assert backbone_changed and all(".lora_" in k for k in backbone_changed)
+    elif mode == "head_only":
+        assert not backbone_changed
+        assert not module.baselines  # head-only is its own baseline
+    elif mode == "freeze_bottom":
+        assert backbone_changed
+        assert not any("blocks.0." in k or "layer.0." in k for k in backbone_changed)
+        assert not any("embeddings" in k or "patch_embed" in k for k in backbone_changed)
+    else:
+        assert any("blocks.0." in k for k in backbone_changed)
+    if module.baselines:  # the zero-shot reference never moves
+        assert not _changed(ref_before, _snapshot(module.reference_backbone))
+
+
+def test_training_learns_a_learnable_preference(learnable_set, vocab_dir, tmp_path):
+    torch.manual_seed(0)
+    module = Reward3DModule(tiny_reward(vocab_dir), finetune="lora", lr=3e-3, head_lr=3e-3)
+    dm = datamodule(learnable_set)
+    trainer(tmp_path, max_steps=60, limit_val_batches=0).fit(module, dm)
+    results = trainer(tmp_path).test(module, datamodule=dm, verbose=False)
+    assert results[0]["test/accuracy"] >= 0.8
+    assert results[0]["novel/accuracy"] >= 0.8
+    # Both baselines are reported beside the trained model.
+    assert "test/zero_shot/accuracy" in results[0]
+    assert "novel/head_only/accuracy" in results[0]
+
+
+# --------------------------------------------------------------------------- export/load
+@pytest.mark.parametrize("mode", ["lora", "full"])
+def test_export_round_trip_scores_identically(mode, learnable_set, vocab_dir, tmp_path):
+    torch.manual_seed(0)
+    module = Reward3DModule(tiny_reward(vocab_dir), finetune=mode, lr=1e-2, baselines=False)
+    trainer(tmp_path, max_steps=2).fit(module, datamodule(learnable_set))
+    folder = save_reward3d(module.model, tmp_path / "export", notes={"mode": mode})
+    record = json.loads((folder / "reward3d.json").read_text())
+    # A randomly initialised base cannot be rebuilt from files: even LoRA exports full weights.
+    assert record["format"] == "full_weights"
+    if mode == "lora":
+        assert (folder / "adapter" / "adapter_config.json").is_file()
+        assert (folder / "adapter" / "adapter_model.safetensors").is_file()
+    loaded = load_reward3d(folder)
+    assert loaded.is_frozen_guide and not loaded.training
+    assert type(loaded) is Reward3D  # merged: no peft wrapper left
+    renders = torch.rand(2, 4, 16, 16, 3)
+    labels = ["front", "side", "back", "side"]
+    module.eval()
+    with torch.no_grad():
+        expected = module.reward.score(renders, ["a red cube", "a blue sphere"], labels)
+        got = loaded.score(renders, ["a red cube", "a blue sphere"], labels)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_pretrained_lora_export_is_a_small_adapter_that_reloads_exactly(tmp_path):
+    torch.manual_seed(0)
+    reward = Reward3D(CompactBackbone(pretrained=True), mlp_hidden=32)
+    module = Reward3DModule(reward, finetune="lora", lora_rank=2, baselines=False)
+    with torch.no_grad():  # make every saved part non-trivial, as training would
+        for p in module.model.parameters():
+            if p.requires_grad:
+                p.add_(0.01 * torch.randn_like(p))
+    folder = save_reward3d(module.model, tmp_path / "export")
+    assert json.loads((folder / "reward3d.json").read_text())["format"] == "lora_adapter"
+    assert not (folder / "model.safetensors").exists()
+    size = (folder / "adapter" / "adapter_model.safetensors").stat().st_size
+    assert size < 0.3 * sum(p.numel() * 4 for p in reward.parameters())
+    loaded = load_reward3d(folder)
+    renders = torch.rand(1, 4, 64, 64, 3)
+    labels = ["front", "side", "back", "overhead"]
+    module.eval()
+    with torch.no_grad():
+        expected = module.reward.score(renders, ["a red cube"], labels)
+        got = loaded.score(renders, ["a red cube"], labels)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_load_reward3d_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="reward3d.json"):
+        load_reward3d(tmp_path)
+    (tmp_path / "reward3d.json").write_text("{not json")
+    with pytest.raises(ValueError, match="malformed"):
+        load_reward3d(tmp_path)
+    (tmp_path / "reward3d.json").write_text(
+        json.dumps({"format": "full_weights", "model": {"class_path": "os.system"}})
+    )
+    with pytest.raises(ValueError, match="refusing"):
+        load_reward3d(tmp_path)
+
+
+# ----------------------------------------------------------------------------- bad input
+def test_bad_arguments_and_inputs(vocab_dir):
+    with pytest.raises(ValueError, match="finetune"):
+        Reward3DModule(tiny_reward(vocab_dir), finetune="everything")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="matches no"):
+        Reward3DModule(tiny_reward(vocab_dir), lora_target_modules="nothing_named_so")
+    module = Reward3DModule(tiny_reward(vocab_dir), baselines=False)
+    batch = {
+        "views": torch.rand(2, 3, 3, 16, 16),
+        "cameras": torch.eye(4).expand(2, 3, 4, 4),
+        "asset_prompt": ["a", "b"],
+    }
+    with pytest.raises(ValueError, match="exactly 4 RGB views"):
+        module(batch)
+
+
+def test_nan_loss_stops_with_a_clear_message(learnable_set, vocab_dir, tmp_path):
+    reward = tiny_reward(vocab_dir)
+    with torch.no_grad():
+        reward.head.fc3.bias.fill_(float("nan"))
+    module = Reward3DModule(reward, finetune="head_only")
+    with pytest.raises(FloatingPointError, match="non-finite Reward3D loss"):
+        trainer(tmp_path).fit(module, datamodule(learnable_set))
