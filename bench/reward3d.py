@@ -3,9 +3,10 @@
     python bench/reward3d.py                  # 1 thread, writes bench/results/reward3d_cpu.json
     python bench/reward3d.py --threads 2 --repeats 7
 
-Model: the CPU-sized Reward3D (``CompactBackbone``: EfficientNet-Lite0 image tokens + 6-layer
-MiniLM BLIP text encoder at 128 px, real weights; ``scorer`` head, ``mlp_hidden=256``) fed 64x64
-renders (what the primitives data set stores) and primitives-style prompts.
+Model: the CPU-sized Reward3D exactly as ``configs/reward3d/primitives.yaml`` builds it (the
+shipped model's architecture: ``CompactBackbone``, EfficientNet-Lite0 image tokens + 6-layer
+MiniLM BLIP text encoder, real weights; ``scorer`` head) fed 64x64 renders (what the primitives
+data set stores) and primitives-style prompts. Section 4 compares image towers at 128 px.
 
 1. Scoring B assets (4 views each): batched ``Reward3D.score`` vs a naive per-view loop (one
    backbone call of 1 image per view, then the head on the 4 stacked features), forward under
@@ -41,11 +42,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _timing import markdown_table  # noqa: E402
-from dreamreward.models.reward3d import CompactBackbone, Reward3D, view_prompts  # noqa: E402
+from dreamreward.models.reward3d import Reward3D, view_prompts  # noqa: E402
 from dreamreward.models.reward3d.efficientnet import EfficientNetTokens  # noqa: E402
+from dreamreward.models.reward3d.export import build_from_config  # noqa: E402
 from dreamreward.modules.preference_metrics import pairwise_logistic_loss  # noqa: E402
 from dreamreward.modules.reward3d import Reward3DModule  # noqa: E402
 from dreamreward.render.cameras import orbit_cameras, view_labels_from_c2w  # noqa: E402
@@ -68,7 +71,8 @@ ELEVATION = 15.0
 NOTES = [
     "Timings are medians over --repeats, the variants of a ratio interleaved; absolute ms vary "
     "with the load of a shared machine, the ratios much less.",
-    "Scoring includes preprocessing (64 px -> 128 px bicubic) and tokenisation on both sides; "
+    "Scoring includes preprocessing (64 px renders resized to the model's input) and tokenisation "
+    "on both sides; "
     "the loop keeps every view's graph until the one backward, as DreamFL's summed loss would.",
     "Peak memory: a peak RSS is a process-lifetime high-water mark, so each scoring variant runs "
     "in a fresh subprocess (import + model build + 2 fwd+bwd) and reads /proc/self/status VmHWM "
@@ -79,17 +83,28 @@ NOTES = [
     "dominated by the training section (three models, full fine-tuning's AdamW state).",
     "Training: Reward3DModule(baselines=False)._inputs + .model, pairwise_logistic_loss over all "
     "C(B,2) pairs of one prompt group, AdamW(lr 1e-5, wd 0.01) over every trainable parameter "
-    "(not the module's param groups / scheduler, which need a Trainer); train mode (text "
-    "dropout 0.1, BatchNorm frozen).",
+    "(not the module's param groups / scheduler, which need a Trainer); train mode (the "
+    "config's dropout, BatchNorm frozen).",
     "Image tower: DINOv2-S/14 has random weights (cost does not depend on values) and runs at "
-    "126 px (9x9 patches + [CLS] = 82 tokens) vs EfficientNet-Lite0 at 128 px (1 + 4x4 = 17 "
-    "tokens, incl. its token adapter).",
+    "126 px (9x9 patches + [CLS] = 82 tokens) vs EfficientNet-Lite0 at 128 px "
+    "(pooled + 4x4 + 8x8 = 81 tokens, incl. its token adapters).",
 ]
 
 
-def build_reward(image_size: int = 128) -> Reward3D:
-    backbone = CompactBackbone(image_size=image_size, pretrained=True, max_length=32)
-    return Reward3D(backbone, head="scorer", mlp_hidden=256)
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "reward3d" / "primitives.yaml"
+
+
+def build_reward_spec_image_size() -> int:
+    spec = yaml.safe_load(CONFIG.read_text())["model"]["init_args"]["reward"]
+    return int(spec["init_args"]["backbone"]["init_args"]["image_size"])
+
+
+def build_reward() -> Reward3D:
+    """The Reward3D of ``configs/reward3d/primitives.yaml`` (the shipped model's architecture)."""
+    spec = yaml.safe_load(CONFIG.read_text())["model"]["init_args"]["reward"]
+    model = build_from_config(spec)
+    assert isinstance(model, Reward3D)
+    return model
 
 
 def view_labels() -> list[str]:
@@ -486,7 +501,7 @@ def main() -> None:
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "assets": args.assets,
         "render_size": args.render_size,
-        "model_image_size": 128,
+        "model_image_size": build_reward_spec_image_size(),
         "view_labels": labels,
         "repeats": args.repeats,
     }

@@ -67,6 +67,8 @@ def test_fit_tests_the_best_checkpoint_and_exports(tiny_set, tmp_path):
             "1",
             "--trainer.limit_train_batches",
             "2",
+            "--trainer.val_check_interval",
+            "1",
             "--trainer.enable_progress_bar",
             "false",
             "--trainer.logger.init_args.save_dir",
@@ -115,8 +117,7 @@ def test_score_cli_on_view_folders_and_a_mesh(tmp_path):
         [
             "score",
             "--inputs",
-            str(tmp_path / "assets"),
-            str(bundled_mesh_path("ant.ply")),
+            f"[{tmp_path / 'assets'}, {bundled_mesh_path('ant.ply')}]",
             "--prompt",
             "a red ant",
             "--out",
@@ -130,7 +131,7 @@ def test_score_cli_on_view_folders_and_a_mesh(tmp_path):
     assert [r["source"] for r in rows] == ["images", "images", "mesh"]
     assert all(np.isfinite(float(r["reward"])) for r in rows)
     out_json = tmp_path / "scores.json"
-    rows_json = score_files([str(tmp_path / "assets" / "dark")], str(out_json), prompt="a cube")
+    rows_json = score_files(str(tmp_path / "assets" / "dark"), str(out_json), prompt="a cube")
     assert json.loads(out_json.read_text()) == rows_json
 
 

@@ -168,12 +168,17 @@ def test_feature_side_and_token_shapes():
         for size in (64, 100):
             side = feature_side(size)
             assert trunk(torch.randn(1, 3, size, size)).shape == (1, HEAD_WIDTH, side, side)
+    assert [feature_side(s, 16) for s in (128, 96, 100)] == [8, 6, 7]
+    coarse = EfficientNetTokens(128, pretrained=False, fine_tokens=False).eval()
+    assert coarse.num_tokens == 17 and coarse.new_modules() == ["token_adapter"]
+    assert EfficientNetTokens(224, pretrained=False, fine_tokens=False).num_tokens == 50
     tower = EfficientNetTokens(128, pretrained=False).eval()
-    assert tower.num_tokens == 17 and tower.new_modules() == ["token_adapter"]
-    assert EfficientNetTokens(224, pretrained=False).num_tokens == 50
+    assert tower.num_tokens == 17 + 64
+    assert tower.new_modules() == ["token_adapter", "fine_token_adapter"]
     with torch.no_grad():
         tokens = tower(torch.randn(2, 3, 128, 128))
-    assert tokens.shape == (2, 17, 384) and torch.isfinite(tokens).all()
+        assert coarse(torch.randn(2, 3, 128, 128)).shape == (2, 17, 384)
+    assert tokens.shape == (2, 81, 384) and torch.isfinite(tokens).all()
     with pytest.raises(ValueError, match="image_size=128"):
         tower(torch.randn(2, 3, 96, 96))
     with pytest.raises(ValueError, match=r"\(N, 3, S, S\)"):
@@ -448,7 +453,8 @@ def test_new_module_names_resolve_and_cover_every_new_layer():
     cross = {n for n, _ in backbone.named_modules() if n.endswith(".crossattention")}
     assert len(cross) == 6 and cross <= set(names)
     adapters = {n for n, m in backbone.named_modules() if isinstance(m, TokenAdapter)}
-    assert adapters == {"visual_encoder.token_adapter"} and adapters <= set(names)
+    expected = {"visual_encoder.token_adapter", "visual_encoder.fine_token_adapter"}
+    assert adapters == expected and adapters <= set(names)
     assert set(names) == cross | adapters
 
 
@@ -467,7 +473,9 @@ def test_layer_groups_cover_each_tower_exactly_once():
     assert sorted(seen) == sorted(id(p) for p in backbone.parameters())
     # The new token adapter trains with the top unit, above the pretrained trunk.
     top = {id(p) for p in groups["visual_encoder"][-1]}
-    assert {id(p) for p in backbone.visual_encoder.token_adapter.parameters()} <= top
+    vis = backbone.visual_encoder
+    for adapter in (vis.token_adapter, vis.fine_token_adapter):
+        assert {id(p) for p in adapter.parameters()} <= top
 
 
 def test_freeze_bottom_fraction_freezes_the_bottom_of_each_tower():

@@ -8,7 +8,7 @@ Python::
 
 Command line (``python -m dreamreward score``)::
 
-    python -m dreamreward score --prompt "a red cube" --inputs asset_dir mesh.glb --out scores.csv
+    python -m dreamreward score --prompt "a red cube" --inputs '[asset_dir, mesh.glb]' --out s.csv
 
 Each input is a folder of exactly 4 view images (sorted by name; an optional ``cameras.json``
 holds their (4, 4, 4) camera-to-world matrices, otherwise the canonical front/side/back/side
@@ -231,7 +231,7 @@ def resolve_inputs(
 
 
 def score_files(
-    inputs: list[str],
+    inputs: str | list[str],
     out: str,
     prompt: str | None = None,
     model: str | None = None,
@@ -241,7 +241,8 @@ def score_files(
     """Score 4-view folders and mesh files and write a CSV or JSON table.
 
     Args:
-        inputs: folders of 4 view images, mesh files, or folders of those.
+        inputs: a folder of 4 view images, a mesh file, or a folder of those; or a list of them
+            (on the command line: ``--inputs '[a, b]'``).
         out: output file, ``.csv`` or ``.json``.
         prompt: the prompt for inputs without their own ``prompt.txt``.
         model: a Reward3D export folder (default: the shipped primitives model).
@@ -256,7 +257,7 @@ def score_files(
     if prompt is not None and not prompt.strip():
         raise ValueError("--prompt is empty")
     reward = load_reward3d(model) if model else default_model()
-    assets = resolve_inputs(inputs, image_size, up_axis)
+    assets = resolve_inputs([inputs] if isinstance(inputs, str) else inputs, image_size, up_axis)
     missing = [a.name for a in assets if not (a.prompt or prompt)]
     if missing:
         raise ValueError(f"no prompt for {missing}: pass --prompt or add a prompt.txt")

@@ -245,9 +245,10 @@ class PreferenceDataModule(L.LightningDataModule):
         cache_dir: where parquet input is converted to Arrow (default: the ``datasets`` cache).
         grouping: ``"pair"`` (one item per pair) or ``"prompt"`` (one item per prompt, each asset
             decoded and scored once; the same pairs and loss, far less image-tower work).
-        build_primitives_if_missing: when ``path`` does not exist, generate the default primitives
-            preference set there first (``build-primitives`` with its defaults: 300 prompts,
-            seed 0, about a minute), so a config runs on a fresh clone.
+        build_primitives_if_missing: when ``path`` does not exist, generate the primitives
+            preference set there first (``build-primitives`` with ``build_num_prompts`` prompts
+            and seed 0; 300 prompts take under a minute), so a config runs on a fresh clone.
+        build_num_prompts: prompts of that build.
     """
 
     def __init__(
@@ -262,6 +263,7 @@ class PreferenceDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
         grouping: Literal["pair", "prompt"] = "pair",
         build_primitives_if_missing: bool = False,
+        build_num_prompts: int = 300,
     ) -> None:
         super().__init__()
         if grouping not in ("pair", "prompt"):
@@ -279,6 +281,7 @@ class PreferenceDataModule(L.LightningDataModule):
         self.image_size, self.num_workers = image_size, num_workers
         self.cache_dir, self.grouping = cache_dir, grouping
         self.build_primitives_if_missing = build_primitives_if_missing
+        self.build_num_prompts = build_num_prompts
         self.dataset: datasets.Dataset | None = None
         self.split_prompt_ids: dict[str, list[str]] = {}
         self.pairs: dict[str, list[PreferencePair]] = {}
@@ -289,7 +292,7 @@ class PreferenceDataModule(L.LightningDataModule):
         if self.build_primitives_if_missing and not Path(self.path).exists():
             from dreamreward.data.build_primitives import build_primitives
 
-            build_primitives(self.path)
+            build_primitives(self.path, num_prompts=self.build_num_prompts)
 
     def setup(self, stage: str | None = None) -> None:
         """Load, validate (errors name the bad row and field), split by prompt, build pairs."""

