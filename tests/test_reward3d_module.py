@@ -262,3 +262,29 @@ def test_nan_loss_stops_with_a_clear_message(learnable_set, vocab_dir, tmp_path)
     module = Reward3DModule(reward, finetune="head_only")
     with pytest.raises(FloatingPointError, match="non-finite Reward3D loss"):
         trainer(tmp_path).fit(module, datamodule(learnable_set))
+
+
+def test_prompt_swap_term_reads_the_prompt(learnable_set, vocab_dir, tmp_path):
+    torch.manual_seed(0)
+    module = Reward3DModule(tiny_reward(vocab_dir), finetune="full", prompt_swap_weight=1.0).eval()
+    dm = datamodule(learnable_set)
+    dm.setup("fit")
+    batch = pairs_as_asset_batch(next(iter(dm.train_dataloader())))
+    rewards = module(batch, with_tokens=True)
+    loss = module._prompt_swap_loss(batch, rewards)
+    assert loss is not None and torch.isfinite(loss)
+    # Its value is the pairwise loss of own-prompt vs next-prompt rewards.
+    prompts = list(batch["asset_prompt"])
+    distinct = list(dict.fromkeys(prompts))
+    swapped = [distinct[(distinct.index(p) + 1) % len(distinct)] for p in prompts]
+    images, ids, mask = module._inputs(batch, swapped)
+    with torch.no_grad():
+        r_swap = module.model(images, ids, mask).squeeze(-1)
+    torch.testing.assert_close(
+        loss.detach(), pairwise_logistic_loss(rewards["reward3d"].detach(), r_swap)
+    )
+    one_prompt = {**batch, "asset_prompt": [prompts[0]] * len(prompts)}
+    assert module._prompt_swap_loss(one_prompt, rewards) is None
+    trainer_ = trainer(tmp_path, max_steps=1, logger=True)
+    trainer_.fit(module, dm)
+    assert "train/prompt_swap_loss" in trainer_.logged_metrics

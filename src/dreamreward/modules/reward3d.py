@@ -83,6 +83,11 @@ class Reward3DModule(L.LightningModule):
         export_dir: where ``fit`` exports the best model (default ``<log_dir>/reward3d``).
         test_after_fit: ``python -m dreamreward fit`` runs ``test`` on the best checkpoint at the
             end (the results table then comes with every training run).
+        prompt_swap_weight: weight of an auxiliary image-text matching term (an asset must score
+            higher with its own prompt than with another prompt of the batch; 0 = off, the
+            paper's loss alone). Preference pairs share their prompt, so without it nothing
+            requires the reward to read the prompt; a backbone whose text encoder never saw
+            images (the CPU one) needs it to learn grounding.
     """
 
     def __init__(
@@ -105,6 +110,7 @@ class Reward3DModule(L.LightningModule):
         calibration_bins: int = 10,
         export_dir: str | None = None,
         test_after_fit: bool = True,
+        prompt_swap_weight: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["reward"])
@@ -199,8 +205,11 @@ class Reward3DModule(L.LightningModule):
         }
 
     # ------------------------------------------------------------------------- the rewards
-    def _inputs(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor, Tensor]:
-        """Asset batch -> images (A*4, 3, S, S), input_ids and attention_mask (A*4, L)."""
+    def _inputs(
+        self, batch: dict[str, Any], prompts: list[str] | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Asset batch -> images (A*4, 3, S, S), input_ids and attention_mask (A*4, L) of the
+        view prompts of ``prompts`` (default each asset's own, ``batch["asset_prompt"]``)."""
         views = batch["views"]
         if views.ndim != 5 or views.shape[1] != 4 or views.shape[2] != 3:
             raise ValueError(
@@ -210,7 +219,7 @@ class Reward3DModule(L.LightningModule):
         cameras = batch["cameras"].reshape(-1, 4, 4)
         labels = view_labels_from_c2w(cameras)
         texts = []
-        for k, prompt in enumerate(batch["asset_prompt"]):
+        for k, prompt in enumerate(prompts or batch["asset_prompt"]):
             texts += view_prompts(prompt, labels[4 * k : 4 * k + 4])
         reward = self.reward
         images = reward.preprocess(views.flatten(0, 1), check_range=False)
@@ -225,13 +234,39 @@ class Reward3DModule(L.LightningModule):
         head_only = self.baseline_head(features).squeeze(-1)
         return {"zero_shot": zero_shot, "head_only": head_only}
 
-    def forward(self, batch: dict[str, Any]) -> dict[str, Tensor]:
-        """Rewards (A,) of every asset of an asset batch, per model in :data:`MODELS`."""
+    def _reward_from_tokens(self, image_tokens: Tensor, ids: Tensor, mask: Tensor) -> Tensor:
+        """(A,) rewards of the trained model from precomputed image tokens (A*4, T, width):
+        the model's own forward, split so the image tower runs once for several prompts."""
+        reward = self.reward  # adapters are injected in place: its submodules run with them
+        features = reward.backbone.text_encoder(ids, mask, image_tokens)[:, 0]
+        return reward.head(features).squeeze(-1)
+
+    def forward(self, batch: dict[str, Any], with_tokens: bool = False) -> dict[str, Tensor]:
+        """Rewards (A,) of every asset of an asset batch, per model in :data:`MODELS` (and the
+        trained model's image tokens under ``"image_tokens"`` when ``with_tokens``)."""
         images, ids, mask = self._inputs(batch)
-        rewards = {"reward3d": self.model(images, ids, mask).squeeze(-1)}
+        tokens = self.reward.backbone.visual_encoder(images)
+        rewards = {"reward3d": self._reward_from_tokens(tokens, ids, mask)}
         if self.baselines:
             rewards |= self._baseline_rewards(images, ids, mask)
+        if with_tokens:
+            rewards["image_tokens"] = tokens
         return rewards
+
+    def _prompt_swap_loss(self, batch: dict[str, Any], rewards: dict[str, Tensor]) -> Tensor | None:
+        """-log sigmoid(r(asset, own prompt) - r(asset, another prompt of the batch)).
+
+        Preference pairs share their prompt, so they never require the reward to read it; this
+        term does (image-text matching, as BLIP's pre-training had). Each asset is re-scored
+        with the next distinct prompt of the batch, reusing its image tokens."""
+        prompts = list(batch["asset_prompt"])
+        distinct = list(dict.fromkeys(prompts))
+        if len(distinct) < 2:
+            return None
+        following = {p: distinct[(i + 1) % len(distinct)] for i, p in enumerate(distinct)}
+        _, ids, mask = self._inputs(batch, [following[p] for p in prompts])
+        swapped = self._reward_from_tokens(rewards["image_tokens"], ids, mask)
+        return pairwise_logistic_loss(rewards["reward3d"], swapped)
 
     # ---------------------------------------------------------------------------- metrics
     def setup(self, stage: str) -> None:
@@ -254,7 +289,8 @@ class Reward3DModule(L.LightningModule):
     # ---------------------------------------------------------------------------- training
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         batch = pairs_as_asset_batch(batch)
-        rewards = self(batch)
+        swap_weight = self.hparams.prompt_swap_weight
+        rewards = self(batch, with_tokens=swap_weight > 0)
         better, worse = batch["better_index"], batch["worse_index"]
         n_pairs = int(better.numel())
         loss = pairwise_logistic_loss(rewards["reward3d"][better], rewards["reward3d"][worse])
@@ -268,6 +304,11 @@ class Reward3DModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=n_pairs)
         self.log("train/accuracy", accuracy, prog_bar=True, batch_size=n_pairs)
         total = loss
+        if swap_weight > 0:
+            swap_loss = self._prompt_swap_loss(batch, rewards)
+            if swap_loss is not None:
+                self.log("train/prompt_swap_loss", swap_loss, batch_size=len(batch["views"]))
+                total = total + swap_weight * swap_loss
         if self.baselines:
             head_only = rewards["head_only"]
             baseline_loss = pairwise_logistic_loss(head_only[better], head_only[worse])

@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -126,11 +127,14 @@ def save_reward3d(
             weights_model, kind = merged, "full_weights"
     elif isinstance(model, Reward3D):
         base, weights_model, kind = model, model, "full_weights"
+        shutil.rmtree(folder / ADAPTER_DIR, ignore_errors=True)
     else:
         raise TypeError(f"expected a Reward3D or a PeftModel around one, got {type(model)}")
     if weights_model is not None:
         state = {k: v.detach().contiguous().cpu() for k, v in weights_model.state_dict().items()}
         save_file(state, str(folder / WEIGHTS_FILE))
+    else:  # a stale full-weights file from an earlier export must not sit beside the adapter
+        (folder / WEIGHTS_FILE).unlink(missing_ok=True)
     record = {
         "format": kind,
         "model": base.build_spec(),
