@@ -258,6 +258,8 @@ def score_files(
         raise ValueError("--prompt is empty")
     reward = load_reward3d(model) if model else default_model()
     assets = resolve_inputs([inputs] if isinstance(inputs, str) else inputs, image_size, up_axis)
+    if not assets:
+        raise ValueError("--inputs names no asset")
     missing = [a.name for a in assets if not (a.prompt or prompt)]
     if missing:
         raise ValueError(f"no prompt for {missing}: pass --prompt or add a prompt.txt")

@@ -218,6 +218,24 @@ def pairs_as_asset_batch(batch: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+class EpochShuffleSampler(torch.utils.data.Sampler[int]):
+    """A permutation of ``range(n)`` drawn from ``(seed, epoch)`` alone, so a run resumed at any
+    epoch sees the same order as an uninterrupted one (Lightning calls ``set_epoch``)."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=gen).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
 class PreferenceDataModule(L.LightningDataModule):
     """Pairs of 4-view assets for Reward3D training, from any dataset in the preference schema.
 
@@ -327,13 +345,11 @@ class PreferenceDataModule(L.LightningDataModule):
             raise RuntimeError("call setup() before requesting a dataloader")
         kind = PromptGroupDataset if self.grouping == "prompt" else PairDataset
         items = kind(self.dataset, self.pairs[split], self._prompts, self.image_size)
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
         return DataLoader(
             items,
             batch_size=self.batch_size,
+            sampler=EpochShuffleSampler(len(items), self.seed) if shuffle else None,
             collate_fn=collate_asset_groups if self.grouping == "prompt" else None,
-            shuffle=shuffle,
-            generator=generator,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )

@@ -81,9 +81,10 @@ class PreferenceMetrics(nn.Module):
         self, defects: Sequence[str] = (), axes: Sequence[str] = (), calibration_bins: int = 10
     ) -> None:
         super().__init__()
-        from torchmetrics import MeanMetric
+        from torchmetrics import MeanMetric, SumMetric
 
         self.loss = MeanMetric()
+        self.pairs = SumMetric()
         self.accuracy = MeanMetric()
         self.by_defect = GroupedAccuracy(defects)
         self.by_axis = GroupedAccuracy(axes)
@@ -97,6 +98,7 @@ class PreferenceMetrics(nn.Module):
         loss = pairwise_logistic_loss(r_better, r_worse)
         correct = pairwise_correct(r_better, r_worse)
         n = r_better.numel()
+        self.pairs.update(float(n))
         self.loss.update(loss, weight=n)
         self.accuracy.update(correct.mean(), weight=n)
         self.by_defect.update(correct, defects)
@@ -107,20 +109,29 @@ class PreferenceMetrics(nn.Module):
         return loss
 
     def compute(self) -> dict[str, float]:
-        """Flat dict: loss, accuracy, ece, pairs, accuracy/defect/<name>, accuracy/axis/<name>."""
+        """Flat dict: loss, accuracy, ece, pairs, accuracy/defect/<name>, accuracy/axis/<name>
+        (synced across processes; every process must call it). Empty ({"pairs": 0}) without
+        data."""
+        pairs = float(self.pairs.compute())
+        if pairs == 0:
+            return {"pairs": 0.0}
         out = {
             "loss": float(self.loss.compute()),
             "accuracy": float(self.accuracy.compute()),
             "ece": float(self.calibration.compute()),
-            "pairs": float(self.by_defect.total.sum()),
+            "pairs": pairs,
         }
         out |= {f"accuracy/defect/{k}": float(v) for k, v in self.by_defect.compute().items()}
         out |= {f"accuracy/axis/{k}": float(v) for k, v in self.by_axis.compute().items()}
         return out
 
-    def has_data(self) -> bool:
-        return bool(self.by_defect.total.sum() > 0)
-
     def reset(self) -> None:
-        for metric in (self.loss, self.accuracy, self.by_defect, self.by_axis, self.calibration):
+        for metric in (
+            self.pairs,
+            self.loss,
+            self.accuracy,
+            self.by_defect,
+            self.by_axis,
+            self.calibration,
+        ):
             metric.reset()

@@ -46,7 +46,11 @@ from dreamreward.models.reward3d.checkpoint import load_official_checkpoint
 from dreamreward.models.reward3d.export import save_reward3d
 from dreamreward.models.reward3d.model import Reward3D
 from dreamreward.models.reward3d.preprocess import view_prompts
-from dreamreward.modules.preference_metrics import PreferenceMetrics, pairwise_logistic_loss
+from dreamreward.modules.preference_metrics import (
+    PreferenceMetrics,
+    pairwise_correct,
+    pairwise_logistic_loss,
+)
 from dreamreward.render.cameras import view_labels_from_c2w
 
 log = logging.getLogger(__name__)
@@ -76,7 +80,7 @@ class Reward3DModule(L.LightningModule):
         head_lr: learning rate of the heads.
         weight_decay: AdamW weight decay (not applied to biases and norms).
         warmup_steps: linear warm-up steps, then cosine decay to ``min_lr_ratio`` x lr at the last
-            step (the schedule follows the optimizer step, so it resumes exactly).
+            step (the schedule follows the optimizer step, so a resumed run keeps it).
         min_lr_ratio: final learning rate / initial.
         baselines: measure the zero-shot and head-only baselines in the same run.
         calibration_bins: bins of the calibration error.
@@ -88,6 +92,8 @@ class Reward3DModule(L.LightningModule):
             paper's loss alone). Preference pairs share their prompt, so without it nothing
             requires the reward to read the prompt; a backbone whose text encoder never saw
             images (the CPU one) needs it to learn grounding.
+        seed: dropout in step k draws from ``seed`` and k alone, so a resumed run repeats an
+            uninterrupted one (the global RNG is not in Lightning's checkpoints).
     """
 
     def __init__(
@@ -111,6 +117,7 @@ class Reward3DModule(L.LightningModule):
         export_dir: str | None = None,
         test_after_fit: bool = True,
         prompt_swap_weight: float = 0.0,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["reward"])
@@ -289,18 +296,15 @@ class Reward3DModule(L.LightningModule):
     # ---------------------------------------------------------------------------- training
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         batch = pairs_as_asset_batch(batch)
+        torch.manual_seed(self.hparams.seed * 1_000_003 + self.global_step)
         swap_weight = self.hparams.prompt_swap_weight
         rewards = self(batch, with_tokens=swap_weight > 0)
         better, worse = batch["better_index"], batch["worse_index"]
         n_pairs = int(better.numel())
         loss = pairwise_logistic_loss(rewards["reward3d"][better], rewards["reward3d"][worse])
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"non-finite Reward3D loss at step {self.global_step} (batch {batch_idx}); the "
-                "last checkpoint is intact: lower lr and resume from it"
-            )
         with torch.no_grad():
-            accuracy = (rewards["reward3d"][better] > rewards["reward3d"][worse]).float().mean()
+            accuracy = pairwise_correct(rewards["reward3d"][better], rewards["reward3d"][worse])
+            accuracy = accuracy.mean()
         self.log("train/loss", loss, prog_bar=True, batch_size=n_pairs)
         self.log("train/accuracy", accuracy, prog_bar=True, batch_size=n_pairs)
         total = loss
@@ -314,6 +318,11 @@ class Reward3DModule(L.LightningModule):
             baseline_loss = pairwise_logistic_loss(head_only[better], head_only[worse])
             self.log("train/head_only_loss", baseline_loss, batch_size=n_pairs)
             total = total + baseline_loss  # disjoint parameters: the sum trains both
+        if not torch.isfinite(total):
+            raise FloatingPointError(
+                f"non-finite Reward3D loss at step {self.global_step} (batch {batch_idx}); the "
+                "last checkpoint is intact: lower lr and resume from it"
+            )
         return total
 
     # -------------------------------------------------------------------------- evaluation
@@ -336,10 +345,10 @@ class Reward3DModule(L.LightningModule):
         results = {}
         for model in self._model_names():
             metrics = self.metrics[f"{split}_{model}"]
-            if not metrics.has_data():
-                continue
-            values = metrics.compute()
+            values = metrics.compute()  # on every process (it syncs), even one without data
             metrics.reset()
+            if not values["pairs"]:
+                continue
             results[model] = values
             prefix = split if model == "reward3d" else f"{split}/{model}"
             for name, value in values.items():
@@ -362,12 +371,12 @@ class Reward3DModule(L.LightningModule):
         hp = self.hparams
         heads = [self.reward.head, *([self.baseline_head] if self.baselines else [])]
         head_ids = {id(p) for head in heads for p in head.parameters()}
-        head_params, decay, no_decay = [], [], []
+        head_params, head_no_decay, decay, no_decay = [], [], [], []
         for p in self.parameters():
             if not p.requires_grad:
                 continue
             if id(p) in head_ids:
-                head_params.append(p)
+                (head_params if p.ndim >= 2 else head_no_decay).append(p)
             elif p.ndim < 2:
                 no_decay.append(p)
             else:
@@ -376,6 +385,7 @@ class Reward3DModule(L.LightningModule):
             {"params": decay, "lr": hp.lr, "weight_decay": hp.weight_decay},
             {"params": no_decay, "lr": hp.lr, "weight_decay": 0.0},
             {"params": head_params, "lr": hp.head_lr, "weight_decay": hp.weight_decay},
+            {"params": head_no_decay, "lr": hp.head_lr, "weight_decay": 0.0},
         ]
         optimizer = torch.optim.AdamW([g for g in groups if g["params"]])
         total = max(int(self.trainer.estimated_stepping_batches), 1)

@@ -286,7 +286,7 @@ def view_labels_from_c2w(c2w: Tensor, **thresholds: float) -> list[str]:
     azimuth 0 on +X): the position's elevation and azimuth decide, as for orbit cameras."""
     if c2w.ndim != 3 or tuple(c2w.shape[1:]) != (4, 4):
         raise ValueError(f"expected camera-to-world matrices (N, 4, 4), got {tuple(c2w.shape)}")
-    pos = c2w[:, :3, 3].double()
+    pos = c2w[:, :3, 3].detach().cpu().double()  # float64 on CPU: MPS has no float64
     elevation = torch.rad2deg(torch.atan2(pos[:, 2], pos[:, :2].norm(dim=-1)))
     azimuth = torch.rad2deg(torch.atan2(pos[:, 1], pos[:, 0]))
     return view_labels(elevation, azimuth, **thresholds)

