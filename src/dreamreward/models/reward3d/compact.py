@@ -31,7 +31,7 @@ from dreamreward.models.reward3d.efficientnet import (
     IMAGENET_STD,
     EfficientNetTokens,
 )
-from dreamreward.models.reward3d.errors import CheckpointMismatchError
+from dreamreward.models.reward3d.errors import CheckpointMismatchError, check_state_dict
 from dreamreward.models.reward3d.tokenizer import default_tokenizer_dir, load_bert_tokenizer
 
 MINILM_SIZES = dict(
@@ -84,21 +84,9 @@ def load_bert_into_text_encoder(encoder: BlipTextEncoder, state: dict[str, Tenso
         state.pop(unused, None)
     expected = encoder.state_dict()
     new = sorted(k for k in expected if ".crossattention." in k)
-    missing = sorted(set(expected) - set(state) - set(new))
-    unexpected = sorted(set(state) - set(expected))
-    mismatched = sorted(
-        f"{k}: {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
-        for k in set(state) & set(expected)
-        if state[k].shape != expected[k].shape
+    check_state_dict(
+        expected, state, "BERT weights do not fit the text encoder", may_be_missing=new
     )
-    if missing or unexpected or mismatched:
-        raise CheckpointMismatchError(
-            "BERT weights do not fit the text encoder: "
-            f"missing {missing[:8]}, unexpected {unexpected[:8]}, mis-shaped {mismatched[:8]}",
-            missing=missing,
-            unexpected=unexpected,
-            mismatched=mismatched,
-        )
     merged = {**expected, **{k: v.to(expected[k].dtype) for k, v in state.items()}}
     encoder.load_state_dict(merged, strict=True)
     return new

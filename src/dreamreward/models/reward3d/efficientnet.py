@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from dreamreward.models.reward3d.errors import CheckpointMismatchError
+from dreamreward.models.reward3d.errors import CheckpointMismatchError, check_state_dict
 
 #: ImageNet mean/std the torch port of the weights expects (inputs in [0, 1]).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -216,23 +216,9 @@ def load_efficientnet_lite0(model: EfficientNetLite0, path: str | os.PathLike[st
         for k, v in state.items()
         if not k.startswith("_fc.")
     }
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    mismatched = sorted(
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
+    check_state_dict(
+        model.state_dict(), state, f"{path} is not an EfficientNet-Lite0 state_dict", path
     )
-    if missing or unexpected or mismatched:
-        raise CheckpointMismatchError(
-            f"{path} is not an EfficientNet-Lite0 state_dict: missing {missing[:8]}, "
-            f"unexpected {unexpected[:8]}, mis-shaped {mismatched[:8]}",
-            path=path,
-            missing=missing,
-            unexpected=unexpected,
-            mismatched=mismatched,
-        )
     model.load_state_dict(state, strict=True)
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dreamreward.models.reward3d.errors import CheckpointMismatchError
+from dreamreward.models.reward3d.errors import CheckpointMismatchError, check_state_dict
 from dreamreward.models.reward3d.model import Reward3D
 
 CONFIG_FILE = "reward3d.json"
@@ -208,22 +208,7 @@ def load_reward3d(
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found")
         state = load_file(str(path))
-        expected = model.state_dict()
-        missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-        mismatched = sorted(
-            f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}"
-            for k, v in expected.items()
-            if k in state and state[k].shape != v.shape
-        )
-        if missing or unexpected or mismatched:
-            raise CheckpointMismatchError(
-                f"{path} does not fit the recorded model: missing {missing[:10]}, "
-                f"unexpected {unexpected[:10]}, mis-shaped {mismatched[:10]}",
-                path=path,
-                missing=missing,
-                unexpected=unexpected,
-                mismatched=mismatched,
-            )
+        check_state_dict(model.state_dict(), state, f"{path} does not fit the recorded model", path)
         model.load_state_dict(state, strict=True)
     else:
         raise ValueError(f"{config_path}: unknown export format {fmt!r}")
