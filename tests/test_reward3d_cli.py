@@ -152,6 +152,8 @@ def test_score_inputs_bad_input_is_named(tmp_path):
     text.write_text("hello")
     with pytest.raises(ValueError, match="not a mesh file"):
         resolve_inputs([str(text)])
+    with pytest.raises(ValueError, match="names no asset"):
+        score_files([], str(tmp_path / "s.csv"), prompt="a cube")
     plain = _view_folder(tmp_path / "plain", 0.5)
     with pytest.raises(ValueError, match="no prompt"):
         score_files([str(plain)], str(tmp_path / "s.csv"))

@@ -237,6 +237,29 @@ def test_load_reward3d_errors(tmp_path):
     )
     with pytest.raises(ValueError, match="refusing"):
         load_reward3d(tmp_path)
+    (tmp_path / "reward3d.json").write_text(
+        json.dumps(
+            {
+                "format": "full_weights",
+                "model": {"class_path": "dreamreward.models.reward3d.nope.X"},
+            }
+        )
+    )
+    with pytest.raises(ValueError, match="cannot build"):
+        load_reward3d(tmp_path)
+
+
+def test_load_reward3d_names_mis_shaped_weights(vocab_dir, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from dreamreward.models.reward3d import CheckpointMismatchError
+
+    folder = save_reward3d(tiny_reward(vocab_dir), tmp_path / "export")
+    state = load_file(str(folder / "model.safetensors"))
+    state["head.fc3.weight"] = torch.zeros(2, 64)
+    save_file(state, str(folder / "model.safetensors"))
+    with pytest.raises(CheckpointMismatchError, match=r"mis-shaped.*head\.fc3\.weight"):
+        load_reward3d(folder)
 
 
 # ----------------------------------------------------------------------------- bad input

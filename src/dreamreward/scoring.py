@@ -37,7 +37,8 @@ from torch import Tensor
 from dreamreward.models.reward3d.export import load_reward3d
 from dreamreward.models.reward3d.heads import NUM_VIEWS
 from dreamreward.models.reward3d.model import Reward3D
-from dreamreward.render.cameras import Cameras, view_labels_from_c2w
+from dreamreward.models.reward3d.preprocess import asset_view_labels
+from dreamreward.render.cameras import Cameras
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 MESH_SUFFIXES = (".ply", ".obj", ".glb", ".gltf", ".stl", ".off")
@@ -61,8 +62,7 @@ def _labels(cameras: Tensor | Cameras | None, b: int) -> list[list[str]]:
     c2w = c2w.reshape(-1, NUM_VIEWS, 4, 4)
     if c2w.shape[0] != b:
         raise ValueError(f"cameras for {c2w.shape[0]} assets, views for {b}")
-    labels = view_labels_from_c2w(c2w.reshape(-1, 4, 4).cpu())
-    return [labels[NUM_VIEWS * i : NUM_VIEWS * (i + 1)] for i in range(b)]
+    return asset_view_labels(c2w)
 
 
 def score_batch(

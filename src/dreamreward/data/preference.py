@@ -135,7 +135,7 @@ class PairDataset(Dataset):
         }
 
 
-class PromptGroupDataset(Dataset):
+class PromptGroupDataset(PairDataset):
     """Item i: every asset of the i-th prompt that appears in a pair, and its pairs as indices.
 
     Scoring each asset once and forming all C(n, 2) pairs of a prompt from the scores gives the
@@ -155,8 +155,7 @@ class PromptGroupDataset(Dataset):
         prompts: dict[str, str],
         image_size: int | None = None,
     ) -> None:
-        self.assets = dataset.select_columns(["views", "cameras"])
-        self.prompts, self.image_size = prompts, image_size
+        super().__init__(dataset, pairs, prompts, image_size)
         grouped: dict[str, list[PreferencePair]] = defaultdict(list)
         for pair in pairs:
             grouped[pair.prompt_id].append(pair)
@@ -169,11 +168,11 @@ class PromptGroupDataset(Dataset):
         pairs = self.groups[i]
         rows = sorted({p.better for p in pairs} | {p.worse for p in pairs})
         local = {row: k for k, row in enumerate(rows)}
-        decoded = [self.assets[row] for row in rows]
+        views, cameras = zip(*(self._asset(row) for row in rows), strict=True)
         prompt = self.prompts[pairs[0].prompt_id]
         return {
-            "views": torch.stack([views_to_tensor(r["views"], self.image_size) for r in decoded]),
-            "cameras": torch.stack([cameras_to_tensor(r["cameras"]) for r in decoded]),
+            "views": torch.stack(views),
+            "cameras": torch.stack(cameras),
             "asset_prompt": [prompt] * len(rows),
             "better_index": torch.tensor([local[p.better] for p in pairs], dtype=torch.long),
             "worse_index": torch.tensor([local[p.worse] for p in pairs], dtype=torch.long),

@@ -45,13 +45,12 @@ from dreamreward.models.reward3d.backbone import count_parameters, freeze_bottom
 from dreamreward.models.reward3d.checkpoint import load_official_checkpoint
 from dreamreward.models.reward3d.export import save_reward3d
 from dreamreward.models.reward3d.model import Reward3D
-from dreamreward.models.reward3d.preprocess import view_prompts
+from dreamreward.models.reward3d.preprocess import asset_view_labels
 from dreamreward.modules.preference_metrics import (
     PreferenceMetrics,
     pairwise_correct,
     pairwise_logistic_loss,
 )
-from dreamreward.render.cameras import view_labels_from_c2w
 
 log = logging.getLogger(__name__)
 
@@ -223,15 +222,10 @@ class Reward3DModule(L.LightningModule):
                 f"expected views (A, 4, 3, H, W), got {tuple(views.shape)}: Reward3D needs "
                 "exactly 4 RGB views per asset"
             )
-        cameras = batch["cameras"].reshape(-1, 4, 4)
-        labels = view_labels_from_c2w(cameras)
-        texts = []
-        for k, prompt in enumerate(prompts or batch["asset_prompt"]):
-            texts += view_prompts(prompt, labels[4 * k : 4 * k + 4])
-        reward = self.reward
-        images = reward.preprocess(views.flatten(0, 1), check_range=False)
-        ids, mask = reward.tokenize(texts)
-        return images, ids.to(images.device), mask.to(images.device)
+        labels = asset_view_labels(batch["cameras"])
+        return self.reward.encode_inputs(
+            views, prompts or batch["asset_prompt"], labels, check_range=False
+        )
 
     def _baseline_rewards(self, images: Tensor, ids: Tensor, mask: Tensor) -> dict[str, Tensor]:
         with torch.no_grad():
@@ -245,8 +239,7 @@ class Reward3DModule(L.LightningModule):
         """(A,) rewards of the trained model from precomputed image tokens (A*4, T, width):
         the model's own forward, split so the image tower runs once for several prompts."""
         reward = self.reward  # adapters are injected in place: its submodules run with them
-        features = reward.backbone.text_encoder(ids, mask, image_tokens)[:, 0]
-        return reward.head(features).squeeze(-1)
+        return reward.head(reward.backbone.encode_text(image_tokens, ids, mask)).squeeze(-1)
 
     def forward(self, batch: dict[str, Any], with_tokens: bool = False) -> dict[str, Tensor]:
         """Rewards (A,) of every asset of an asset batch, per model in :data:`MODELS` (and the

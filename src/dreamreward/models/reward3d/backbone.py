@@ -82,9 +82,21 @@ class Reward3DBackbone(nn.Module):
         Returns:
             (N, D) text [CLS] state after cross-attending to the image tokens.
         """
-        image_tokens = self.visual_encoder(images)
-        hidden = self.text_encoder(input_ids, attention_mask, image_tokens)
-        return hidden[:, 0]
+        return self.encode_text(self.visual_encoder(images), input_ids, attention_mask)
+
+    def encode_text(
+        self, image_tokens: Tensor, input_ids: Tensor, attention_mask: Tensor | None
+    ) -> Tensor:
+        """The text half of :meth:`forward`: (N, T, vision_width) image tokens and (N, L) view
+        prompts -> (N, D) [CLS] features (lets one image pass serve several prompts)."""
+        return self.text_encoder(input_ids, attention_mask, image_tokens)[:, 0]
+
+    def text_layer_groups(self) -> list[list[nn.Parameter]]:
+        """The text encoder's units bottom to top: embeddings, then each layer."""
+        text = self.text_encoder
+        return [list(text.embeddings.parameters())] + [
+            list(layer.parameters()) for layer in text.encoder.layer
+        ]
 
 
 def freeze_bottom_fraction(backbone: Reward3DBackbone, fraction: float) -> list[str]:

@@ -529,11 +529,10 @@ class BlipBackbone(Reward3DBackbone):
         return load_bert_tokenizer(self.tokenizer_path, blip_tokens=True)
 
     def layer_groups(self) -> dict[str, list[list[nn.Parameter]]]:
-        vit, text = self.visual_encoder, self.text_encoder
+        vit = self.visual_encoder
         stem = [vit.cls_token, vit.pos_embed, *vit.patch_embed.parameters()]
         return {
             "visual_encoder": [stem, *(list(b.parameters()) for b in vit.blocks)]
             + [list(vit.norm.parameters())],
-            "text_encoder": [list(text.embeddings.parameters())]
-            + [list(layer.parameters()) for layer in text.encoder.layer],
+            "text_encoder": self.text_layer_groups(),
         }

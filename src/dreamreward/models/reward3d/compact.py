@@ -190,13 +190,12 @@ class CompactBackbone(Reward3DBackbone):
         ]
 
     def layer_groups(self) -> dict[str, list[list[nn.Parameter]]]:
-        vis, text = self.visual_encoder, self.text_encoder
+        vis = self.visual_encoder
         trunk_units = [list(unit.parameters()) for unit in vis.trunk.layer_groups()]
         trunk_units[-1] += [
             p for name in vis.new_modules() for p in vis.get_submodule(name).parameters()
         ]
         return {
             "visual_encoder": trunk_units,
-            "text_encoder": [list(text.embeddings.parameters())]
-            + [list(layer.parameters()) for layer in text.encoder.layer],
+            "text_encoder": self.text_layer_groups(),
         }

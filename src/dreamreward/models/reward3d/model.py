@@ -161,7 +161,26 @@ class Reward3D(nn.Module):
         max_length: int | None = None,
         check_range: bool = True,
     ) -> Tensor:
-        """Score B assets from their 4 renders each.
+        """Score B assets from their 4 renders each (arguments as :meth:`encode_inputs`).
+
+        Returns:
+            (B,) rewards, differentiable w.r.t. ``renders`` when autograd is enabled.
+        """
+        inputs = self.encode_inputs(
+            renders, prompts, view_labels, tokenizer, max_length, check_range
+        )
+        return self(*inputs).squeeze(-1)
+
+    def encode_inputs(
+        self,
+        renders: Tensor,
+        prompts: Sequence[str],
+        view_labels: Sequence[str] | Sequence[Sequence[str]],
+        tokenizer: Any = None,
+        max_length: int | None = None,
+        check_range: bool = True,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """B assets' renders and prompts -> the official call's inputs.
 
         Args:
             renders: (B, 4, H, W, 3) or (B, 4, 3, H, W) in [0, 1]; view order as in ``view_labels``.
@@ -171,9 +190,11 @@ class Reward3D(nn.Module):
             tokenizer: a Hugging Face tokenizer; None uses the backbone's (``self.tokenizer``).
             max_length: token length of every view prompt (default the backbone's: 100 for the
                 official model; longer prompts are truncated with a warning).
+            check_range: validate that renders lie in [0, 1] (one device sync).
 
         Returns:
-            (B,) rewards, differentiable w.r.t. ``renders`` when autograd is enabled.
+            images (B*4, 3, S, S) normalised (differentiable w.r.t. ``renders``), input_ids and
+            attention_mask (B*4, L) of the view prompts, on the renders' device.
         """
         if renders.ndim != 5 or renders.shape[1] != NUM_VIEWS:
             raise ValueError(
@@ -204,7 +225,7 @@ class Reward3D(nn.Module):
             tokenizer or self.tokenizer, texts, max_length or self.max_length
         )
         device = images.device
-        return self(images, input_ids.to(device), attention_mask.to(device)).squeeze(-1)
+        return images, input_ids.to(device), attention_mask.to(device)
 
     # ------------------------------------------------------------------------------ guiding
     def as_frozen_guide(self) -> Reward3D:
