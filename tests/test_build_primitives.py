@@ -87,7 +87,7 @@ def test_cli_subcommand(tmp_path):
 
 
 def test_splits_share_no_scene_and_training_never_sees_novel_compositions(tmp_path):
-    from dreamreward.data.build_primitives import _scene_key
+    from dreamreward.data.build_primitives import scene_key
     from dreamreward.data.preference import PreferenceDataModule
 
     out = tmp_path / "split"
@@ -104,7 +104,7 @@ def test_splits_share_no_scene_and_training_never_sees_novel_compositions(tmp_pa
     keys = {}
     for row in ds:
         prompt_scene = Scene.from_dict(json.loads(row["scene"]))
-        keys.setdefault(row["prompt_id"], _scene_key(prompt_scene))
+        keys.setdefault(row["prompt_id"], scene_key(prompt_scene))
     assert len(set(keys.values())) == len(keys)  # one prompt per scene: no paraphrase leaks
 
     dm = PreferenceDataModule(str(out), val_fraction=0.2, test_fraction=0.2, seed=0)

@@ -2,7 +2,9 @@
 
 Extra subcommands: ``python -m dreamreward build-primitives --out DIR [--num_prompts N]`` and
 ``python -m dreamreward convert-rewarddb --root 3DRewardDB --out DIR``;
-``python -m dreamreward score --prompt TEXT --inputs PATH [PATH ...] --out scores.csv``.
+``python -m dreamreward score --prompt TEXT --inputs PATH [PATH ...] --out scores.csv``;
+``python -m dreamreward build-multiview --out DIR`` (the prior's render set);
+``python -m dreamreward sample --prompt TEXT --out grid.png`` (4 views from the prior).
 
 Components are chosen in YAML by ``class_path`` (LightningCLI subclass mode), never by a string
 registry: any LightningModule / LightningDataModule importable from Python can be configured.
@@ -35,13 +37,17 @@ class DreamRewardCLI(LightningCLI):
 def _extra_commands() -> dict[str, Callable[..., object]]:
     """Subcommands beside Lightning's, each a typed function (jsonargparse builds the parser)."""
     from dreamreward.data.build_primitives import build_primitives
+    from dreamreward.data.multiview import build_multiview
     from dreamreward.data.rewarddb import convert_rewarddb
+    from dreamreward.sampling import sample_views
     from dreamreward.scoring import score_files
 
     return {
         "build-primitives": build_primitives,
+        "build-multiview": build_multiview,
         "convert-rewarddb": convert_rewarddb,
         "score": score_files,
+        "sample": sample_views,
     }
 
 

@@ -37,7 +37,7 @@ def _png(image: torch.Tensor) -> dict[str, bytes | None]:
     return {"bytes": buffer.getvalue(), "path": None}
 
 
-def _scene_key(scene: Scene) -> tuple:
+def scene_key(scene: Scene) -> tuple:
     """What a scene looks like: one object's size is invisible (scenes are normalised), so
     "a small red cube" and "a large red cube" are the same asset."""
     if scene.num_objects == 1:
@@ -52,7 +52,7 @@ def _unseen_scene(rng: random.Random, num_objects: int, split: str, seen: set[tu
     for attempt in range(200):
         objects = num_objects if attempt < 50 else 2
         scene = sample_scene(rng, num_objects=objects, split=split)
-        if _scene_key(scene) not in seen:
+        if scene_key(scene) not in seen:
             return scene
     raise RuntimeError(f"could not find an unseen {split} scene after 200 draws")
 
@@ -87,7 +87,7 @@ def generate_rows(
         split = "novel" if rng.random() < novel_fraction else "train"
         num_objects = 2 if rng.random() < two_object_fraction else 1
         scene = _unseen_scene(rng, num_objects, split, seen_scenes)
-        seen_scenes.add(_scene_key(scene))
+        seen_scenes.add(scene_key(scene))
         prompt = describe(scene, rng)
         prompt_id = f"p{made:05d}"
         views = sampler.sample(1, generator)

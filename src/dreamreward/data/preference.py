@@ -219,19 +219,43 @@ def pairs_as_asset_batch(batch: dict[str, Any]) -> dict[str, Any]:
 
 class EpochShuffleSampler(torch.utils.data.Sampler[int]):
     """A permutation of ``range(n)`` drawn from ``(seed, epoch)`` alone, so a run resumed at any
-    epoch sees the same order as an uninterrupted one (Lightning calls ``set_epoch``)."""
+    epoch sees the same order as an uninterrupted one (Lightning calls ``set_epoch``).
+
+    A run resumed in the middle of an epoch must also skip the batches that epoch already
+    trained on (Lightning restarts a plain DataLoader's epoch from its first batch):
+    :meth:`resume_from` says how many.
+    """
 
     def __init__(self, n: int, seed: int) -> None:
         self.n, self.seed, self.epoch = n, seed, 0
+        self._skip_epoch, self._skip = -1, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def resume_from(self, trainer: Any, batch_size: int, drop_last: bool) -> None:
+        """Skip the samples of the current epoch that ``trainer`` (restored from a checkpoint)
+        already consumed: ``global_step * accumulate`` batches minus the full epochs before
+        (assumes no ``limit_train_batches``)."""
+        if trainer is None:
+            return
+        batches_per_epoch = self.n // batch_size if drop_last else -(-self.n // batch_size)
+        if batches_per_epoch == 0:
+            return
+        consumed = trainer.global_step * trainer.accumulate_grad_batches
+        done = consumed - trainer.current_epoch * batches_per_epoch
+        if 0 < done < batches_per_epoch:
+            self._skip_epoch, self._skip = trainer.current_epoch, done * batch_size
+
     def __iter__(self):
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=gen).tolist())
+        order = torch.randperm(self.n, generator=gen).tolist()
+        if self.epoch == self._skip_epoch:
+            order = order[self._skip :]
+        return iter(order)
 
     def __len__(self) -> int:
+        # the full epoch: Lightning counts the resumed epoch's batches from where it stopped
         return self.n
 
 
@@ -344,10 +368,14 @@ class PreferenceDataModule(L.LightningDataModule):
             raise RuntimeError("call setup() before requesting a dataloader")
         kind = PromptGroupDataset if self.grouping == "prompt" else PairDataset
         items = kind(self.dataset, self.pairs[split], self._prompts, self.image_size)
+        sampler = None
+        if shuffle:
+            sampler = EpochShuffleSampler(len(items), self.seed)
+            sampler.resume_from(self.trainer, self.batch_size, drop_last=False)
         return DataLoader(
             items,
             batch_size=self.batch_size,
-            sampler=EpochShuffleSampler(len(items), self.seed) if shuffle else None,
+            sampler=sampler,
             collate_fn=collate_asset_groups if self.grouping == "prompt" else None,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

@@ -229,3 +229,29 @@ def oracle_score(views: Tensor, scene: Scene, cameras: Cameras) -> OracleScore:
         binding=float(binding.mean()),
         per_view=per_view,
     )
+
+
+@torch.no_grad()
+def view_consistency(views: Tensor) -> float:
+    """How much the V views of one asset agree with each other, in [0, 1] (no ground truth).
+
+    The mean over view pairs of ``0.5 * (palette-histogram intersection of the foregrounds +
+    min/max ratio of the foreground areas)``: a multi-view sample whose views show different
+    objects, colours or sizes scores low. Renders of one real scene score about 0.95, not 1
+    (shading and the visible side change with the view).
+
+    Args:
+        views: (V, H, W, 3) images in [0, 1] on a white background, V >= 2.
+    """
+    if views.ndim != 4 or views.shape[-1] != 3 or views.shape[0] < 2:
+        raise ValueError(f"views must be (V >= 2, H, W, 3), got {tuple(views.shape)}")
+    views = views.detach().float().cpu().clamp(0, 1)
+    mask = foreground_mask(views)
+    k = len(_PALETTE_NAMES)
+    onehot = F.one_hot(palette_labels(views), k).float() * mask[..., None]
+    area = mask.sum(dim=(1, 2))
+    hist = onehot.sum(dim=(1, 2)) / area.clamp_min(1e-6)[:, None]
+    i, j = torch.triu_indices(len(views), len(views), offset=1)
+    color = torch.minimum(hist[i], hist[j]).sum(dim=-1)
+    sizes = torch.minimum(area[i], area[j]) / torch.maximum(area[i], area[j]).clamp_min(1e-6)
+    return float((0.5 * (color + sizes)).mean())

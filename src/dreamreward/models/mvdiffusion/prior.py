@@ -1,0 +1,342 @@
+"""``MultiViewPrior``: the multi-view diffusion model that DreamFL distils, at either scale.
+
+One object bundles the camera-conditioned multi-view UNet, the prompt encoder, the noise
+schedule (a diffusers ``DDPMScheduler`` config; DDIM is built from it for sampling) and, for a
+latent model, the VAE. Pixel-space (the small primitives prior) and latent-space (MVDream) models
+go through the same calls: :meth:`encode_images` / :meth:`decode` are the identity map to
+[-1, 1] without a VAE.
+
+Saved layout (``save_pretrained``)::
+
+    prior.json                     num_views, image_size, text encoder class + arguments
+    unet/config.json, unet/diffusion_pytorch_model.safetensors   (diffusers format)
+    scheduler/scheduler_config.json
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from dreamreward.models.mvdiffusion.text import PromptEncoder, PromptTokens
+from dreamreward.models.mvdiffusion.unet import MultiViewUNet
+from dreamreward.models.reward3d.errors import CheckpointMismatchError, check_state_dict
+
+PRIOR_FILE = "prior.json"
+UNET_WEIGHTS = "diffusion_pytorch_model.safetensors"
+
+
+def pixel_scheduler_config(num_train_timesteps: int = 1000) -> dict[str, Any]:
+    """DDPM's linear schedule for pixel-space images in [-1, 1], eps-prediction."""
+    return dict(
+        num_train_timesteps=num_train_timesteps,
+        beta_start=1e-4,
+        beta_end=0.02,
+        beta_schedule="linear",
+        prediction_type="epsilon",
+        clip_sample=True,
+    )
+
+
+def sd_scheduler_config() -> dict[str, Any]:
+    """SD-2.1-base / MVDream: scaled-linear 0.00085 -> 0.012, 1000 steps, eps-prediction."""
+    return dict(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        prediction_type="epsilon",
+        clip_sample=False,
+    )
+
+
+class MultiViewPrior(nn.Module):
+    """A camera-conditioned multi-view diffusion model with its text encoder and noise schedule.
+
+    Args:
+        unet: the multi-view UNet (V views per object).
+        text_encoder: the frozen prompt encoder whose width is the UNet's cross-attention width.
+        scheduler_config: a ``DDPMScheduler`` config (training noise, score distillation).
+        image_size: side of the renders the prior judges (pixel space: the UNet's size).
+        vae: a diffusers ``AutoencoderKL`` for a latent model (None: pixel space).
+        text_encoder_spec: how to rebuild the text encoder (``class_path`` + ``init_args``),
+            written by :meth:`save_pretrained`.
+    """
+
+    def __init__(
+        self,
+        unet: MultiViewUNet,
+        text_encoder: PromptEncoder,
+        scheduler_config: dict[str, Any],
+        image_size: int | None = None,
+        vae: nn.Module | None = None,
+        text_encoder_spec: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        cross = unet.unet.config.cross_attention_dim
+        if text_encoder.width != cross:
+            raise ValueError(
+                f"the text encoder gives {text_encoder.width}-wide tokens but the UNet "
+                f"cross-attends to {cross}"
+            )
+        self.unet = unet
+        self.text_encoder = text_encoder
+        self.vae = vae
+        if vae is not None:
+            vae.requires_grad_(False)
+        self.scheduler = DDPMScheduler.from_config(scheduler_config)
+        scale = 8 if vae is not None else 1
+        self.image_size = image_size or unet.sample_size * scale
+        self.text_encoder_spec = text_encoder_spec
+        alphas = self.scheduler.alphas_cumprod.float()
+        self.register_buffer("alphas_cumprod", alphas, persistent=False)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def num_views(self) -> int:
+        return self.unet.num_views
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return int(self.scheduler.config.num_train_timesteps)
+
+    @property
+    def is_latent(self) -> bool:
+        return self.vae is not None
+
+    # ------------------------------------------------------------------ images <-> model space
+    def encode_images(self, images: Tensor) -> Tensor:
+        """(N, 3, H, W) renders in [0, 1] -> (N, C, h, w) model inputs (pixels in [-1, 1] at the
+        UNet's size, or scaled VAE latents). Differentiable."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be (N, 3, H, W), got {tuple(images.shape)}")
+        size = self.unet.sample_size * (8 if self.vae is not None else 1)
+        if images.shape[-2:] != (size, size):
+            images = F.interpolate(
+                images, (size, size), mode="bilinear", align_corners=False, antialias=True
+            )
+        x = images * 2.0 - 1.0
+        if self.vae is None:
+            return x
+        x = x.to(self.vae.dtype)
+        latents = self.vae.encode(x).latent_dist.sample()
+        return latents * self.vae.config.scaling_factor
+
+    def decode(self, x: Tensor) -> Tensor:
+        """(N, C, h, w) model space -> (N, 3, H, W) images in [0, 1]."""
+        if self.vae is not None:
+            x = self.vae.decode(x / self.vae.config.scaling_factor).sample
+        return ((x.float() + 1.0) / 2.0).clamp(0.0, 1.0)
+
+    # ------------------------------------------------------------------ text
+    def encode_prompts(self, prompts: list[str]) -> PromptTokens:
+        """Prompts -> (N, L, D) tokens on the UNet's device and dtype."""
+        return self.text_encoder(prompts).to(self.alphas_cumprod.device, self.unet.dtype)
+
+    # ------------------------------------------------------------------ denoising
+    def predict_noise(
+        self,
+        noisy: Tensor,
+        timesteps: Tensor,
+        text: PromptTokens,
+        cameras: Tensor,
+        uncond: PromptTokens | None = None,
+        guidance_scale: float = 1.0,
+    ) -> tuple[Tensor, Tensor | None]:
+        """The UNet's noise prediction, with classifier-free guidance in one batched pass.
+
+        Args:
+            noisy: (B*V, C, h, w) noisy model inputs.
+            timesteps: (B,) per object or (B*V,) per image.
+            text: (B, L, D) prompt tokens (one per object; repeated over views here).
+            cameras: (B*V, 16) camera embeddings.
+            uncond: (B, L, D) negative/empty prompt tokens (needed when guidance_scale != 1).
+            guidance_scale: w in ``eps_u + w (eps_c - eps_u)``.
+
+        Returns:
+            (guided eps, conditional eps or None without guidance), both (B*V, C, h, w).
+        """
+        v = self.num_views
+        rows = noisy.shape[0]
+        if text.embeddings.shape[0] * v != rows:
+            raise ValueError(
+                f"{text.embeddings.shape[0]} prompts for {rows} images: need one per group of {v}"
+            )
+        cond = text.repeat_views(v)
+        timesteps = torch.as_tensor(timesteps, device=noisy.device)
+        if guidance_scale == 1.0 or uncond is None:
+            if guidance_scale != 1.0:
+                raise ValueError("guidance_scale != 1 needs the unconditional prompt tokens")
+            eps = self.unet(noisy, timesteps, cond.embeddings, cameras, cond.mask)
+            return eps, None
+        both = PromptTokens.cat([cond, uncond.repeat_views(v)])
+        if timesteps.ndim:
+            timesteps = timesteps.repeat(2)
+        eps_c, eps_u = self.unet(
+            noisy.repeat(2, 1, 1, 1), timesteps, both.embeddings, cameras.repeat(2, 1), both.mask
+        ).chunk(2)
+        return eps_u + guidance_scale * (eps_c - eps_u), eps_c
+
+    def predict_x0(self, noisy: Tensor, eps: Tensor, timesteps: Tensor) -> Tensor:
+        """One-step estimate ``x0 = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t)``; timesteps (B*V,)."""
+        a = self.alphas_cumprod.to(noisy.device)[timesteps.long()].view(-1, 1, 1, 1)
+        return (noisy - (1 - a).sqrt() * eps) / a.sqrt()
+
+    def add_noise(self, x0: Tensor, noise: Tensor, timesteps: Tensor) -> Tensor:
+        """``x_t = sqrt(a_t) x0 + sqrt(1 - a_t) noise``; timesteps (N,) per image."""
+        a = self.alphas_cumprod.to(x0.device)[timesteps.long()].view(-1, 1, 1, 1).to(x0.dtype)
+        return a.sqrt() * x0 + (1 - a).sqrt() * noise
+
+    # ------------------------------------------------------------------ sampling
+    @torch.no_grad()
+    def sample(
+        self,
+        prompts: list[str],
+        cameras: Tensor,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 5.0,
+        negative_prompt: str = "",
+        generator: torch.Generator | None = None,
+        progress: bool = False,
+    ) -> Tensor:
+        """Generate V views per prompt with DDIM (eta 0) and classifier-free guidance.
+
+        Args:
+            prompts: B prompts.
+            cameras: (B*V, 16) camera embeddings (e.g. ``default_cameras().mvdream_embedding()``
+                repeated per prompt).
+            num_inference_steps: DDIM steps.
+            guidance_scale: CFG weight (1 = no guidance).
+            negative_prompt: the unconditional prompt.
+            generator: seeds the initial noise (a CPU generator: same images on any device).
+            progress: show a progress bar.
+
+        Returns:
+            (B*V, 3, H, W) images in [0, 1].
+        """
+        if not prompts or any(not p.strip() for p in prompts):
+            raise ValueError(f"sample needs non-empty prompts, got {prompts!r}")
+        b, v = len(prompts), self.num_views
+        device = self.alphas_cumprod.device
+        size, channels = self.unet.sample_size, self.unet.in_channels
+        cameras = cameras.to(device)
+        if cameras.shape != (b * v, 16):
+            raise ValueError(f"cameras must be ({b * v}, 16) for {b} prompts, got {cameras.shape}")
+        ddim = DDIMScheduler.from_config(self.scheduler.config)
+        ddim.set_timesteps(num_inference_steps, device=device)
+        text = self.encode_prompts(prompts)
+        uncond = self.encode_prompts([negative_prompt] * b) if guidance_scale != 1.0 else None
+        x = torch.randn(b * v, channels, size, size, generator=generator).to(
+            device, self.unet.dtype
+        )
+        for t in tqdm(ddim.timesteps, desc="DDIM", disable=not progress, leave=False):
+            eps, _ = self.predict_noise(x, t.expand(b), text, cameras, uncond, guidance_scale)
+            x = ddim.step(eps, t, x).prev_sample
+        return self.decode(x)
+
+    # ------------------------------------------------------------------ persistence
+    def save_pretrained(
+        self, folder: str | os.PathLike[str], dtype: torch.dtype | None = None
+    ) -> Path:
+        """Write the UNet (diffusers format), the schedule and ``prior.json`` (pixel models;
+        a latent model's VAE and CLIP text tower stay where they were loaded from).
+
+        Args:
+            folder: output folder.
+            dtype: store the UNet weights in this dtype (e.g. float16 halves the shipped file;
+                :func:`load_prior` casts them back to the dtype asked for).
+        """
+        if self.vae is not None:
+            raise NotImplementedError("save_pretrained writes pixel-space priors only")
+        if self.text_encoder_spec is None:
+            raise ValueError("set text_encoder_spec (class_path + init_args) to save the prior")
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        unet = self.unet.unet
+        if dtype is not None and dtype != unet.dtype:
+            unet = copy.deepcopy(unet).to(dtype)
+        unet.save_pretrained(str(out / "unet"), safe_serialization=True)
+        self.scheduler.save_pretrained(str(out / "scheduler"))
+        meta = {
+            "num_views": self.num_views,
+            "image_size": self.image_size,
+            "text_encoder": self.text_encoder_spec,
+        }
+        (out / PRIOR_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        return out
+
+
+def _build_text_encoder(spec: dict[str, Any], where: str) -> PromptEncoder:
+    path = spec.get("class_path", "")
+    module_name, _, class_name = path.rpartition(".")
+    # only this package's encoders: a prior folder must not name arbitrary code to run
+    if not module_name.startswith("dreamreward.models.mvdiffusion"):
+        raise ValueError(f"{where}: text_encoder.class_path {path!r} is not a dreamreward encoder")
+    cls = getattr(importlib.import_module(module_name), class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, PromptEncoder)):
+        raise ValueError(f"{where}: {path!r} is not a PromptEncoder")
+    return cls(**spec.get("init_args", {}))
+
+
+def shipped_prior_dir() -> Path:
+    """The small primitives prior shipped inside the package."""
+    return Path(__file__).resolve().parents[2] / "assets" / "mvdiffusion" / "primitives"
+
+
+def load_prior(
+    folder: str | os.PathLike[str] | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> MultiViewPrior:
+    """Load a :meth:`MultiViewPrior.save_pretrained` folder strictly (default: the shipped one).
+
+    Returns the prior frozen and in eval mode.
+
+    Raises:
+        FileNotFoundError: the folder or one of its files is missing.
+        CheckpointMismatchError: the weights do not fit the UNet config.
+    """
+    from safetensors.torch import load_file
+
+    root = Path(folder) if folder is not None else shipped_prior_dir()
+    meta_path = root / PRIOR_FILE
+    weights = root / "unet" / UNET_WEIGHTS
+    for p in (meta_path, root / "unet" / "config.json", weights):
+        if not p.is_file():
+            raise FileNotFoundError(
+                f"{root} is not a saved multi-view prior: {p.relative_to(root)} is missing "
+                "(write one with MultiViewPrior.save_pretrained or `fit` an MVDiffusionModule)"
+            )
+    meta = json.loads(meta_path.read_text())
+    config = UNet2DConditionModel.load_config(str(root / "unet"))
+    unet = UNet2DConditionModel.from_config(config)
+    state = load_file(str(weights))
+    check_state_dict(unet.state_dict(), state, f"{weights} does not fit unet/config.json", weights)
+    unet.load_state_dict(state, strict=True)
+    scheduler_dir = root / "scheduler"
+    if not (scheduler_dir / "scheduler_config.json").is_file():
+        raise FileNotFoundError(f"{scheduler_dir}/scheduler_config.json is missing")
+    scheduler_config = dict(DDPMScheduler.load_config(str(scheduler_dir)))
+    text = _build_text_encoder(meta.get("text_encoder", {}), str(meta_path))
+    try:
+        prior = MultiViewPrior(
+            MultiViewUNet(unet, int(meta["num_views"])),
+            text,
+            scheduler_config,
+            image_size=int(meta["image_size"]),
+            text_encoder_spec=meta["text_encoder"],
+        )
+    except KeyError as err:
+        raise CheckpointMismatchError(f"{meta_path}: field {err} missing", path=meta_path) from err
+    prior.requires_grad_(False)
+    return prior.to(device=device, dtype=dtype).eval()
