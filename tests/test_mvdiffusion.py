@@ -213,6 +213,9 @@ def test_prior_pixel_roundtrip_and_noise() -> None:
     noise, t = torch.randn_like(x0), torch.full((8,), 500)
     noisy = prior.add_noise(x0, noise, t)
     torch.testing.assert_close(prior.predict_x0(noisy, noise, t), x0, atol=1e-5, rtol=1e-5)
+    # a v-prediction UNet output is turned into eps exactly
+    v = prior.training_target(x0, noise, t)
+    torch.testing.assert_close(prior.output_to_noise(v, noisy, t), noise, atol=1e-5, rtol=1e-5)
     # a 16-px render is resized to the UNet's 8 px
     assert prior.encode_images(torch.rand(4, 3, 16, 16)).shape == (4, 3, 8, 8)
 
@@ -299,3 +302,45 @@ def test_prior_load_errors(tmp_path) -> None:
     (folder / "prior.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="not a dreamreward encoder"):
         load_prior(folder)
+
+
+def test_latent_prior_goes_through_the_vae() -> None:
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(  # 3 downsamplings: the SD factor of 8
+        block_out_channels=(8, 8, 8, 8),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=64,
+    )
+    config = small_unet_config(
+        image_size=8,
+        in_channels=4,
+        block_out_channels=(16, 32),
+        attention_head_dim=8,
+        cross_attention_dim=32,
+        norm_num_groups=8,
+    )
+    unet = MultiViewUNet(UNet2DConditionModel(**config))
+    prior = MultiViewPrior(unet, _FixedEncoder(), pixel_scheduler_config(), vae=vae).eval()
+    assert prior.is_latent and prior.image_size == 64
+    assert not any(p.requires_grad for p in vae.parameters())
+    images = torch.rand(4, 3, 32, 32, requires_grad=True)  # resized to 64 px for the VAE
+    latents = prior.encode_images(images)
+    assert latents.shape == (4, 4, 8, 8)
+    latents.sum().backward()  # score distillation needs gradients through the encoder
+    assert images.grad is not None and images.grad.abs().sum() > 0
+    views = prior.sample(["ab"], torch.randn(4, 16), 2, generator=torch.Generator().manual_seed(0))
+    assert views.shape == (4, 3, 64, 64) and views.min() >= 0 and views.max() <= 1
+
+
+def test_mvdream_prior_needs_a_tokenizer_for_a_single_file(tmp_path) -> None:
+    from dreamreward.models.mvdiffusion.prior import load_mvdream_prior
+
+    ckpt = tmp_path / "sd-v2.1-base-4view.pt"
+    ckpt.write_bytes(b"")
+    with pytest.raises(ValueError, match="tokenizer_path"):
+        load_mvdream_prior(ckpt)

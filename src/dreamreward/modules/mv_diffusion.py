@@ -3,8 +3,9 @@
     python -m dreamreward fit --config configs/mvdiffusion/primitives.yaml
 
 Trains a camera-conditioned multi-view UNet (:mod:`dreamreward.models.mvdiffusion`) in pixel
-space with eps-prediction, MiniLM text conditioning and classifier-free-guidance dropout, and
-keeps an exponential moving average of the weights (the EMA is what is sampled and exported).
+space with v-prediction on a cosine schedule, MiniLM text conditioning and classifier-free-guidance
+dropout, and keeps an exponential moving average of the weights (the EMA is what is sampled and
+exported).
 
 - ``validate`` samples a few prompts (DDIM + CFG) with canonical cameras and logs the oracle
   score and an image grid;
@@ -162,8 +163,9 @@ class MVDiffusionModule(L.LightningModule):
         t = t.to(self.device)
         noisy = self.prior.add_noise(x0, noise, t.repeat_interleave(v))
         text = self.prior.encode_prompts(prompts)
-        eps, _ = self.prior.predict_noise(noisy, t, text, cameras.flatten(0, 1))
-        loss = F.mse_loss(eps.float(), noise.float())
+        output, _ = self.prior.predict_noise(noisy, t, text, cameras.flatten(0, 1), raw=True)
+        target = self.prior.training_target(x0, noise, t)
+        loss = F.mse_loss(output.float(), target.float())
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"non-finite diffusion loss at step {self.global_step}; the last checkpoint "

@@ -37,13 +37,19 @@ UNET_WEIGHTS = "diffusion_pytorch_model.safetensors"
 
 
 def pixel_scheduler_config(num_train_timesteps: int = 1000) -> dict[str, Any]:
-    """DDPM's linear schedule for pixel-space images in [-1, 1], eps-prediction."""
+    """The small pixel-space prior's schedule: cosine noise levels (improved DDPM) and
+    v-prediction.
+
+    Why not SD's eps-prediction: at high noise an eps model's x0 estimate divides its error by
+    ``sqrt(alpha_bar)`` (about 1/150 at t = 950 on DDPM's linear schedule), so a small model
+    needs very long training before samples from pure noise show an object; a v model predicts
+    the image's layout directly there. :meth:`MultiViewPrior.predict_noise` still returns eps, so
+    guidance code does not care which parameterisation the UNet uses.
+    """
     return dict(
         num_train_timesteps=num_train_timesteps,
-        beta_start=1e-4,
-        beta_end=0.02,
-        beta_schedule="linear",
-        prediction_type="epsilon",
+        beta_schedule="squaredcos_cap_v2",
+        prediction_type="v_prediction",
         clip_sample=True,
     )
 
@@ -144,6 +150,39 @@ class MultiViewPrior(nn.Module):
         return self.text_encoder(prompts).to(self.alphas_cumprod.device, self.unet.dtype)
 
     # ------------------------------------------------------------------ denoising
+    @property
+    def prediction_type(self) -> str:
+        return str(self.scheduler.config.prediction_type)
+
+    def _alpha(self, timesteps: Tensor, like: Tensor) -> Tensor:
+        """alpha_bar_t as (N, 1, 1, 1) in ``like``'s dtype; timesteps (N,) per image."""
+        a = self.alphas_cumprod.to(like.device)[timesteps.long()]
+        return a.view(-1, 1, 1, 1).to(like.dtype)
+
+    def _per_image(self, timesteps: Tensor, rows: int) -> Tensor:
+        timesteps = torch.as_tensor(timesteps).reshape(-1)
+        if timesteps.numel() == 1:
+            return timesteps.expand(rows)
+        return timesteps.repeat_interleave(rows // timesteps.numel())
+
+    def training_target(self, x0: Tensor, noise: Tensor, timesteps: Tensor) -> Tensor:
+        """What the UNet regresses: the noise (eps) or ``v = sqrt(a) eps - sqrt(1 - a) x0``."""
+        if self.prediction_type == "epsilon":
+            return noise
+        if self.prediction_type == "v_prediction":
+            a = self._alpha(self._per_image(timesteps, x0.shape[0]), x0)
+            return a.sqrt() * noise - (1 - a).sqrt() * x0
+        raise ValueError(f"unsupported prediction_type {self.prediction_type!r}")
+
+    def output_to_noise(self, output: Tensor, noisy: Tensor, timesteps: Tensor) -> Tensor:
+        """The UNet's raw output (eps or v) as eps; timesteps per object or per image."""
+        if self.prediction_type == "epsilon":
+            return output
+        if self.prediction_type == "v_prediction":
+            a = self._alpha(self._per_image(timesteps, noisy.shape[0]), noisy)
+            return a.sqrt() * output + (1 - a).sqrt() * noisy
+        raise ValueError(f"unsupported prediction_type {self.prediction_type!r}")
+
     def predict_noise(
         self,
         noisy: Tensor,
@@ -152,8 +191,9 @@ class MultiViewPrior(nn.Module):
         cameras: Tensor,
         uncond: PromptTokens | None = None,
         guidance_scale: float = 1.0,
+        raw: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
-        """The UNet's noise prediction, with classifier-free guidance in one batched pass.
+        """The noise prediction, with classifier-free guidance in one batched pass.
 
         Args:
             noisy: (B*V, C, h, w) noisy model inputs.
@@ -162,6 +202,7 @@ class MultiViewPrior(nn.Module):
             cameras: (B*V, 16) camera embeddings.
             uncond: (B, L, D) negative/empty prompt tokens (needed when guidance_scale != 1).
             guidance_scale: w in ``eps_u + w (eps_c - eps_u)``.
+            raw: return the UNet's own output (v for a v-prediction model) instead of eps.
 
         Returns:
             (guided eps, conditional eps or None without guidance), both (B*V, C, h, w).
@@ -174,17 +215,21 @@ class MultiViewPrior(nn.Module):
             )
         cond = text.repeat_views(v)
         timesteps = torch.as_tensor(timesteps, device=noisy.device)
+
+        def as_eps(output: Tensor) -> Tensor:
+            return output if raw else self.output_to_noise(output, noisy, timesteps)
+
         if guidance_scale == 1.0 or uncond is None:
             if guidance_scale != 1.0:
                 raise ValueError("guidance_scale != 1 needs the unconditional prompt tokens")
-            eps = self.unet(noisy, timesteps, cond.embeddings, cameras, cond.mask)
-            return eps, None
+            out = self.unet(noisy, timesteps, cond.embeddings, cameras, cond.mask)
+            return as_eps(out), None
         both = PromptTokens.cat([cond, uncond.repeat_views(v)])
-        if timesteps.ndim:
-            timesteps = timesteps.repeat(2)
-        eps_c, eps_u = self.unet(
-            noisy.repeat(2, 1, 1, 1), timesteps, both.embeddings, cameras.repeat(2, 1), both.mask
+        t2 = timesteps.repeat(2) if timesteps.ndim else timesteps
+        out_c, out_u = self.unet(
+            noisy.repeat(2, 1, 1, 1), t2, both.embeddings, cameras.repeat(2, 1), both.mask
         ).chunk(2)
+        eps_c, eps_u = as_eps(out_c), as_eps(out_u)
         return eps_u + guidance_scale * (eps_c - eps_u), eps_c
 
     def predict_x0(self, noisy: Tensor, eps: Tensor, timesteps: Tensor) -> Tensor:
@@ -232,7 +277,8 @@ class MultiViewPrior(nn.Module):
         cameras = cameras.to(device)
         if cameras.shape != (b * v, 16):
             raise ValueError(f"cameras must be ({b * v}, 16) for {b} prompts, got {cameras.shape}")
-        ddim = DDIMScheduler.from_config(self.scheduler.config)
+        # predict_noise always gives eps, whatever the UNet predicts
+        ddim = DDIMScheduler.from_config(self.scheduler.config, prediction_type="epsilon")
         ddim.set_timesteps(num_inference_steps, device=device)
         text = self.encode_prompts(prompts)
         uncond = self.encode_prompts([negative_prompt] * b) if guidance_scale != 1.0 else None
@@ -340,3 +386,51 @@ def load_prior(
         raise CheckpointMismatchError(f"{meta_path}: field {err} missing", path=meta_path) from err
     prior.requires_grad_(False)
     return prior.to(device=device, dtype=dtype).eval()
+
+
+def load_mvdream_prior(
+    path: str | os.PathLike[str],
+    tokenizer_path: str | os.PathLike[str] | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    image_size: int = 256,
+) -> MultiViewPrior:
+    """MVDream (``sd-v2.1-base-4view``) as a frozen latent :class:`MultiViewPrior`.
+
+    Args:
+        path: the original ``sd-v2.1-base-4view.pt`` (LDM keys) or the folder of the diffusers
+            port (``unet/``, ``vae/``, ``text_encoder/``, ``tokenizer/``). Local paths only.
+        tokenizer_path: the CLIP tokenizer folder (``vocab.json`` + ``merges.txt``); default
+            ``<path>/tokenizer`` for the port; required for a ``.pt`` file.
+        device, dtype: e.g. ``"cuda"``, ``torch.float16`` (cast after strict loading).
+        image_size: render side in pixels (256: latents of 32 x 32).
+    """
+    from dreamreward.models.mvdiffusion.convert import (
+        load_mvdream_checkpoint,
+        load_mvdream_diffusers,
+        mvdream_scheduler_config,
+    )
+    from dreamreward.models.mvdiffusion.text import CLIPPromptEncoder
+
+    root = Path(path)
+    if root.is_dir():
+        unet, vae, text_model = load_mvdream_diffusers(root, dtype=dtype, device=device)
+        tokenizer_path = tokenizer_path or root / "tokenizer"
+    else:
+        if tokenizer_path is None:
+            raise ValueError(
+                f"{root} is a single checkpoint file: pass tokenizer_path, a folder with the "
+                "CLIP tokenizer's vocab.json and merges.txt (e.g. the diffusers port's tokenizer/)"
+            )
+        unet, vae, text_model = load_mvdream_checkpoint(
+            root, dtype=dtype, device=device, image_size=image_size // 8
+        )
+    prior = MultiViewPrior(
+        MultiViewUNet(unet, num_views=4),
+        CLIPPromptEncoder(text_model, tokenizer_path),
+        mvdream_scheduler_config(),
+        image_size=image_size,
+        vae=vae,
+    )
+    prior.requires_grad_(False)
+    return prior.to(device).eval()

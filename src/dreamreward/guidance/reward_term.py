@@ -1,0 +1,180 @@
+"""DreamFL's reward term: Reward3D's gradient added to score distillation.
+
+The paper shifts the distillation residual by ``delta_eps = lambda_r * d r(y, x_hat, c) / d g``,
+with the reward r evaluated on the prior's one-step prediction ``x_hat`` and only the 3D
+representation trained. As a loss on the renders g this is ``-lambda_r * r(x_hat)`` with a
+straight-through estimator: the reward sees ``x_hat`` and its gradient lands on g
+(``img = g - sg(g - x_hat)``).
+
+The released code differs (two presets, see ``configs/dreamfl/``):
+
+- a hinge ``relu(margin - r)`` (margin 4) instead of ``-r``;
+- the reward from step ``start_step`` on (6000 "conservative", 1001 "aggressive");
+- ``x_hat`` straight-through only when ``t <= straight_through_max_t`` (100 / 300), the render
+  itself otherwise;
+- the weight multiplied by ``10^(digits(distillation loss) - digits(reward loss))`` (the
+  ``"digits"`` weighting);
+- the reward alone after ``reward_only_after`` (9800).
+
+Beside these, ``weighting="grad_fraction"`` scales the reward term so the norm of its gradient
+w.r.t. the renders is a fixed fraction of the distillation gradient's: the balance no longer
+depends on the loss scales (the digit heuristic jumps by 10x at powers of ten).
+
+Every schedule follows the trainer's ``global_step``; the reward model is frozen and in eval
+mode (:meth:`~dreamreward.models.reward3d.Reward3D.as_frozen_guide`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from dreamreward.models.reward3d.model import Reward3D
+
+
+@dataclass
+class RewardOutput:
+    """One reward evaluation.
+
+    Attributes:
+        loss: the weighted reward loss (scalar; 0 before ``start_step``).
+        reward: (B,) detached rewards of what the reward model saw.
+        weight: the weight applied this step.
+        active: whether the term contributed this step.
+        distill_scale: multiply the distillation loss by this (0 in the reward-only tail).
+    """
+
+    loss: Tensor
+    reward: Tensor
+    weight: float
+    active: bool
+    distill_scale: float
+
+
+def _digits(x: float) -> int:
+    """Digits of the integer part as the released code counts them (at least 1)."""
+    return len(str(int(abs(x)))) if math.isfinite(x) else 1
+
+
+class RewardGuidance(nn.Module):
+    """Reward3D as a guidance term (see the module docstring for the formulations).
+
+    Args:
+        reward: a Reward3D model; made a frozen guide here.
+        weight: lambda_r (the base weight).
+        objective: ``"linear"`` (the paper: maximise r) or ``"hinge"`` (released:
+            ``relu(margin - r)``).
+        hinge_margin: the hinge's margin (released: 4).
+        start_step: first optimizer step with the reward term.
+        straight_through_max_t: timesteps t <= this score the one-step prediction x_hat with a
+            straight-through gradient to the render; larger t score the render itself. Set it
+            to the schedule length for the paper's "always x_hat".
+        reward_only_after: from this step on the distillation loss is dropped (None: never).
+        weighting: ``"constant"``, ``"digits"`` (released) or ``"grad_fraction"``.
+        grad_fraction: for ``"grad_fraction"``: target ratio of the reward gradient's norm to
+            the distillation gradient's (w.r.t. the renders).
+    """
+
+    def __init__(
+        self,
+        reward: Reward3D,
+        weight: float = 0.3,
+        objective: Literal["linear", "hinge"] = "hinge",
+        hinge_margin: float = 4.0,
+        start_step: int = 0,
+        straight_through_max_t: int = 300,
+        reward_only_after: int | None = None,
+        weighting: Literal["constant", "digits", "grad_fraction"] = "constant",
+        grad_fraction: float = 0.5,
+    ) -> None:
+        super().__init__()
+        if objective not in ("linear", "hinge"):
+            raise ValueError(f"objective must be 'linear' or 'hinge', got {objective!r}")
+        if weighting not in ("constant", "digits", "grad_fraction"):
+            raise ValueError(
+                f"weighting must be 'constant', 'digits' or 'grad_fraction', got {weighting!r}"
+            )
+        if weight < 0 or grad_fraction <= 0:
+            raise ValueError("weight must be >= 0 and grad_fraction > 0")
+        self.reward = reward.as_frozen_guide()
+        self.weight = weight
+        self.objective = objective
+        self.hinge_margin = hinge_margin
+        self.start_step = start_step
+        self.straight_through_max_t = straight_through_max_t
+        self.reward_only_after = reward_only_after
+        self.weighting = weighting
+        self.grad_fraction = grad_fraction
+
+    def forward(
+        self,
+        renders: Tensor,
+        x0_images: Tensor,
+        timesteps: Tensor,
+        prompts: list[str],
+        view_labels: list[str],
+        step: int,
+        distill_loss: Tensor,
+    ) -> RewardOutput:
+        """The reward loss for B objects.
+
+        Args:
+            renders: (B*V, 3, H, W) in [0, 1], differentiable.
+            x0_images: (B*V, 3, H', W') the prior's detached one-step prediction as images.
+            timesteps: (B,) the distillation timesteps.
+            prompts: B prompts.
+            view_labels: B*V view labels ("front", "side", ...) for the view prompts.
+            step: the optimizer step.
+            distill_loss: the distillation loss of this step (for the weightings).
+        """
+        b = len(prompts)
+        v = renders.shape[0] // b
+        distill_scale = 0.0 if self._reward_only(step) else 1.0
+        if step < self.start_step or self.weight == 0:
+            zero = renders.sum() * 0.0
+            return RewardOutput(zero, torch.zeros(b), 0.0, False, 1.0)
+        images = renders
+        use_x0 = (timesteps <= self.straight_through_max_t).repeat_interleave(v)
+        if use_x0.any():
+            x0 = x0_images.to(renders)
+            if x0.shape[-2:] != renders.shape[-2:]:
+                x0 = nn.functional.interpolate(
+                    x0, renders.shape[-2:], mode="bilinear", align_corners=False, antialias=True
+                )
+            # value of x_hat, gradient of the render (straight-through)
+            straight = renders - (renders - x0).detach()
+            images = torch.where(use_x0.view(-1, 1, 1, 1), straight, renders)
+        labels = [view_labels[i * v : (i + 1) * v] for i in range(b)]
+        assets = images.clamp(0, 1).reshape(b, v, *images.shape[1:])  # (B, V, 3, H, W)
+        reward = self.reward.score(assets, prompts, labels)
+        if self.objective == "hinge":
+            raw = torch.relu(self.hinge_margin - reward).mean()
+        else:
+            raw = -reward.mean()
+        weight = self._weight(raw, renders, distill_loss)
+        return RewardOutput(weight * raw, reward.detach(), weight, True, distill_scale)
+
+    def _reward_only(self, step: int) -> bool:
+        return self.reward_only_after is not None and step >= self.reward_only_after
+
+    def _weight(self, raw: Tensor, renders: Tensor, distill_loss: Tensor) -> float:
+        if self.weighting == "constant":
+            return self.weight
+        if self.weighting == "digits":
+            exponent = _digits(float(distill_loss)) - _digits(float(raw))
+            return self.weight * 10.0**exponent
+        # grad_fraction: |d(w raw)/dg| = fraction * |d distill/dg|
+        g_reward = torch.autograd.grad(raw, renders, retain_graph=True, allow_unused=True)[0]
+        g_distill = torch.autograd.grad(
+            distill_loss, renders, retain_graph=True, allow_unused=True
+        )[0]
+        if g_reward is None or g_distill is None:
+            return 0.0
+        n_reward, n_distill = float(g_reward.norm()), float(g_distill.norm())
+        if n_reward < 1e-12:
+            return 0.0
+        return self.grad_fraction * n_distill / n_reward

@@ -1,0 +1,167 @@
+"""Score distillation and the DreamFL reward term on tiny priors and a known toy reward."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from dreamreward.guidance import RewardGuidance, ScoreDistillation, TimestepSchedule
+from test_mvdiffusion import tiny_prior
+
+
+class Redness(nn.Module):
+    """A toy reward with a known gradient: 10 x the mean of (red - blue) over the views."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frozen = False
+        self.seen: torch.Tensor | None = None
+
+    def as_frozen_guide(self) -> Redness:
+        self.frozen = True
+        return self.eval()
+
+    def score(self, assets, prompts, labels):  # assets (B, V, 3, H, W)
+        assert len(labels) == len(prompts) and all(len(x) == assets.shape[1] for x in labels)
+        self.seen = assets.detach()
+        return 10 * (assets[:, :, 0] - assets[:, :, 2]).mean(dim=(1, 2, 3))
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# ------------------------------------------------------------------ timesteps
+def test_timestep_range_anneals_linearly() -> None:
+    sched = TimestepSchedule((0.98, 0.98), (0.02, 0.5), anneal_steps=100)
+    assert sched.bounds(0) == pytest.approx((0.98, 0.98))
+    assert sched.bounds(50) == pytest.approx((0.5, 0.74))
+    assert sched.bounds(1000) == pytest.approx((0.02, 0.5))
+    t = sched.sample(100, 1000, 1000, gen())
+    assert t.shape == (1000,) and int(t.min()) >= 20 and int(t.max()) <= 500
+    assert torch.equal(t, sched.sample(100, 1000, 1000, gen()))  # seeded
+    with pytest.raises(ValueError, match="start_range"):
+        TimestepSchedule((0.5, 0.2))
+
+
+# ------------------------------------------------------------------ distillation
+def renders(objects: int = 2, seed: int = 0) -> torch.Tensor:
+    return torch.rand(objects * 4, 3, 8, 8, generator=gen(seed)).requires_grad_(True)
+
+
+def test_sds_gradient_is_weighted_noise_residual() -> None:
+    prior = tiny_prior()
+    sds = ScoreDistillation(prior, loss="sds", guidance_scale=7.5)
+    g = renders()
+    cams = torch.randn(8, 16)
+    out = sds(g, ["ab", "cd"], cams, step=10_000, generator=gen(3))
+    out.loss.backward()
+    # recompute the expected gradient from the same draws
+    draw = gen(3)
+    t = sds.timesteps.sample(10_000, 2, 1000, draw)
+    noise = torch.randn(8, 3, 8, 8, generator=draw)
+    z = g.detach() * 2 - 1
+    t_img = t.repeat_interleave(4)
+    noisy = prior.add_noise(z, noise, t_img)
+    with torch.no_grad():
+        eps, _ = prior.predict_noise(
+            noisy,
+            t,
+            prior.encode_prompts(["ab", "cd"]),
+            cams,
+            prior.encode_prompts(["", ""]),
+            7.5,
+        )
+    a = prior.alphas_cumprod[t_img].view(-1, 1, 1, 1)
+    expected = (1 - a) * (eps - noise) / 8 * 2  # d loss / d z / N, times dz/dg = 2
+    torch.testing.assert_close(g.grad, expected, atol=1e-5, rtol=1e-4)
+    assert torch.equal(out.timesteps, t)
+
+
+def test_x0_loss_targets_the_rescaled_one_step_prediction() -> None:
+    prior = tiny_prior()
+    g = renders()
+    cams = torch.randn(8, 16)
+    plain = ScoreDistillation(prior, loss="x0", guidance_scale=5.0, std_rescale=0.0)
+    out = plain(g, ["ab", "cd"], cams, 10_000, gen(1))
+    out.loss.backward()
+    z = g.detach() * 2 - 1
+    torch.testing.assert_close(g.grad, (z - out.x0) / 8 * 2, atol=1e-5, rtol=1e-4)
+    assert out.x0.abs().max() <= 1  # pixel-space estimates are clamped to the image range
+    assert out.x0_images.shape == (8, 3, 8, 8)
+    rescaled = ScoreDistillation(prior, loss="x0", guidance_scale=5.0, std_rescale=0.5)
+    other = rescaled(renders(), ["ab", "cd"], cams, 10_000, gen(1))
+    assert not torch.allclose(other.x0, out.x0)  # the rescale changes the target
+    assert not any(p.requires_grad for p in prior.parameters())
+
+
+def test_distillation_rejects_mismatched_prompts() -> None:
+    sds = ScoreDistillation(tiny_prior())
+    with pytest.raises(ValueError, match="need 4 views per prompt"):
+        sds(renders(), ["only one"], torch.randn(8, 16), 0, gen())
+    with pytest.raises(ValueError, match="loss must be"):
+        ScoreDistillation(tiny_prior(), loss="vsd")
+
+
+# ------------------------------------------------------------------ reward term
+LABELS = ["front", "side", "back", "side"] * 2
+
+
+def test_reward_is_frozen_and_waits_for_start_step() -> None:
+    reward = Redness()
+    term = RewardGuidance(reward, weight=0.5, start_step=100)
+    assert reward.frozen
+    g = renders()
+    out = term(g, g.detach(), torch.tensor([999, 999]), ["a", "b"], LABELS, 99, torch.tensor(1.0))
+    assert not out.active and float(out.loss.detach()) == 0.0 and out.distill_scale == 1.0
+
+
+def test_straight_through_scores_x0_but_moves_the_render() -> None:
+    reward = Redness()
+    term = RewardGuidance(reward, weight=1.0, objective="linear", straight_through_max_t=300)
+    g = renders()
+    x0 = torch.zeros(8, 3, 8, 8)
+    x0[:, 0] = 1.0  # a pure red prediction
+    out = term(g, x0, torch.tensor([100, 900]), ["a", "b"], LABELS, 0, torch.tensor(1.0))
+    # object 0 (t=100 <= 300) is scored on x_hat, object 1 on its render
+    assert torch.equal(reward.seen[0], x0[:4])
+    torch.testing.assert_close(reward.seen[1], g.detach()[4:])
+    assert out.reward[0] == pytest.approx(10.0)
+    out.loss.backward()
+    # -mean(r): d/dg of 10 (red - blue) averaged over 2 objects x 4 views x 64 pixels
+    expected = torch.zeros(8, 3, 8, 8)
+    expected[:, 0], expected[:, 2] = -10 / (2 * 4 * 64), 10 / (2 * 4 * 64)
+    torch.testing.assert_close(g.grad, expected)
+
+
+def test_hinge_stops_pulling_past_the_margin() -> None:
+    term = RewardGuidance(Redness(), weight=1.0, objective="hinge", hinge_margin=4.0)
+    red = torch.zeros(4, 3, 8, 8)
+    red[:, 0] = 1.0
+    g = red.clone().requires_grad_(True)  # reward 10 > margin 4
+    out = term(g, red, torch.tensor([999]), ["a"], LABELS[:4], 0, torch.tensor(1.0))
+    assert float(out.loss.detach()) == 0.0
+
+
+def test_digit_weighting_and_reward_only_tail() -> None:
+    term = RewardGuidance(
+        Redness(), weight=0.3, objective="hinge", weighting="digits", reward_only_after=50
+    )
+    g = torch.full((4, 3, 8, 8), 0.5, requires_grad=True)  # reward 0 -> hinge 4 (1 digit)
+    out = term(g, g.detach(), torch.tensor([999]), ["a"], LABELS[:4], 10, torch.tensor(1234.0))
+    assert out.weight == pytest.approx(0.3 * 10**3) and out.distill_scale == 1.0
+    tail = term(g, g.detach(), torch.tensor([999]), ["a"], LABELS[:4], 50, torch.tensor(5.0))
+    assert tail.distill_scale == 0.0
+
+
+def test_grad_fraction_weighting_balances_gradient_norms() -> None:
+    term = RewardGuidance(
+        Redness(), weight=1.0, objective="linear", weighting="grad_fraction", grad_fraction=0.25
+    )
+    g = renders()
+    distill = (g - 0.3).pow(2).sum() * 7.0
+    out = term(g, g.detach(), torch.tensor([999, 999]), ["a", "b"], LABELS, 0, distill)
+    g_reward = torch.autograd.grad(out.loss, g, retain_graph=True)[0]
+    g_distill = torch.autograd.grad(distill, g)[0]
+    assert float(g_reward.norm() / g_distill.norm()) == pytest.approx(0.25, rel=1e-4)
