@@ -176,9 +176,9 @@ def test_small_unet_config_errors() -> None:
 def test_prompt_cache_and_views() -> None:
     enc = _FixedEncoder()
     a = enc(["abc", "xyz", "abc"])
-    assert a.embeddings.shape == (3, 5, 32) and enc.calls == 1
+    assert a.embeddings.shape == (3, 5, 32) and enc.calls == 2  # once per distinct prompt
     enc(["xyz"])
-    assert enc.calls == 1  # cached
+    assert enc.calls == 2  # cached
     torch.testing.assert_close(a.embeddings[0], a.embeddings[2])
     assert a.repeat_views(4).embeddings.shape == (12, 5, 32)
     with pytest.raises(TypeError, match="list of prompts"):
@@ -236,6 +236,41 @@ def test_prior_guidance_is_the_cfg_combination() -> None:
         prior.predict_noise(x["sample"], x["timestep"], prior.encode_prompts(["ab"]), x["cameras"])
     with pytest.raises(ValueError, match="unconditional"):
         prior.predict_noise(x["sample"], x["timestep"], text, x["cameras"], guidance_scale=3.0)
+    with pytest.raises(ValueError, match="uncond: 1 prompts for 8 images"):
+        prior.predict_noise(
+            x["sample"], x["timestep"], text, x["cameras"], prior.encode_prompts([""]), 3.0
+        )
+
+
+def test_fp16_prior_keeps_a_float32_schedule() -> None:
+    prior = tiny_prior().to(torch.float16)
+    assert prior.alphas_cumprod.dtype == torch.float32
+    x0 = torch.rand(8, 3, 8, 8) * 2 - 1
+    noise = torch.randn(8, 3, 8, 8)
+    t = torch.tensor([0, 999]).repeat_interleave(4)
+    noisy = prior.add_noise(x0.half(), noise.half(), t)
+    # t = 0 still adds its (tiny) noise and t = T - 1 still gives a finite x0
+    assert not torch.equal(noisy[:4].float(), x0[:4].half().float())
+    assert torch.isfinite(prior.predict_x0(noisy, noise.half(), t)).all()
+    # an fp16 UNet takes float32 renders and tokens
+    with torch.no_grad():
+        eps, _ = prior.predict_noise(
+            prior.encode_images(torch.rand(8, 3, 8, 8)),
+            torch.tensor([5, 7]),
+            prior.encode_prompts(["ab", "cd"]),
+            torch.randn(8, 4, 4),
+            prior.encode_prompts(["", ""]),
+            guidance_scale=2.0,
+        )
+    assert eps.dtype == torch.float32 and torch.isfinite(eps).all()  # follows the input
+
+
+def test_prompt_features_do_not_depend_on_the_batch() -> None:
+    enc = MiniLMPromptEncoder(max_length=12)
+    alone = enc(["a small green ring"]).embeddings
+    enc.clear_cache()
+    batched = enc(["a large red cube on top of a blue sphere", "a small green ring"]).embeddings
+    assert torch.equal(alone[0], batched[1])
 
 
 def test_prior_sampling_is_seeded() -> None:
@@ -249,6 +284,11 @@ def test_prior_sampling_is_seeded() -> None:
         prior.sample([" "], cams[:4], 2)
     with pytest.raises(ValueError, match=r"cameras must be \(4, 16\)"):
         prior.sample(["ab"], cams, 2)
+    # per-prompt generators: a prompt's sample does not depend on its batch-mates
+    gens = [torch.Generator().manual_seed(s) for s in (5, 6)]
+    pair = prior.sample(["ab", "cd"], cams, 3, generator=gens)
+    single = prior.sample(["cd"], cams[4:], 3, generator=[torch.Generator().manual_seed(6)])
+    torch.testing.assert_close(pair[4:], single, atol=1e-5, rtol=1e-5)
 
 
 def test_prior_text_width_must_match() -> None:
@@ -302,6 +342,9 @@ def test_prior_load_errors(tmp_path) -> None:
     (folder / "prior.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="not a dreamreward encoder"):
         load_prior(folder)
+    (folder / "prior.json").write_text("{broken")
+    with pytest.raises(CheckpointMismatchError, match="prior.json: not a prior description"):
+        load_prior(folder)
 
 
 def test_latent_prior_goes_through_the_vae() -> None:
@@ -340,6 +383,8 @@ def test_latent_prior_goes_through_the_vae() -> None:
 def test_mvdream_prior_needs_a_tokenizer_for_a_single_file(tmp_path) -> None:
     from dreamreward.models.mvdiffusion.prior import load_mvdream_prior
 
+    with pytest.raises(FileNotFoundError, match="no MVDream weights"):
+        load_mvdream_prior(tmp_path / "typo")
     ckpt = tmp_path / "sd-v2.1-base-4view.pt"
     ckpt.write_bytes(b"")
     with pytest.raises(ValueError, match="tokenizer_path"):

@@ -25,12 +25,15 @@ class DreamRewardCLI(LightningCLI):
     """LightningCLI with the project's defaults.
 
     A model with ``test_after_fit = True`` (e.g. ``Reward3DModule``) is tested right after
-    ``fit`` on its best checkpoint, so one command trains, evaluates and writes the results table.
+    ``fit`` on its best checkpoint (on the weights in memory when it sets
+    ``test_final_weights``), so one command trains, evaluates and writes the results table.
     """
 
     def after_fit(self) -> None:
         if getattr(self.model, "test_after_fit", False) and not self.trainer.interrupted:
             best = getattr(self.trainer.checkpoint_callback, "best_model_path", "") or None
+            if getattr(self.model, "test_final_weights", False):
+                best = None  # the weights in memory: what fit ended with and exported
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best)
 
 

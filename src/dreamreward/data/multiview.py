@@ -79,10 +79,12 @@ def build_multiview(
         rows.append({"prompt": describe(scene, rng), "scene": scene.to_dict()})
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    save_file({"images": images, "cameras": cameras}, str(folder / VIEWS_FILE))
+    (folder / VIEWS_FILE).unlink(missing_ok=True)
     with open(folder / GROUPS_FILE, "w") as f:
         for row in rows:
             f.write(json.dumps(row) + "\n")
+    # the tensors last: a build interrupted before this point is rebuilt by prepare_data
+    save_file({"images": images, "cameras": cameras}, str(folder / VIEWS_FILE))
     info = {
         "num_groups": num_groups,
         "image_size": image_size,
@@ -169,10 +171,15 @@ def evaluation_prompts(num_per_split: int, seed: int) -> list[dict[str, str]]:
         seen: set[tuple] = set()
         for k in range(num_per_split):
             num_objects = 1 if k < (num_per_split + 1) // 2 else 2
-            for _ in range(100):  # only 10 novel one-object scenes exist: repeats after that
-                scene = sample_scene(rng, num_objects=num_objects, split=split)
+            for attempt in range(200):
+                # only 10 novel one-object scenes exist: then take two-object ones
+                objects = num_objects if attempt < 100 else 2
+                scene = sample_scene(rng, num_objects=objects, split=split)
                 if scene_key(scene) not in seen:
                     break
+            else:
+                raise RuntimeError(f"no unseen {split} scene after 200 draws")
+            num_objects = scene.num_objects
             seen.add(scene_key(scene))
             items.append({"prompt": describe(scene), "split": split, "objects": str(num_objects)})
     return items
@@ -209,6 +216,7 @@ class MultiViewDataModule(L.LightningDataModule):
 
     Args:
         path: the render set folder.
+        image_size: side of the views; a set built here uses it, a set found must match it.
         batch_size: objects per batch (each with ``num_views`` images).
         num_workers: DataLoader workers.
         seed: seeds the resume-safe shuffle (the order depends on (seed, epoch) only).
@@ -222,6 +230,7 @@ class MultiViewDataModule(L.LightningDataModule):
     def __init__(
         self,
         path: str = "data/multiview_32",
+        image_size: int = 32,
         batch_size: int = 4,
         num_workers: int = 0,
         seed: int = 0,
@@ -235,6 +244,7 @@ class MultiViewDataModule(L.LightningDataModule):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.path = path
+        self.image_size = image_size
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
@@ -249,11 +259,21 @@ class MultiViewDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         if self.build_if_missing and not (Path(self.path) / VIEWS_FILE).is_file():
-            build_multiview(self.path, num_groups=self.build_num_groups, seed=self.seed)
+            build_multiview(
+                self.path,
+                num_groups=self.build_num_groups,
+                image_size=self.image_size,
+                seed=self.seed,
+            )
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit") and self.train_set is None:
             self.train_set = MultiViewRenderDataset(self.path)
+            if self.train_set.image_size != self.image_size:
+                raise ValueError(
+                    f"{self.path} holds {self.train_set.image_size}-px views but "
+                    f"data.image_size is {self.image_size}: rebuild the set or fix the config"
+                )
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None, "call setup('fit') first"

@@ -235,15 +235,31 @@ class EpochShuffleSampler(torch.utils.data.Sampler[int]):
 
     def resume_from(self, trainer: Any, batch_size: int, drop_last: bool) -> None:
         """Skip the samples of the current epoch that ``trainer`` (restored from a checkpoint)
-        already consumed: ``global_step * accumulate`` batches minus the full epochs before
-        (assumes no ``limit_train_batches``)."""
+        already consumed.
+
+        Assumes a single process (under DDP Lightning wraps this sampler per rank; there the
+        resumed epoch restarts, with a warning), no ``limit_train_batches``, and that every
+        epoch ends with an optimizer step (Lightning steps at epoch end even when
+        ``accumulate_grad_batches`` does not divide the epoch).
+        """
         if trainer is None:
+            return
+        if getattr(trainer, "world_size", 1) > 1:
+            if trainer.global_step:
+                import warnings
+
+                warnings.warn(
+                    "mid-epoch resume under DDP restarts the interrupted epoch's data order "
+                    "(the per-rank skip is not implemented)",
+                    stacklevel=2,
+                )
             return
         batches_per_epoch = self.n // batch_size if drop_last else -(-self.n // batch_size)
         if batches_per_epoch == 0:
             return
-        consumed = trainer.global_step * trainer.accumulate_grad_batches
-        done = consumed - trainer.current_epoch * batches_per_epoch
+        accumulate = trainer.accumulate_grad_batches
+        steps_per_epoch = -(-batches_per_epoch // accumulate)
+        done = (trainer.global_step - trainer.current_epoch * steps_per_epoch) * accumulate
         if 0 < done < batches_per_epoch:
             self._skip_epoch, self._skip = trainer.current_epoch, done * batch_size
 

@@ -135,7 +135,7 @@ class ScoreDistillation(nn.Module):
             if self.loss_kind == "x0":
                 target = x0
             else:
-                a = prior.alphas_cumprod[t_img].view(-1, 1, 1, 1).to(z)
+                a = prior.alphas_cumprod[t_img.to(prior.device)].view(-1, 1, 1, 1).to(z)
                 target = z.detach() - (1 - a) * (eps - noise)
             x0_images = prior.decode(x0)
         residual = z - target

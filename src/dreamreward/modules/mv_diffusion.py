@@ -9,9 +9,10 @@ exported).
 
 - ``validate`` samples a few prompts (DDIM + CFG) with canonical cameras and logs the oracle
   score and an image grid;
-- ``test`` writes the quality table ``<log_dir>/mvdiffusion_eval.{md,json}``: the oracle score of
-  samples on train-split and novel-composition prompts, for the trained EMA weights and for
-  untrained weights, and the views' mutual consistency;
+- ``test`` (right after ``fit``, on the final EMA weights) writes the quality table
+  ``<log_dir>/mvdiffusion_eval.{md,json}``: the oracle score of samples on train-split and
+  novel-composition prompts, for the trained EMA weights and for untrained weights, and the
+  views' mutual consistency;
 - ``predict`` saves one 4-view grid per prompt to ``<log_dir>/predictions/``;
 - the end of ``fit`` exports the EMA prior (``save_pretrained``) to ``export_dir``.
 
@@ -25,6 +26,7 @@ import copy
 import json
 import math
 import re
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +106,12 @@ class MVDiffusionModule(L.LightningModule):
         spec["init_args"] = text_args
         if init_prior is not None:
             self.prior = load_prior(init_prior)
+            found = (self.prior.image_size, self.prior.num_views)
+            if found != (image_size, num_views):
+                raise ValueError(
+                    f"init_prior {init_prior} is for {found[1]} views of {found[0]} px, the "
+                    f"module's image_size / num_views are {image_size} / {num_views}"
+                )
             self.prior.requires_grad_(False)
             self.prior.unet.requires_grad_(True)
         else:
@@ -128,6 +136,9 @@ class MVDiffusionModule(L.LightningModule):
             )
         self.ema_unet = copy.deepcopy(self.prior.unet).requires_grad_(False)
         self.test_after_fit = test_after_fit
+        # test the weights fit ends with (the exported EMA), not a periodic checkpoint
+        self.test_final_weights = True
+        self._baseline: list[MultiViewUNet] = []  # a list: never a registered submodule
         self._scores: dict[str, list[dict[str, float]]] = {}
         self._grids: list[Tensor] = []
 
@@ -144,8 +155,14 @@ class MVDiffusionModule(L.LightningModule):
             state.setdefault(_TEXT_PREFIX + key, value)
 
     # ------------------------------------------------------------------ training
-    def _generator(self) -> torch.Generator:
-        return torch.Generator().manual_seed(self.hparams.seed * 1_000_003 + self.global_step)
+    def _generator(self, batch_idx: int = 0) -> torch.Generator:
+        """Draws of this step: keyed by (seed, step, rank, micro-batch), so ranks and
+        accumulated micro-batches differ and a resumed run repeats them."""
+        trainer = self._trainer
+        rank = trainer.global_rank if trainer is not None else 0
+        micro = batch_idx % trainer.accumulate_grad_batches if trainer is not None else 0
+        key = ((self.hparams.seed * 1_000_003 + self.global_step) * 4099 + rank) * 64 + micro
+        return torch.Generator().manual_seed(key)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         images, cameras, prompts = batch["images"], batch["cameras"], list(batch["prompt"])
@@ -154,7 +171,7 @@ class MVDiffusionModule(L.LightningModule):
             raise ValueError(
                 f"the batch has {v} views per object, the prior takes {self.prior.num_views}"
             )
-        gen = self._generator()
+        gen = self._generator(batch_idx)
         x0 = self.prior.encode_images(images.flatten(0, 1))
         t = torch.randint(0, self.prior.num_train_timesteps, (b,), generator=gen)
         noise = torch.randn(x0.shape, generator=gen).to(x0)
@@ -209,21 +226,27 @@ class MVDiffusionModule(L.LightningModule):
         cams = default_cameras(self.hparams.image_size).mvdream_embedding()
         return cams.repeat(count, 1).to(self.device)
 
-    def generate(
-        self, prompts: list[str], unet: MultiViewUNet | None = None, seed: int | None = None
-    ) -> Tensor:
-        """Sample V canonical views per prompt: (B, V, H, W, 3) in [0, 1] (EMA weights default)."""
+    def generate(self, prompts: list[str], unet: MultiViewUNet | None = None) -> Tensor:
+        """Sample V canonical views per prompt: (B, V, H, W, 3) in [0, 1] (EMA weights default).
+
+        Each prompt's noise is seeded by ``eval_seed`` and the prompt text, so a prompt gets the
+        same noise in any batch, on any rank, and for every model compared."""
         unet = unet or self.ema_unet
         trained = self.prior.unet
         self.prior.unet = unet  # sample with the chosen weights, same schedule and text
+        gens = [
+            torch.Generator().manual_seed(
+                self.hparams.eval_seed * 1_000_003 + zlib.crc32(p.encode())
+            )
+            for p in prompts
+        ]
         try:
-            gen = torch.Generator().manual_seed(self.hparams.eval_seed if seed is None else seed)
             images = self.prior.sample(
                 prompts,
                 self._cameras(len(prompts)),
                 num_inference_steps=self.hparams.sample_steps,
                 guidance_scale=self.hparams.guidance_scale,
-                generator=gen,
+                generator=gens,
             )
         finally:
             self.prior.unet = trained
@@ -237,6 +260,7 @@ class MVDiffusionModule(L.LightningModule):
             score = oracle_score(asset.cpu(), parse_prompt(prompt), cams)
             rows.append(
                 {
+                    "prompt": prompt,
                     "oracle": score.total,
                     "shape": score.shape,
                     "color": score.color,
@@ -250,7 +274,8 @@ class MVDiffusionModule(L.LightningModule):
         with torch.random.fork_rng():
             torch.manual_seed(self.hparams.seed)
             unet = UNet2DConditionModel.from_config(self.prior.unet.unet.config)
-        return MultiViewUNet(unet, self.prior.num_views).to(self.device).eval()
+        model = MultiViewUNet(unet, self.prior.num_views).requires_grad_(False)
+        return model.to(self.device, self.prior.dtype).eval()
 
     def _evaluate(self, batch: dict[str, Any], models: dict[str, MultiViewUNet]) -> None:
         prompts = list(batch["prompt"])
@@ -270,12 +295,29 @@ class MVDiffusionModule(L.LightningModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate(batch, {"trained": self.ema_unet})
 
+    def _gathered_scores(self) -> dict[str, list[dict[str, Any]]]:
+        """Every rank's rows, once each (DistributedSampler pads ranks with repeated prompts)."""
+        scores = self._scores
+        if self.trainer.world_size > 1 and torch.distributed.is_initialized():
+            parts: list[Any] = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(parts, scores)
+            scores = {}
+            for part in parts:
+                for key, rows in part.items():
+                    scores.setdefault(key, []).extend(rows)
+        unique: dict[str, list[dict[str, Any]]] = {}
+        for key, rows in scores.items():
+            by_prompt = {row["prompt"]: row for row in rows}
+            unique[key] = [by_prompt[p] for p in sorted(by_prompt)]
+        return unique
+
     def on_validation_epoch_end(self) -> None:
+        scores = self._gathered_scores()  # identical on every rank: no per-rank collectives
         for split in ("train", "novel"):
-            rows = [r for k, rs in self._scores.items() if f"/{split}/" in k for r in rs]
+            rows = [r for k, rs in scores.items() if f"/{split}/" in k for r in rs]
             if rows:
                 mean = sum(r["oracle"] for r in rows) / len(rows)
-                self.log(f"val/oracle_{split}", mean, sync_dist=True)
+                self.log(f"val/oracle_{split}", mean, rank_zero_only=True)
         self._log_grid("val/samples")
 
     def _log_grid(self, tag: str) -> None:
@@ -290,30 +332,36 @@ class MVDiffusionModule(L.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self._scores, self._grids = {}, []
-        self._baseline = self._untrained_unet()
+        self._baseline = [self._untrained_unet()]
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._evaluate(batch, {"trained": self.ema_unet, "untrained": self._baseline})
+        self._evaluate(batch, {"trained": self.ema_unet, "untrained": self._baseline[0]})
 
     def on_test_epoch_end(self) -> None:
-        table = summarise(self._scores)
+        self._baseline = []
+        table = summarise(self._gathered_scores())
         for key, stats in table.items():
-            self.log(f"test/{key}/oracle", stats["oracle"]["mean"])
-        log_dir = self.trainer.log_dir if self.trainer else None
+            self.log(f"test/{key}/oracle", stats["oracle"]["mean"], rank_zero_only=True)
+        log_dir = self.trainer.log_dir
         if self.trainer.is_global_zero and log_dir:
             write_quality_table(table, Path(log_dir), self.hparams)
             if self._grids:
-                save_image_grid(torch.cat(self._grids), Path(log_dir) / "test_samples.png", ncols=4)
+                save_image_grid(
+                    torch.cat(self._grids),
+                    Path(log_dir) / "test_samples.png",
+                    ncols=self.prior.num_views,
+                )
 
     # ------------------------------------------------------------------ predict
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         prompts = list(batch["prompt"])
         views = self.generate(prompts)
         out_dir = Path(self.trainer.log_dir or ".") / "predictions"
+        v = self.prior.num_views
         results = []
         for i, (prompt, asset) in enumerate(zip(prompts, views, strict=True)):
             slug = re.sub(r"[^a-z0-9]+", "_", prompt.lower()).strip("_")[:60] or "prompt"
-            path = save_image_grid(asset, out_dir / f"{batch_idx:03d}_{i:02d}_{slug}.png", ncols=4)
+            path = save_image_grid(asset, out_dir / f"{batch_idx:03d}_{i:02d}_{slug}.png", ncols=v)
             row: dict[str, Any] = {"prompt": prompt, "grid": str(path)}
             if batch["split"][i] == "primitives":
                 row.update(self._judge([prompt], asset[None])[0])
@@ -326,7 +374,7 @@ class MVDiffusionModule(L.LightningModule):
         trained = self.prior.unet
         self.prior.unet = self.ema_unet
         try:
-            # float16 halves the shipped file; sampling quality is unchanged at this size
+            # float16 halves the shipped file (load_prior casts back to float32)
             return self.prior.save_pretrained(folder, dtype=torch.float16)
         finally:
             self.prior.unet = trained
@@ -347,7 +395,8 @@ def summarise(scores: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, 
     table: dict[str, dict[str, Any]] = {}
     for key in sorted(scores):
         rows = scores[key]
-        table[key] = {m: mean_ci([r[m] for r in rows]).as_dict() for m in rows[0]}
+        metrics = [m for m in rows[0] if m != "prompt"]
+        table[key] = {m: mean_ci([r[m] for r in rows]).as_dict() for m in metrics}
         table[key]["n"] = len(rows)
     return table
 

@@ -73,10 +73,8 @@ def install_multiview_attention(unet: torch.nn.Module, num_views: int) -> None:
 
 
 def multiview_num_views(unet: torch.nn.Module) -> int | None:
-    """The V of the installed multi-view processors (None if the UNet is per-view)."""
-    found = {
-        p.num_views for p in unet.attn_processors.values() if isinstance(p, MultiViewAttnProcessor)
-    }
-    if len(found) > 1:
-        raise ValueError(f"inconsistent multi-view processors: num_views {sorted(found)}")
-    return found.pop() if found else None
+    """The V of the multi-view processors when every attn1 has one (else None)."""
+    self_attention = [p for k, p in unet.attn_processors.items() if k.endswith("attn1.processor")]
+    found = {p.num_views if isinstance(p, MultiViewAttnProcessor) else None for p in self_attention}
+    # a partly replaced set (e.g. after set_attn_processor on some blocks) counts as not installed
+    return found.pop() if len(found) == 1 else None

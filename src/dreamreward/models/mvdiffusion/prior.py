@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from dreamreward.models.mvdiffusion.text import PromptEncoder, PromptTokens
-from dreamreward.models.mvdiffusion.unet import MultiViewUNet
+from dreamreward.models.mvdiffusion.unet import MultiViewUNet, flatten_cameras
 from dreamreward.models.reward3d.errors import CheckpointMismatchError, check_state_dict
 
 PRIOR_FILE = "prior.json"
@@ -41,7 +41,7 @@ def pixel_scheduler_config(num_train_timesteps: int = 1000) -> dict[str, Any]:
     v-prediction.
 
     Why not SD's eps-prediction: at high noise an eps model's x0 estimate divides its error by
-    ``sqrt(alpha_bar)`` (about 1/150 at t = 950 on DDPM's linear schedule), so a small model
+    ``sqrt(alpha_bar)`` (about 1/97 at t = 950 on DDPM's linear schedule), so a small model
     needs very long training before samples from pure noise show an object; a v model predicts
     the image's layout directly there. :meth:`MultiViewPrior.predict_noise` still returns eps, so
     guidance code does not care which parameterisation the UNet uses.
@@ -51,18 +51,6 @@ def pixel_scheduler_config(num_train_timesteps: int = 1000) -> dict[str, Any]:
         beta_schedule="squaredcos_cap_v2",
         prediction_type="v_prediction",
         clip_sample=True,
-    )
-
-
-def sd_scheduler_config() -> dict[str, Any]:
-    """SD-2.1-base / MVDream: scaled-linear 0.00085 -> 0.012, 1000 steps, eps-prediction."""
-    return dict(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        prediction_type="epsilon",
-        clip_sample=False,
     )
 
 
@@ -104,10 +92,26 @@ class MultiViewPrior(nn.Module):
         scale = 8 if vae is not None else 1
         self.image_size = image_size or unet.sample_size * scale
         self.text_encoder_spec = text_encoder_spec
-        alphas = self.scheduler.alphas_cumprod.float()
-        self.register_buffer("alphas_cumprod", alphas, persistent=False)
+        # float32 always, and not a buffer: .to(float16) would round alpha_bar to 1 near t = 0
+        # and to 0 at t = T - 1 (no noise added, NaN x0); coefficients are cast per call
+        self._alphas_cumprod = self.scheduler.alphas_cumprod.double().float()
 
     # ------------------------------------------------------------------ properties
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    @property
+    def alphas_cumprod(self) -> Tensor:
+        """(T,) float32 alpha_bar on the UNet's device."""
+        if self._alphas_cumprod.device != self.device:
+            self._alphas_cumprod = self._alphas_cumprod.to(self.device)
+        return self._alphas_cumprod
+
     @property
     def num_views(self) -> int:
         return self.unet.num_views
@@ -139,25 +143,27 @@ class MultiViewPrior(nn.Module):
         return latents * self.vae.config.scaling_factor
 
     def decode(self, x: Tensor) -> Tensor:
-        """(N, C, h, w) model space -> (N, 3, H, W) images in [0, 1]."""
+        """(N, C, h, w) model space -> (N, 3, H, W) float32 images in [0, 1]."""
         if self.vae is not None:
-            x = self.vae.decode(x / self.vae.config.scaling_factor).sample
+            x = x.to(self.vae.dtype) / self.vae.config.scaling_factor
+            x = self.vae.decode(x).sample
         return ((x.float() + 1.0) / 2.0).clamp(0.0, 1.0)
 
     # ------------------------------------------------------------------ text
     def encode_prompts(self, prompts: list[str]) -> PromptTokens:
         """Prompts -> (N, L, D) tokens on the UNet's device and dtype."""
-        return self.text_encoder(prompts).to(self.alphas_cumprod.device, self.unet.dtype)
+        return self.text_encoder(prompts).to(self.device, self.dtype)
 
     # ------------------------------------------------------------------ denoising
     @property
     def prediction_type(self) -> str:
         return str(self.scheduler.config.prediction_type)
 
-    def _alpha(self, timesteps: Tensor, like: Tensor) -> Tensor:
-        """alpha_bar_t as (N, 1, 1, 1) in ``like``'s dtype; timesteps (N,) per image."""
-        a = self.alphas_cumprod.to(like.device)[timesteps.long()]
-        return a.view(-1, 1, 1, 1).to(like.dtype)
+    def _alpha(self, timesteps: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
+        """(sqrt(alpha_bar_t), sqrt(1 - alpha_bar_t)), each (N, 1, 1, 1) on ``like``'s device,
+        computed in float32 and cast to ``like``'s dtype; timesteps (N,) per image."""
+        a = self.alphas_cumprod.to(like.device)[timesteps.to(like.device).long()].view(-1, 1, 1, 1)
+        return a.sqrt().to(like.dtype), (1 - a).sqrt().to(like.dtype)
 
     def _per_image(self, timesteps: Tensor, rows: int) -> Tensor:
         timesteps = torch.as_tensor(timesteps).reshape(-1)
@@ -170,8 +176,8 @@ class MultiViewPrior(nn.Module):
         if self.prediction_type == "epsilon":
             return noise
         if self.prediction_type == "v_prediction":
-            a = self._alpha(self._per_image(timesteps, x0.shape[0]), x0)
-            return a.sqrt() * noise - (1 - a).sqrt() * x0
+            sa, s1a = self._alpha(self._per_image(timesteps, x0.shape[0]), x0)
+            return sa * noise - s1a * x0
         raise ValueError(f"unsupported prediction_type {self.prediction_type!r}")
 
     def output_to_noise(self, output: Tensor, noisy: Tensor, timesteps: Tensor) -> Tensor:
@@ -179,8 +185,8 @@ class MultiViewPrior(nn.Module):
         if self.prediction_type == "epsilon":
             return output
         if self.prediction_type == "v_prediction":
-            a = self._alpha(self._per_image(timesteps, noisy.shape[0]), noisy)
-            return a.sqrt() * output + (1 - a).sqrt() * noisy
+            sa, s1a = self._alpha(self._per_image(timesteps, noisy.shape[0]), noisy)
+            return sa * output.to(noisy.dtype) + s1a * noisy
         raise ValueError(f"unsupported prediction_type {self.prediction_type!r}")
 
     def predict_noise(
@@ -209,10 +215,13 @@ class MultiViewPrior(nn.Module):
         """
         v = self.num_views
         rows = noisy.shape[0]
-        if text.embeddings.shape[0] * v != rows:
-            raise ValueError(
-                f"{text.embeddings.shape[0]} prompts for {rows} images: need one per group of {v}"
-            )
+        for name, tokens in (("text", text), ("uncond", uncond)):
+            if tokens is not None and tokens.embeddings.shape[0] * v != rows:
+                raise ValueError(
+                    f"{name}: {tokens.embeddings.shape[0]} prompts for {rows} images: need one "
+                    f"per group of {v}"
+                )
+        cameras = flatten_cameras(cameras, rows)
         cond = text.repeat_views(v)
         timesteps = torch.as_tensor(timesteps, device=noisy.device)
 
@@ -233,14 +242,17 @@ class MultiViewPrior(nn.Module):
         return eps_u + guidance_scale * (eps_c - eps_u), eps_c
 
     def predict_x0(self, noisy: Tensor, eps: Tensor, timesteps: Tensor) -> Tensor:
-        """One-step estimate ``x0 = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t)``; timesteps (B*V,)."""
-        a = self.alphas_cumprod.to(noisy.device)[timesteps.long()].view(-1, 1, 1, 1)
-        return (noisy - (1 - a).sqrt() * eps) / a.sqrt()
+        """One-step estimate ``x0 = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t)``; timesteps (B*V,).
+
+        Computed in float32 (1 / sqrt(a_t) reaches about 600 at t = T - 1 on the cosine schedule)
+        and returned in ``noisy``'s dtype."""
+        sa, s1a = self._alpha(self._per_image(timesteps, noisy.shape[0]), noisy.float())
+        return ((noisy.float() - s1a * eps.float()) / sa).to(noisy.dtype)
 
     def add_noise(self, x0: Tensor, noise: Tensor, timesteps: Tensor) -> Tensor:
         """``x_t = sqrt(a_t) x0 + sqrt(1 - a_t) noise``; timesteps (N,) per image."""
-        a = self.alphas_cumprod.to(x0.device)[timesteps.long()].view(-1, 1, 1, 1).to(x0.dtype)
-        return a.sqrt() * x0 + (1 - a).sqrt() * noise
+        sa, s1a = self._alpha(self._per_image(timesteps, x0.shape[0]), x0.float())
+        return (sa * x0.float() + s1a * noise.float()).to(x0.dtype)
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
@@ -251,7 +263,7 @@ class MultiViewPrior(nn.Module):
         num_inference_steps: int = 50,
         guidance_scale: float = 5.0,
         negative_prompt: str = "",
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         progress: bool = False,
     ) -> Tensor:
         """Generate V views per prompt with DDIM (eta 0) and classifier-free guidance.
@@ -263,7 +275,9 @@ class MultiViewPrior(nn.Module):
             num_inference_steps: DDIM steps.
             guidance_scale: CFG weight (1 = no guidance).
             negative_prompt: the unconditional prompt.
-            generator: seeds the initial noise (a CPU generator: same images on any device).
+            generator: seeds the initial noise (CPU generators: same images on any device); a
+                list gives each prompt its own, so a prompt's sample does not depend on the
+                other prompts of the batch.
             progress: show a progress bar.
 
         Returns:
@@ -272,19 +286,27 @@ class MultiViewPrior(nn.Module):
         if not prompts or any(not p.strip() for p in prompts):
             raise ValueError(f"sample needs non-empty prompts, got {prompts!r}")
         b, v = len(prompts), self.num_views
-        device = self.alphas_cumprod.device
+        device = self.device
         size, channels = self.unet.sample_size, self.unet.in_channels
         cameras = cameras.to(device)
         if cameras.shape != (b * v, 16):
             raise ValueError(f"cameras must be ({b * v}, 16) for {b} prompts, got {cameras.shape}")
-        # predict_noise always gives eps, whatever the UNet predicts
-        ddim = DDIMScheduler.from_config(self.scheduler.config, prediction_type="epsilon")
+        # predict_noise always gives eps, whatever the UNet predicts; "trailing" spacing starts
+        # at t = T - 1 (pure noise), where the model was trained, rather than at T - T/steps
+        ddim = DDIMScheduler.from_config(
+            self.scheduler.config, prediction_type="epsilon", timestep_spacing="trailing"
+        )
         ddim.set_timesteps(num_inference_steps, device=device)
         text = self.encode_prompts(prompts)
         uncond = self.encode_prompts([negative_prompt] * b) if guidance_scale != 1.0 else None
-        x = torch.randn(b * v, channels, size, size, generator=generator).to(
-            device, self.unet.dtype
-        )
+        if isinstance(generator, list):
+            if len(generator) != b:
+                raise ValueError(f"{len(generator)} generators for {b} prompts")
+            x = torch.cat([torch.randn(v, channels, size, size, generator=g) for g in generator])
+        else:
+            x = torch.randn(b * v, channels, size, size, generator=generator).to(
+                device, self.unet.dtype
+            )
         for t in tqdm(ddim.timesteps, desc="DDIM", disable=not progress, leave=False):
             eps, _ = self.predict_noise(x, t.expand(b), text, cameras, uncond, guidance_scale)
             x = ddim.step(eps, t, x).prev_sample
@@ -363,7 +385,16 @@ def load_prior(
                 f"{root} is not a saved multi-view prior: {p.relative_to(root)} is missing "
                 "(write one with MultiViewPrior.save_pretrained or `fit` an MVDiffusionModule)"
             )
-    meta = json.loads(meta_path.read_text())
+    try:
+        meta = json.loads(meta_path.read_text())
+        num_views, image_size = int(meta["num_views"]), int(meta["image_size"])
+        text_spec = meta["text_encoder"]
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise CheckpointMismatchError(
+            f"{meta_path}: not a prior description with num_views, image_size and text_encoder "
+            f"({err!r})",
+            path=meta_path,
+        ) from err
     config = UNet2DConditionModel.load_config(str(root / "unet"))
     unet = UNet2DConditionModel.from_config(config)
     state = load_file(str(weights))
@@ -373,17 +404,17 @@ def load_prior(
     if not (scheduler_dir / "scheduler_config.json").is_file():
         raise FileNotFoundError(f"{scheduler_dir}/scheduler_config.json is missing")
     scheduler_config = dict(DDPMScheduler.load_config(str(scheduler_dir)))
-    text = _build_text_encoder(meta.get("text_encoder", {}), str(meta_path))
+    text = _build_text_encoder(text_spec, str(meta_path))
     try:
         prior = MultiViewPrior(
-            MultiViewUNet(unet, int(meta["num_views"])),
+            MultiViewUNet(unet, num_views),
             text,
             scheduler_config,
-            image_size=int(meta["image_size"]),
-            text_encoder_spec=meta["text_encoder"],
+            image_size=image_size,
+            text_encoder_spec=text_spec,
         )
-    except KeyError as err:
-        raise CheckpointMismatchError(f"{meta_path}: field {err} missing", path=meta_path) from err
+    except ValueError as err:
+        raise CheckpointMismatchError(f"{root}: {err}", path=root) from err
     prior.requires_grad_(False)
     return prior.to(device=device, dtype=dtype).eval()
 
@@ -413,6 +444,10 @@ def load_mvdream_prior(
     from dreamreward.models.mvdiffusion.text import CLIPPromptEncoder
 
     root = Path(path)
+    if not root.exists():
+        raise FileNotFoundError(
+            f"no MVDream weights at {root}: give sd-v2.1-base-4view.pt or the diffusers port folder"
+        )
     if root.is_dir():
         unet, vae, text_model = load_mvdream_diffusers(root, dtype=dtype, device=device)
         tokenizer_path = tokenizer_path or root / "tokenizer"

@@ -84,12 +84,15 @@ class PromptEncoder(nn.Module):
         """
         if isinstance(prompts, str):
             raise TypeError("pass a list of prompts, not a string")
-        todo = [p for p in dict.fromkeys(prompts) if p not in self._cache]
-        if todo:
-            out = self._encode(todo)
-            for i, p in enumerate(todo):
-                mask = None if out.mask is None else out.mask[i]
-                self._cache[p] = (out.embeddings[i], mask)
+        for p in dict.fromkeys(prompts):
+            if p in self._cache:
+                continue
+            # one prompt at a time: a prompt's features must not depend on which other prompts
+            # it was first batched with (batched matmuls round differently), or a resumed run
+            # would drift from an uninterrupted one
+            out = self._encode([p])
+            mask = None if out.mask is None else out.mask[0].clone()
+            self._cache[p] = (out.embeddings[0].clone(), mask)
         rows = []
         for p in prompts:
             self._cache.move_to_end(p)
@@ -169,14 +172,14 @@ class CLIPPromptEncoder(PromptEncoder):
         text_model: the CLIP text tower (e.g. from :func:`~.convert.load_mvdream_checkpoint`).
         tokenizer_path: a folder with ``vocab.json`` + ``merges.txt`` (e.g. the diffusers port's
             ``tokenizer/``).
-        cache_size: prompts cached.
+        cache_size: prompts cached (77 x 1024 floats each, on the model's device).
     """
 
     def __init__(
         self,
         text_model: nn.Module,
         tokenizer_path: str | os.PathLike[str],
-        cache_size: int = 4096,
+        cache_size: int = 256,
     ) -> None:
         super().__init__(cache_size)
         from transformers import CLIPTokenizer

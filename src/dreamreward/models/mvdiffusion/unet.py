@@ -183,7 +183,10 @@ class MultiViewUNet(nn.Module):
                 f"encoder_hidden_states must be ({rows}, L, D), "
                 f"got {tuple(encoder_hidden_states.shape)}"
             )
-        cams = flatten_cameras(cameras, rows).to(sample.device, sample.dtype)
+        # inputs follow the UNet's dtype (an fp16 prior fed float32 renders or tokens)
+        sample = sample.to(self.dtype)
+        encoder_hidden_states = encoder_hidden_states.to(self.dtype)
+        cams = flatten_cameras(cameras, rows).to(sample.device, self.dtype)
         return self.unet(
             sample,
             timestep,
