@@ -47,7 +47,7 @@ def test_config_fits_tests_and_exports(tmp_path):
     log_dir = Path(cli.trainer.log_dir)
     assert (log_dir / "prior" / "prior.json").is_file()
     table = json.loads((log_dir / "mvdiffusion_eval.json").read_text())
-    assert {k.split("/")[0] for k in table} == {"trained", "untrained"}
+    assert {k.split("/")[0] for k in table} == {"trained", "untrained", "reference"}
     assert (log_dir / "test_samples.png").is_file()
 
 

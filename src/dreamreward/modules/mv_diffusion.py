@@ -41,9 +41,10 @@ from dreamreward.models.mvdiffusion.text import MiniLMPromptEncoder
 from dreamreward.models.mvdiffusion.unet import MultiViewUNet, small_unet_config
 from dreamreward.render.export import save_image_grid
 from dreamreward.stats import mean_ci
+from dreamreward.world.layout import scene_mesh
 from dreamreward.world.oracle import oracle_score, view_consistency
 from dreamreward.world.prompts import parse_prompt
-from dreamreward.world.views import default_cameras
+from dreamreward.world.views import default_cameras, render_views
 
 _TEXT_PREFIX = "prior.text_encoder."
 
@@ -277,10 +278,19 @@ class MVDiffusionModule(L.LightningModule):
         model = MultiViewUNet(unet, self.prior.num_views).requires_grad_(False)
         return model.to(self.device, self.prior.dtype).eval()
 
-    def _evaluate(self, batch: dict[str, Any], models: dict[str, MultiViewUNet]) -> None:
+    def _reference_views(self, prompts: list[str]) -> Tensor:
+        """The prompts' ground-truth scenes rendered from the canonical cameras: (B, V, H, W, 3)."""
+        cams = default_cameras(self.hparams.image_size)
+        return torch.stack(
+            [render_views(scene_mesh(parse_prompt(p))[0], cams)["rgb"] for p in prompts]
+        )
+
+    def _evaluate(self, batch: dict[str, Any], models: dict[str, MultiViewUNet | None]) -> None:
         prompts = list(batch["prompt"])
         for name, unet in models.items():
-            views = self.generate(prompts, unet)
+            # None: the ground-truth renders (the oracle's ceiling and the consistency of a
+            # real object)
+            views = self._reference_views(prompts) if unet is None else self.generate(prompts, unet)
             if name == "trained" and len(self._grids) < 4:
                 self._grids.append(views.flatten(0, 1).cpu())
             for row, split, objects in zip(
@@ -335,7 +345,8 @@ class MVDiffusionModule(L.LightningModule):
         self._baseline = [self._untrained_unet()]
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._evaluate(batch, {"trained": self.ema_unet, "untrained": self._baseline[0]})
+        models = {"trained": self.ema_unet, "untrained": self._baseline[0], "reference": None}
+        self._evaluate(batch, models)
 
     def on_test_epoch_end(self) -> None:
         self._baseline = []
@@ -407,7 +418,8 @@ def write_quality_table(table: dict[str, dict[str, Any]], folder: Path, hparams:
     (folder / "mvdiffusion_eval.json").write_text(json.dumps(table, indent=2) + "\n")
     lines = [
         f"Samples: {hparams.sample_steps} DDIM steps, CFG {hparams.guidance_scale}, canonical "
-        "cameras; mean [95% bootstrap CI].",
+        "cameras; mean [95% bootstrap CI]. `reference` = the ground-truth scenes rendered from "
+        "the same cameras (the oracle's ceiling; consistency of a real object).",
         "",
         "| weights | prompts | objects | n | oracle | shape | colour | binding | consistency |",
         "|---|---|---|---:|---|---|---|---|---|",
