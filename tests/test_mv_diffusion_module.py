@@ -236,7 +236,9 @@ def test_fit_exports_prior_and_test_writes_table(render_set, tmp_path) -> None:
     assert 0 <= table["trained/train/1obj"]["oracle"]["mean"] <= 1
     # the ceiling is below 1 (shading, soft edges): 0.80-0.94 at 32 px, lower at 8 px
     assert table["reference/train/1obj"]["oracle"]["mean"] > 0.6
-    assert "| untrained | novel | 1 |" in (log_dir / "mvdiffusion_eval.md").read_text()
+    md = (log_dir / "mvdiffusion_eval.md").read_text()
+    assert "| untrained | novel | 1 |" in md
+    assert "shape_right" in table["trained/train/1obj"]
 
     rows = [r for batch in t.predict(module, datamodule=data) for r in batch]
     assert [r["prompt"] for r in rows] == ["a red cube", "a teapot made of glass"]

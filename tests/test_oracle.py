@@ -12,8 +12,10 @@ from dreamreward.world.candidates import (
     make_candidates,
     render_candidate,
 )
+from dreamreward.world.layout import scene_mesh
 from dreamreward.world.oracle import annotate, oracle_score, palette_labels, rank, rate
 from dreamreward.world.scene import COLORS, Scene, SceneObject
+from dreamreward.world.views import default_cameras, render_views
 
 TWO = Scene((SceneObject("cube", "red"), SceneObject("sphere", "blue")), "on top of")
 ONE = Scene((SceneObject("cone", "green"),))
@@ -157,3 +159,21 @@ def test_bad_views_raise(cameras):
         oracle_score(torch.rand(3, 48, 48, 3), TWO, cameras)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         oracle_score(torch.full((4, 48, 48, 3), 2.0), TWO, cameras)
+
+
+def test_recognise_object_reads_shape_and_colour() -> None:
+    from dreamreward.world.oracle import recognise_object
+    from dreamreward.world.prompts import parse_prompt
+
+    cams = default_cameras(32)
+    for prompt, shape, color in (
+        ("a red cube", "cube", "red"),
+        ("a white torus", "torus", "white"),
+    ):
+        views = render_views(scene_mesh(parse_prompt(prompt))[0], cams)["rgb"]
+        seen = recognise_object(views, cams)
+        assert (seen.shape, seen.color) == (shape, color)
+    # a blue cone is not read as a red cube
+    views = render_views(scene_mesh(parse_prompt("a blue cone"))[0], cams)["rgb"]
+    seen = recognise_object(views, cams)
+    assert (seen.shape, seen.color) == ("cone", "blue")

@@ -42,7 +42,7 @@ from dreamreward.models.mvdiffusion.unet import MultiViewUNet, small_unet_config
 from dreamreward.render.export import save_image_grid
 from dreamreward.stats import mean_ci
 from dreamreward.world.layout import scene_mesh
-from dreamreward.world.oracle import oracle_score, view_consistency
+from dreamreward.world.oracle import oracle_score, recognise_object, view_consistency
 from dreamreward.world.prompts import parse_prompt
 from dreamreward.world.views import default_cameras, render_views
 
@@ -258,17 +258,21 @@ class MVDiffusionModule(L.LightningModule):
         cams = default_cameras(self.hparams.image_size)
         rows = []
         for prompt, asset in zip(prompts, views, strict=True):
-            score = oracle_score(asset.cpu(), parse_prompt(prompt), cams)
-            rows.append(
-                {
-                    "prompt": prompt,
-                    "oracle": score.total,
-                    "shape": score.shape,
-                    "color": score.color,
-                    "binding": score.binding,
-                    "consistency": view_consistency(asset),
-                }
-            )
+            scene = parse_prompt(prompt)
+            score = oracle_score(asset.cpu(), scene, cams)
+            row: dict[str, Any] = {
+                "prompt": prompt,
+                "oracle": score.total,
+                "shape": score.shape,
+                "color": score.color,
+                "binding": score.binding,
+                "consistency": view_consistency(asset),
+            }
+            if scene.num_objects == 1:  # "is it a red cube?", read by the oracle
+                seen = recognise_object(asset.cpu(), cams)
+                row["shape_right"] = float(seen.shape == scene.objects[0].shape)
+                row["color_right"] = float(seen.color == scene.objects[0].color)
+            rows.append(row)
         return rows
 
     def _untrained_unet(self) -> MultiViewUNet:
@@ -421,15 +425,24 @@ def write_quality_table(table: dict[str, dict[str, Any]], folder: Path, hparams:
         "cameras; mean [95% bootstrap CI]. `reference` = the ground-truth scenes rendered from "
         "the same cameras (the oracle's ceiling; consistency of a real object).",
         "",
-        "| weights | prompts | objects | n | oracle | shape | colour | binding | consistency |",
-        "|---|---|---|---:|---|---|---|---|---|",
+        "`shape right` / `colour right`: one-object prompts whose sample the oracle reads as "
+        "the prompt's shape / colour (nearest of the 5 shapes by silhouette, dominant colour).",
+        "",
+        "| weights | prompts | objects | n | oracle | shape | colour | binding | consistency "
+        "| shape right | colour right |",
+        "|---|---|---|---:|---|---|---|---|---|---|---|",
     ]
+
+    def cell(stats: dict[str, Any], metric: str) -> str:
+        if metric not in stats:
+            return "–"
+        s = stats[metric]
+        return f"{s['mean']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}]"
+
     for key, stats in table.items():
         model, split, objects = key.split("/")
-        cells = [
-            f"{stats[m]['mean']:.3f} [{stats[m]['ci_low']:.3f}, {stats[m]['ci_high']:.3f}]"
-            for m in ("oracle", "shape", "color", "binding", "consistency")
-        ]
+        metrics = ("oracle", "shape", "color", "binding", "consistency")
+        cells = [cell(stats, m) for m in (*metrics, "shape_right", "color_right")]
         lines.append(
             f"| {model} | {split} | {objects[0]} | {stats['n']} | " + " | ".join(cells) + " |"
         )

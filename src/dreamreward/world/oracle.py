@@ -255,3 +255,47 @@ def view_consistency(views: Tensor) -> float:
     color = torch.minimum(hist[i], hist[j]).sum(dim=-1)
     sizes = torch.minimum(area[i], area[j]) / torch.maximum(area[i], area[j]).clamp_min(1e-6)
     return float((0.5 * (color + sizes)).mean())
+
+
+@dataclass
+class Recognition:
+    """What a 4-view image of one object looks like to the oracle.
+
+    Attributes:
+        shape: the primitive whose silhouettes (aligned by centroid and area) overlap the
+            image's foreground best, over all views.
+        color: the named colour covering most of the foreground.
+        shape_iou: (len(SHAPES),) mean silhouette IoU per candidate shape.
+    """
+
+    shape: str
+    color: str
+    shape_iou: Tensor
+
+
+@torch.no_grad()
+def recognise_object(views: Tensor, cameras: Cameras) -> Recognition:
+    """Classify a one-object asset's shape and colour from its renders (e.g. a diffusion
+    sample): the oracle's nearest-neighbour reading, for "is it a red cube?" accuracy figures.
+
+    Args:
+        views: (V, H, W, 3) in [0, 1] on a white background, from ``cameras``.
+        cameras: the V cameras (size H x W).
+    """
+    from dreamreward.world.scene import SHAPES, SceneObject
+
+    if views.ndim != 4 or views.shape[-1] != 3 or len(cameras) != views.shape[0]:
+        raise ValueError(f"views must be (V, H, W, 3) for {len(cameras)} cameras")
+    views = views.detach().float().cpu().clamp(0, 1)
+    mask = foreground_mask(views)
+    k = len(_PALETTE_NAMES)
+    hist = (F.one_hot(palette_labels(views), k).float() * mask[..., None]).sum(dim=(0, 1, 2))
+    color = _PALETTE_NAMES[int(hist.argmax())]
+    ious = []
+    for shape in SHAPES:
+        mesh, _ = scene_mesh(Scene((SceneObject(shape, color),)))
+        ref = render_views(mesh, cameras.to("cpu"))["mask"][..., 0]
+        aligned = _align(mask[:, None], mask, ref)[:, 0]
+        ious.append(_soft_iou(aligned, ref).mean())
+    shape_iou = torch.stack(ious)
+    return Recognition(SHAPES[int(shape_iou.argmax())], color, shape_iou)
