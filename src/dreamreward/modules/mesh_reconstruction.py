@@ -1,7 +1,7 @@
 """Reconstruct a mesh from multi-view images: NeRF stage, then DMTet stage initialised from it.
 
-This is the renderer's end-to-end regression job (``configs/render/fit_mesh.yaml``) and the
-same two-stage geometry pipeline DreamFL uses (Magic3D/threestudio: coarse NeRF -> DMTet).
+This is the renderer's end-to-end regression job (``configs/render/fit_mesh.yaml``) on the same
+two-stage asset DreamFL optimises (:class:`~dreamreward.modules.two_stage.TwoStageAssetModule`).
 """
 
 from __future__ import annotations
@@ -10,27 +10,22 @@ import json
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from dreamreward.data.mesh_views import sample_training_batch
-from dreamreward.render.background import Background, SolidBackground
-from dreamreward.render.cameras import Cameras, orbit_cameras
+from dreamreward.modules.two_stage import TwoStageAssetModule
+from dreamreward.render.background import Background
+from dreamreward.render.cameras import Cameras
 from dreamreward.render.dmtet import DMTetGeometry
-from dreamreward.render.export import export_mesh, save_image_grid, save_turntable
-from dreamreward.render.image_ops import box_downsample
-from dreamreward.render.mesh import Mesh
-from dreamreward.render.mesh_ops import laplacian_smoothing_loss, normal_consistency_loss
+from dreamreward.render.export import save_image_grid
 from dreamreward.render.metrics import mesh_metrics, psnr
 from dreamreward.render.nerf import NeRFField
-from dreamreward.render.rasterizer import render_mesh
-from dreamreward.render.rays import generate_pinhole_rays
 from dreamreward.render.volume import VolumeRenderer
 
 
-class MeshReconstructionModule(L.LightningModule):
+class MeshReconstructionModule(TwoStageAssetModule):
     """Two-stage multi-view reconstruction.
 
     Stage 1 (``global_step < nerf_steps``): fit the NeRF field to random rays (colour MSE plus
@@ -90,89 +85,21 @@ class MeshReconstructionModule(L.LightningModule):
         turntable_distance: float = 2.2,
         turntable_fovy_deg: float = 45.0,
     ) -> None:
-        super().__init__()
+        super().__init__(
+            field, volume_renderer, dmtet, background, nerf_steps, isosurface_threshold
+        )
         self.save_hyperparameters(ignore=["field", "volume_renderer", "dmtet", "background"])
-        self.field = field
-        self.volume_renderer = volume_renderer
-        self.dmtet = dmtet
-        self.background = background or SolidBackground()
-        self.nerf_steps = nerf_steps
-        self.isosurface_threshold = isosurface_threshold
-        # Saved in checkpoints: a run resumed in stage 2 must not re-initialise DMTet.
-        self.register_buffer("dmtet_initialized", torch.zeros((), dtype=torch.bool))
 
     # ------------------------------------------------------------------ helpers
-    @property
-    def in_mesh_stage(self) -> bool:
-        return self.global_step >= self.nerf_steps
-
     def _cameras(self, batch: dict[str, Tensor]) -> Cameras:
         _, h, w, _ = batch["rgb"].shape
         return Cameras(batch["c2w"], batch["fovy"], w, h)
-
-    def _ensure_dmtet(self) -> None:
-        if bool(self.dmtet_initialized):
-            return
-        self.dmtet.initialize_from_density(self.field.density, self.isosurface_threshold)
-        sdf = self.dmtet.sdf.detach()
-        if not bool((sdf < 0).any() and (sdf > 0).any()):
-            with torch.no_grad():
-                peak = float(self.field.density(self.dmtet.grid_vertices).max())
-            raise RuntimeError(
-                f"cannot initialise DMTet: the NeRF density never crosses "
-                f"isosurface_threshold={self.isosurface_threshold} on the tet grid (its maximum "
-                f"there is {peak:.3g}); lower model.isosurface_threshold or raise "
-                f"model.nerf_steps (now {self.nerf_steps})"
-            )
-        self.dmtet_initialized.fill_(True)
-
-    def current_mesh(self) -> Mesh:
-        """The stage-2 mesh with vertex colours from the colour field (differentiable)."""
-        self._ensure_dmtet()
-        mesh = self.dmtet.extract_mesh()
-        return Mesh(mesh.vertices, mesh.faces, self.field.color(mesh.vertices))
-
-    def render_mesh_views(self, mesh: Mesh, cameras: Cameras, soft: bool) -> dict[str, Tensor]:
-        """Rasterize ``mesh`` (supersampled, box filtered) over the background.
-
-        Returns:
-            dict with ``rgb`` (N, H, W, 3), ``alpha`` (N, H, W, 1) (soft if ``soft``) and
-            ``mask`` (N, H, W, 1) coverage.
-        """
-        ss = self.hparams.mesh_supersample
-        fine = cameras.with_resolution(cameras.width * ss, cameras.height * ss)
-        out = render_mesh(
-            mesh,
-            fine,
-            vertex_features=mesh.vertex_colors,
-            soft_sigma=self.hparams.soft_sigma * ss * ss if soft else None,
-        )
-        mask = out["mask"].float()
-        _, directions = generate_pinhole_rays(fine)  # a learned background needs view rays
-        bg = self.background(directions.to(mask))
-        images = {
-            "rgb": out["features"] * mask + bg * (1 - mask),
-            "alpha": out["alpha"],
-            "mask": mask,
-        }
-        return {k: box_downsample(v, ss) for k, v in images.items()}
-
-    def render_views(self, cameras: Cameras) -> Tensor:
-        """(N, H, W, 3) renders with the current stage's representation."""
-        if bool(self.dmtet_initialized):
-            return self.render_mesh_views(self.current_mesh(), cameras, soft=False)["rgb"]
-        return self.volume_renderer.render_cameras(self.field, self.background, cameras)["rgb"]
 
     # ------------------------------------------------------------------ training
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         if not self.in_mesh_stage:
             gen = torch.Generator().manual_seed(self.global_step)
             self.volume_renderer.update_occupancy(self.field, self.global_step, gen)
-
-    def _step_generator(self, stream: int) -> torch.Generator:
-        """A CPU generator for this step; ``stream`` separates independent draws."""
-        seed = (self.hparams.seed * 1_000_003 + self.global_step) * 4 + stream
-        return torch.Generator().manual_seed(seed)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         batch = sample_training_batch(
@@ -216,35 +143,12 @@ class MeshReconstructionModule(L.LightningModule):
         out = self.render_mesh_views(mesh, self._cameras(batch), soft=True)
         mse = F.mse_loss(out["rgb"], batch["rgb"])
         silhouette = F.mse_loss(out["alpha"], batch["mask"])
-        loss = mse + self.hparams.silhouette_weight * silhouette
-        if self.hparams.normal_consistency_weight > 0:
-            loss = loss + self.hparams.normal_consistency_weight * normal_consistency_loss(
-                mesh.vertices, mesh.faces
-            )
-        if self.hparams.laplacian_weight > 0:
-            loss = loss + self.hparams.laplacian_weight * laplacian_smoothing_loss(
-                mesh.vertices, mesh.faces
-            )
+        loss = mse + self.hparams.silhouette_weight * silhouette + self.mesh_regularization(mesh)
         return loss, {
             "loss": loss.detach(),
             "psnr": -10 * torch.log10(mse.detach()),
             "faces": torch.tensor(float(mesh.num_faces)),
         }
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        hp = self.hparams
-        grid = list(self.field.encoding.parameters())
-        grid_ids = {id(p) for p in grid}
-        mlps = [p for p in self.field.parameters() if id(p) not in grid_ids]
-        mlps += list(self.background.parameters())
-        groups = [
-            {"params": grid, "lr": hp.lr_grid},
-            {"params": mlps, "lr": hp.lr_mlp},
-            {"params": list(self.dmtet.parameters()), "lr": hp.lr_dmtet},
-        ]
-        groups = [g for g in groups if g["params"]]
-        # Instant-NGP/threestudio settings; eps small because grid gradients are tiny.
-        return torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15)
 
     # ------------------------------------------------------------------ evaluation
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
@@ -275,28 +179,6 @@ class MeshReconstructionModule(L.LightningModule):
         grid = torch.cat([batch["rgb"], pred], dim=0)  # targets on the first row
         self._log_image(f"{split}/target_vs_render", grid, ncols=pred.shape[0])
 
-    def _log_image(self, tag: str, images: Tensor, ncols: int) -> None:
-        if self._trainer is not None and not self.trainer.is_global_zero:
-            return  # one writer on multi-device runs
-        log_dir = self._log_dir()
-        path = save_image_grid(
-            images,
-            log_dir / "images" / f"{tag.replace('/', '_')}_{self.global_step:06d}.png",
-            ncols=ncols,
-        )
-        experiment = getattr(self.logger, "experiment", None)
-        if experiment is not None and hasattr(experiment, "add_image"):
-            import numpy as np
-            from PIL import Image
-
-            array = np.asarray(Image.open(path).convert("RGB"))
-            experiment.add_image(tag, array, self.global_step, dataformats="HWC")
-
-    def _log_dir(self) -> Path:
-        trainer = self._trainer
-        directory = trainer.log_dir if trainer is not None and trainer.log_dir else "."
-        return Path(directory)
-
     # ------------------------------------------------------------------ export
     def on_train_end(self) -> None:
         if self.trainer.is_global_zero:
@@ -305,23 +187,7 @@ class MeshReconstructionModule(L.LightningModule):
     @torch.no_grad()
     def export_results(self, out_dir: Path) -> dict[str, float]:
         """Write the final mesh (GLB/OBJ), a turntable GIF and ``metrics.json`` to ``out_dir``."""
-        out_dir.mkdir(parents=True, exist_ok=True)
-        mesh = self.current_mesh().detach()
-        mesh = Mesh(mesh.vertices.cpu(), mesh.faces.cpu(), mesh.vertex_colors.cpu())
-        for fmt in self.hparams.export_formats:
-            export_mesh(mesh, out_dir / f"mesh.{fmt}")
-        frames = self.hparams.turntable_frames
-        azimuth = torch.arange(frames, dtype=torch.float32) * (360.0 / frames)
-        hp = self.hparams
-        cams = orbit_cameras(
-            hp.turntable_elevation_deg,
-            azimuth,
-            hp.turntable_distance,
-            hp.turntable_fovy_deg,
-            hp.turntable_size,
-        )
-        renders = self.render_mesh_views(mesh.to(self.device), cams.to(self.device), soft=False)
-        save_turntable(renders["rgb"].cpu(), out_dir / "turntable.gif")
+        mesh = self.export_asset(out_dir)
         metrics: dict[str, float] = {"mesh/faces": float(mesh.num_faces)}
         datamodule = getattr(self._trainer, "datamodule", None)
         reference = getattr(datamodule, "reference_mesh", None)

@@ -1,0 +1,201 @@
+"""The two-stage 3D asset shared by reconstruction and DreamFL: NeRF first, then DMTet.
+
+Magic3D/threestudio's geometry pipeline: a NeRF field is optimised at low resolution
+(``global_step < nerf_steps``), then DMTet is initialised from the field's density level
+``isosurface_threshold`` (Magic3D's ``create_from``) and refined through the rasterizer, with the
+field's colour branch giving vertex colours. What supervises the renders (reference images,
+score distillation) is the subclass's business; this base owns the representation, its
+rendering, the optimizer groups, per-step generators, image logging and mesh export.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from dreamreward.render.background import Background, SolidBackground
+from dreamreward.render.cameras import Cameras, orbit_cameras
+from dreamreward.render.dmtet import DMTetGeometry
+from dreamreward.render.export import export_mesh, save_image_grid, save_turntable
+from dreamreward.render.image_ops import box_downsample
+from dreamreward.render.mesh import Mesh
+from dreamreward.render.mesh_ops import laplacian_smoothing_loss, normal_consistency_loss
+from dreamreward.render.nerf import NeRFField
+from dreamreward.render.rasterizer import render_mesh
+from dreamreward.render.rays import generate_pinhole_rays
+from dreamreward.render.volume import VolumeRenderer
+
+
+class TwoStageAssetModule(L.LightningModule):
+    """NeRF -> DMTet asset (see the module docstring); subclasses add the losses.
+
+    Subclasses call ``save_hyperparameters`` with these arguments among theirs; the base reads
+    ``self.hparams`` for the rendering and export settings.
+
+    Args:
+        field: the NeRF field (density + colour).
+        volume_renderer: renders the field.
+        dmtet: the stage-2 geometry.
+        background: colour behind the object (white by default).
+        nerf_steps: steps of stage 1; the rest of ``trainer.max_steps`` is stage 2.
+        isosurface_threshold: the density level that becomes the DMTet surface.
+    """
+
+    def __init__(
+        self,
+        field: NeRFField,
+        volume_renderer: VolumeRenderer,
+        dmtet: DMTetGeometry,
+        background: Background | None,
+        nerf_steps: int,
+        isosurface_threshold: float,
+    ) -> None:
+        super().__init__()
+        self.field = field
+        self.volume_renderer = volume_renderer
+        self.dmtet = dmtet
+        self.background = background or SolidBackground()
+        self.nerf_steps = nerf_steps
+        self.isosurface_threshold = isosurface_threshold
+        # Saved in checkpoints: a run resumed in stage 2 must not re-initialise DMTet.
+        self.register_buffer("dmtet_initialized", torch.zeros((), dtype=torch.bool))
+
+    # ------------------------------------------------------------------ representation
+    @property
+    def in_mesh_stage(self) -> bool:
+        return self.global_step >= self.nerf_steps
+
+    def _ensure_dmtet(self) -> None:
+        if bool(self.dmtet_initialized):
+            return
+        self.dmtet.initialize_from_density(self.field.density, self.isosurface_threshold)
+        sdf = self.dmtet.sdf.detach()
+        if not bool((sdf < 0).any() and (sdf > 0).any()):
+            with torch.no_grad():
+                peak = float(self.field.density(self.dmtet.grid_vertices).max())
+            raise RuntimeError(
+                f"cannot initialise DMTet: the NeRF density never crosses "
+                f"isosurface_threshold={self.isosurface_threshold} on the tet grid (its maximum "
+                f"there is {peak:.3g}); lower model.isosurface_threshold or raise "
+                f"model.nerf_steps (now {self.nerf_steps})"
+            )
+        self.dmtet_initialized.fill_(True)
+
+    def current_mesh(self) -> Mesh:
+        """The stage-2 mesh with vertex colours from the colour field (differentiable)."""
+        self._ensure_dmtet()
+        mesh = self.dmtet.extract_mesh()
+        return Mesh(mesh.vertices, mesh.faces, self.field.color(mesh.vertices))
+
+    def mesh_regularization(self, mesh: Mesh) -> Tensor:
+        """Normal consistency and Laplacian smoothing, weighted by the hyperparameters."""
+        hp = self.hparams
+        loss = mesh.vertices.new_zeros(())
+        if hp.normal_consistency_weight > 0:
+            loss = loss + hp.normal_consistency_weight * normal_consistency_loss(
+                mesh.vertices, mesh.faces
+            )
+        if hp.laplacian_weight > 0:
+            loss = loss + hp.laplacian_weight * laplacian_smoothing_loss(mesh.vertices, mesh.faces)
+        return loss
+
+    # ------------------------------------------------------------------ rendering
+    def render_mesh_views(self, mesh: Mesh, cameras: Cameras, soft: bool) -> dict[str, Tensor]:
+        """Rasterize ``mesh`` (supersampled, box filtered) over the background.
+
+        Returns:
+            dict with ``rgb`` (N, H, W, 3), ``alpha`` (N, H, W, 1) (soft if ``soft``) and
+            ``mask`` (N, H, W, 1) coverage.
+        """
+        ss = self.hparams.mesh_supersample
+        fine = cameras.with_resolution(cameras.width * ss, cameras.height * ss)
+        out = render_mesh(
+            mesh,
+            fine,
+            vertex_features=mesh.vertex_colors,
+            soft_sigma=self.hparams.soft_sigma * ss * ss if soft else None,
+        )
+        mask = out["mask"].float()
+        _, directions = generate_pinhole_rays(fine)  # a learned background needs view rays
+        bg = self.background(directions.to(mask))
+        images = {
+            "rgb": out["features"] * mask + bg * (1 - mask),
+            "alpha": out["alpha"],
+            "mask": mask,
+        }
+        return {k: box_downsample(v, ss) for k, v in images.items()}
+
+    def render_views(self, cameras: Cameras) -> Tensor:
+        """(N, H, W, 3) renders with the current stage's representation."""
+        if bool(self.dmtet_initialized):
+            return self.render_mesh_views(self.current_mesh(), cameras, soft=False)["rgb"]
+        return self.volume_renderer.render_cameras(self.field, self.background, cameras)["rgb"]
+
+    # ------------------------------------------------------------------ training helpers
+    def _step_generator(self, stream: int) -> torch.Generator:
+        """A CPU generator for this step; ``stream`` separates independent draws."""
+        seed = (self.hparams.seed * 1_000_003 + self.global_step) * 4 + stream
+        return torch.Generator().manual_seed(seed)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        hp = self.hparams
+        grid = list(self.field.encoding.parameters())
+        grid_ids = {id(p) for p in grid}
+        mlps = [p for p in self.field.parameters() if id(p) not in grid_ids]
+        mlps += list(self.background.parameters())
+        groups = [
+            {"params": grid, "lr": hp.lr_grid},
+            {"params": mlps, "lr": hp.lr_mlp},
+            {"params": list(self.dmtet.parameters()), "lr": hp.lr_dmtet},
+        ]
+        groups = [g for g in groups if g["params"]]
+        # Instant-NGP/threestudio settings; eps small because grid gradients are tiny.
+        return torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15)
+
+    # ------------------------------------------------------------------ logging + export
+    def _log_image(self, tag: str, images: Tensor, ncols: int) -> None:
+        if self._trainer is not None and not self.trainer.is_global_zero:
+            return  # one writer on multi-device runs
+        log_dir = self._log_dir()
+        path = save_image_grid(
+            images,
+            log_dir / "images" / f"{tag.replace('/', '_')}_{self.global_step:06d}.png",
+            ncols=ncols,
+        )
+        experiment = getattr(self.logger, "experiment", None)
+        if experiment is not None and hasattr(experiment, "add_image"):
+            import numpy as np
+            from PIL import Image
+
+            array = np.asarray(Image.open(path).convert("RGB"))
+            experiment.add_image(tag, array, self.global_step, dataformats="HWC")
+
+    def _log_dir(self) -> Path:
+        trainer = self._trainer
+        directory = trainer.log_dir if trainer is not None and trainer.log_dir else "."
+        return Path(directory)
+
+    @torch.no_grad()
+    def export_asset(self, out_dir: Path) -> Mesh:
+        """Write the final mesh (``export_formats``) and a turntable GIF; returns the CPU mesh."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        mesh = self.current_mesh().detach()
+        mesh = Mesh(mesh.vertices.cpu(), mesh.faces.cpu(), mesh.vertex_colors.cpu())
+        for fmt in self.hparams.export_formats:
+            export_mesh(mesh, out_dir / f"mesh.{fmt}")
+        hp = self.hparams
+        frames = hp.turntable_frames
+        azimuth = torch.arange(frames, dtype=torch.float32) * (360.0 / frames)
+        cams = orbit_cameras(
+            hp.turntable_elevation_deg,
+            azimuth,
+            hp.turntable_distance,
+            hp.turntable_fovy_deg,
+            hp.turntable_size,
+        )
+        renders = self.render_mesh_views(mesh.to(self.device), cams.to(self.device), soft=False)
+        save_turntable(renders["rgb"].cpu(), out_dir / "turntable.gif")
+        return mesh
