@@ -33,7 +33,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from dreamreward.models.reward3d.model import Reward3D
+from dreamreward.guidance.sources import RewardSource, ShippedReward3D
 
 
 @dataclass
@@ -64,7 +64,8 @@ class RewardGuidance(nn.Module):
     """Reward3D as a guidance term (see the module docstring for the formulations).
 
     Args:
-        reward: a Reward3D model; made a frozen guide here.
+        reward: where the Reward3D model comes from (default: the shipped primitives model);
+            an already built ``Reward3D`` works too (Python use). Made a frozen guide here.
         weight: lambda_r (the base weight).
         objective: ``"linear"`` (the paper: maximise r) or ``"hinge"`` (released:
             ``relu(margin - r)``).
@@ -81,7 +82,7 @@ class RewardGuidance(nn.Module):
 
     def __init__(
         self,
-        reward: Reward3D,
+        reward: RewardSource | None = None,
         weight: float = 0.3,
         objective: Literal["linear", "hinge"] = "hinge",
         hinge_margin: float = 4.0,
@@ -100,6 +101,8 @@ class RewardGuidance(nn.Module):
             )
         if weight < 0 or grad_fraction <= 0:
             raise ValueError("weight must be >= 0 and grad_fraction > 0")
+        if isinstance(reward, RewardSource) or reward is None:
+            reward = (reward or ShippedReward3D()).load()
         self.reward = reward.as_frozen_guide()
         self.weight = weight
         self.objective = objective

@@ -22,6 +22,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from dreamreward.guidance.sources import PriorSource, SavedPrior
 from dreamreward.guidance.timesteps import TimestepSchedule
 from dreamreward.models.mvdiffusion.prior import MultiViewPrior
 
@@ -49,7 +50,8 @@ class ScoreDistillation(nn.Module):
     """Score distillation from a frozen multi-view prior.
 
     Args:
-        prior: the multi-view diffusion prior (frozen here).
+        prior: where the multi-view prior comes from (default: the shipped primitives prior);
+            an already loaded ``MultiViewPrior`` works too (Python use).
         loss: ``"x0"`` (MVDream's reconstruction loss) or ``"sds"``.
         guidance_scale: classifier-free guidance weight (MVDream: 50).
         std_rescale: r of the x0 rescale (MVDream: 0.5; 0 disables).
@@ -59,7 +61,7 @@ class ScoreDistillation(nn.Module):
 
     def __init__(
         self,
-        prior: MultiViewPrior,
+        prior: PriorSource | None = None,
         loss: Literal["x0", "sds"] = "x0",
         guidance_scale: float = 50.0,
         std_rescale: float = 0.5,
@@ -71,6 +73,8 @@ class ScoreDistillation(nn.Module):
             raise ValueError(f"loss must be 'x0' or 'sds', got {loss!r}")
         if not 0.0 <= std_rescale <= 1.0:
             raise ValueError(f"std_rescale must be in [0, 1], got {std_rescale}")
+        if not isinstance(prior, MultiViewPrior):
+            prior = (prior or SavedPrior()).load()
         self.prior = prior
         prior.requires_grad_(False)
         prior.eval()

@@ -1,0 +1,279 @@
+"""``DreamFLModule``: text to 3D by score distillation from a multi-view prior, plus Reward3D.
+
+    python -m dreamreward fit --config configs/dreamfl/primitives.yaml --model.prompt "a red cube"
+
+Each step draws one ring of V cameras from MVDream's distribution, renders the asset (the NeRF
+in stage 1, the DMTet mesh in stage 2, see :class:`~.two_stage.TwoStageAssetModule`), and trains
+it with the guidance loss (:class:`~dreamreward.guidance.ScoreDistillation`) plus, for DreamFL,
+the reward term (:class:`~dreamreward.guidance.RewardGuidance`). Without ``reward`` it is the
+plain score-distillation baseline (MVDream).
+
+Validation renders the canonical views (front, side, back, side) and logs the distillation-free
+scores: the Reward3D score (``eval_reward``) and, for a prompt of the primitives world, the
+oracle's score. At the end of ``fit`` the run folder receives ``mesh.glb`` / ``mesh.obj``,
+``turntable.gif``, ``views.png`` and ``result.json`` (prompt, seed, scores, timings).
+
+Every random draw of a step (cameras, timesteps, noise, ray jitter) comes from generators keyed by
+(seed, global_step), so a run resumed from a checkpoint continues exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from dreamreward.guidance.reward_term import RewardGuidance
+from dreamreward.guidance.score_distillation import ScoreDistillation
+from dreamreward.guidance.sources import RewardSource
+from dreamreward.modules.two_stage import TwoStageAssetModule
+from dreamreward.render.background import Background
+from dreamreward.render.cameras import OrbitCameraSampler, view_labels_from_c2w
+from dreamreward.render.dmtet import DMTetGeometry
+from dreamreward.render.export import save_image_grid
+from dreamreward.render.nerf import NeRFField
+from dreamreward.render.volume import VolumeRenderer
+from dreamreward.world.oracle import oracle_score
+from dreamreward.world.prompts import parse_prompt
+from dreamreward.world.views import default_cameras
+
+
+class DreamFLModule(TwoStageAssetModule):
+    """Reward-guided (DreamFL) or plain (SDS baseline) text-to-3D for one prompt.
+
+    Args:
+        field, volume_renderer, dmtet, background: the two-stage asset.
+        guidance: score distillation from the frozen multi-view prior.
+        reward: DreamFL's reward term (None: the score-distillation baseline).
+        prompt: the text prompt.
+        eval_reward: the Reward3D that scores the result (also for the baseline, so both are
+            judged alike; None: no reward score).
+        cameras: the training camera distribution (its width is replaced by the stage's
+            resolution).
+        nerf_steps: stage-1 steps; the rest of ``trainer.max_steps`` refines the mesh.
+        nerf_resolution, mesh_resolution: render sizes of the two stages.
+        isosurface_threshold: the density level that becomes the DMTet surface.
+        seed: keys every per-step draw.
+        lr_grid, lr_mlp, lr_dmtet: learning rates.
+        normal_consistency_weight, laplacian_weight: stage-2 mesh regularisers.
+        soft_sigma: soft-silhouette width for stage-2 training renders.
+        mesh_supersample: stage-2 supersampling factor.
+        eval_resolution: side of the validation / result views.
+        export_formats, turntable_*: the exported mesh and turntable GIF.
+    """
+
+    def __init__(
+        self,
+        field: NeRFField,
+        volume_renderer: VolumeRenderer,
+        dmtet: DMTetGeometry,
+        guidance: ScoreDistillation,
+        reward: RewardGuidance | None = None,
+        prompt: str = "a red cube on top of a blue sphere",
+        eval_reward: RewardSource | None = None,
+        background: Background | None = None,
+        cameras: OrbitCameraSampler | None = None,
+        nerf_steps: int = 600,
+        nerf_resolution: int = 32,
+        mesh_resolution: int = 64,
+        isosurface_threshold: float = 5.0,
+        seed: int = 0,
+        lr_grid: float = 1e-2,
+        lr_mlp: float = 1e-3,
+        lr_dmtet: float = 1e-3,
+        normal_consistency_weight: float = 0.1,
+        laplacian_weight: float = 0.0,
+        soft_sigma: float = 1.0,
+        mesh_supersample: int = 2,
+        eval_resolution: int = 64,
+        export_formats: tuple[str, ...] = ("glb", "obj"),
+        turntable_frames: int = 24,
+        turntable_size: int = 128,
+        turntable_elevation_deg: float = 15.0,
+        turntable_distance: float = 2.2,
+        turntable_fovy_deg: float = 45.0,
+    ) -> None:
+        prompt = prompt.strip()
+        if not prompt:
+            raise ValueError("DreamFLModule.prompt is empty: give the text to turn into 3D")
+        super().__init__(
+            field, volume_renderer, dmtet, background, nerf_steps, isosurface_threshold
+        )
+        self.save_hyperparameters(
+            ignore=[
+                "field",
+                "volume_renderer",
+                "dmtet",
+                "background",
+                "guidance",
+                "reward",
+                "eval_reward",
+                "cameras",
+            ]
+        )
+        self.prompt = prompt
+        self.guidance = guidance
+        self.reward = reward
+        if eval_reward is None and reward is not None:
+            self.eval_reward_model = reward.reward  # the guide itself
+        else:
+            self.eval_reward_model = eval_reward.load() if eval_reward is not None else None
+        self.camera_sampler = cameras or OrbitCameraSampler()
+        try:
+            self.scene = parse_prompt(prompt)  # a primitives prompt: the oracle can judge it
+        except ValueError:
+            self.scene = None
+        self._start_time: float | None = None
+
+    # ------------------------------------------------------------------ checkpoints
+    _FROZEN = ("guidance.", "reward.", "eval_reward_model.")
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # the frozen prior and reward are rebuilt from their sources: keep them out
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k.startswith(self._FROZEN)]:
+            del state[key]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint["state_dict"]
+        for key, value in self.state_dict().items():
+            if key.startswith(self._FROZEN):
+                state.setdefault(key, value)
+
+    # ------------------------------------------------------------------ training
+    def on_fit_start(self) -> None:
+        self._start_time = time.perf_counter()
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if not self.in_mesh_stage:
+            gen = torch.Generator().manual_seed(self.global_step)
+            self.volume_renderer.update_occupancy(self.field, self.global_step, gen)
+
+    def render_training_views(self) -> tuple[Tensor, Tensor, list[str], Tensor]:
+        """One ring of cameras from the training distribution, rendered.
+
+        Returns:
+            renders (V, 3, H, W) in [0, 1] (differentiable), camera embeddings (V, 16), view
+            labels, and the stage-2 regulariser (0 in stage 1).
+        """
+        views = self.camera_sampler.sample(1, self._step_generator(0))
+        size = self.hparams.mesh_resolution if self.in_mesh_stage else self.hparams.nerf_resolution
+        cams = views.cameras.with_resolution(size, size).to(self.device)
+        if self.in_mesh_stage:
+            mesh = self.current_mesh()
+            rgb = self.render_mesh_views(mesh, cams, soft=True)["rgb"]
+            regularization = self.mesh_regularization(mesh)
+        else:
+            rgb = self._render_nerf(cams)
+            regularization = rgb.new_zeros(())
+        embedding = views.cameras.mvdream_embedding().to(self.device)
+        return rgb.permute(0, 3, 1, 2), embedding, views.labels, regularization
+
+    def _render_nerf(self, cams: Any) -> Tensor:
+        from dreamreward.render.rays import generate_pinhole_rays
+
+        origins, directions = generate_pinhole_rays(cams)
+        n, h, w = len(cams), cams.height, cams.width
+        out = self.volume_renderer(
+            self.field,
+            self.background,
+            origins.reshape(-1, 3),
+            directions.reshape(-1, 3),
+            generator=self._step_generator(2),
+        )
+        return out["rgb"].reshape(n, h, w, 3)
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        renders, cameras, labels, regularization = self.render_training_views()
+        distill = self.guidance(
+            renders, [self.prompt], cameras, self.global_step, self._step_generator(1)
+        )
+        loss = distill.loss + regularization
+        logs: dict[str, Tensor | float] = {
+            "distill": distill.loss.detach(),
+            "t": float(distill.timesteps.float().mean()),
+        }
+        if self.reward is not None:
+            term = self.reward(
+                renders,
+                distill.x0_images,
+                distill.timesteps,
+                [self.prompt],
+                labels,
+                self.global_step,
+                distill.loss,
+            )
+            loss = term.distill_scale * distill.loss + regularization + term.loss
+            logs.update(
+                {
+                    "reward": float(term.reward.mean()),
+                    "reward_loss": term.loss.detach(),
+                    "reward_weight": term.weight,
+                }
+            )
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite DreamFL loss at step {self.global_step} ({logs}); the last "
+                "checkpoint in the run's checkpoints/ folder is the last good state"
+            )
+        logs["loss"] = loss.detach()
+        self.log_dict({f"train/{k}": v for k, v in logs.items()}, prog_bar=True, batch_size=1)
+        self.log("train/stage", float(self.in_mesh_stage) + 1.0, batch_size=1)
+        return loss
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate_views(self) -> tuple[Tensor, dict[str, float]]:
+        """The canonical views (V, H, W, 3) and their scores (reward, oracle if known)."""
+        if self.in_mesh_stage:
+            self._ensure_dmtet()
+        cams = default_cameras(self.hparams.eval_resolution)
+        views = self.render_views(cams.to(self.device)).clamp(0, 1)
+        scores: dict[str, float] = {}
+        if self.eval_reward_model is not None:
+            labels = view_labels_from_c2w(cams.c2w)
+            scores["reward"] = float(
+                self.eval_reward_model.score(views[None], [self.prompt], [labels])[0]
+            )
+        if self.scene is not None:
+            scores["oracle"] = oracle_score(views.cpu(), self.scene, cams).total
+        return views, scores
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        views, scores = self.evaluate_views()
+        for key, value in scores.items():
+            self.log(f"val/{key}", value, prog_bar=True, batch_size=1)
+        self._log_image("val/views", views, ncols=views.shape[0])
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        _, scores = self.evaluate_views()
+        for key, value in scores.items():
+            self.log(f"test/{key}", value, batch_size=1)
+
+    # ------------------------------------------------------------------ results
+    def on_train_end(self) -> None:
+        if self.trainer.is_global_zero and not self.trainer.interrupted:
+            self.export_results(self._log_dir())
+
+    @torch.no_grad()
+    def export_results(self, out_dir: Path) -> dict[str, Any]:
+        """Mesh files, turntable, canonical views and ``result.json`` in ``out_dir``."""
+        mesh = self.export_asset(out_dir)
+        views, scores = self.evaluate_views()
+        save_image_grid(views.cpu(), out_dir / "views.png", ncols=views.shape[0])
+        result: dict[str, Any] = {
+            "prompt": self.prompt,
+            "seed": self.hparams.seed,
+            "method": "dreamfl" if self.reward is not None else "sds",
+            "steps": self.global_step,
+            "faces": mesh.num_faces,
+            **scores,
+        }
+        if self._start_time is not None:
+            result["fit_seconds"] = round(time.perf_counter() - self._start_time, 1)
+        (out_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+        return result

@@ -1,0 +1,134 @@
+"""DreamFLModule on tiny priors and geometry: stages, reward term, results, resume."""
+
+from __future__ import annotations
+
+import json
+
+import lightning as L
+import pytest
+import torch
+
+from dreamreward.data.steps import OptimizationSteps
+from dreamreward.guidance import RewardGuidance, ScoreDistillation, TimestepSchedule
+from dreamreward.modules.dreamfl import DreamFLModule
+from dreamreward.render.dmtet import DMTetGeometry
+from dreamreward.render.encoding import MultiResolutionGridEncoding
+from dreamreward.render.nerf import NeRFField
+from dreamreward.render.occupancy import OccupancyGrid
+from dreamreward.render.volume import VolumeRenderer
+from test_guidance import Redness
+from test_mvdiffusion import tiny_prior
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_dreamfl(reward: bool = True, **kw) -> DreamFLModule:
+    torch.manual_seed(0)
+    field = NeRFField(
+        encoding=MultiResolutionGridEncoding(
+            num_levels=2, features_per_level=2, base_resolution=4, max_resolution=8
+        ),
+        hidden_dim=16,
+        blob_density=10.0,
+    )
+    renderer = VolumeRenderer(
+        num_samples_per_ray=16, occupancy_grid=OccupancyGrid(resolution=8), grid_warmup_steps=2
+    )
+    guidance = ScoreDistillation(
+        tiny_prior(), guidance_scale=5.0, timesteps=TimestepSchedule(anneal_steps=4)
+    )
+    term = RewardGuidance(Redness(), weight=0.5, objective="linear") if reward else None
+    args = dict(
+        nerf_steps=2,
+        nerf_resolution=8,
+        mesh_resolution=8,
+        eval_resolution=16,
+        isosurface_threshold=1.0,
+        turntable_frames=2,
+        turntable_size=16,
+        prompt="a red cube",
+    )
+    args.update(kw)
+    return DreamFLModule(field, renderer, DMTetGeometry(grid_resolution=8), guidance, term, **args)
+
+
+def fit(module, root, steps: int, **kw) -> L.Trainer:
+    trainer = L.Trainer(
+        default_root_dir=root,
+        max_steps=steps,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        **kw,
+    )
+    trainer.fit(module, datamodule=OptimizationSteps(steps_per_epoch=3))
+    return trainer
+
+
+def test_both_stages_train_and_export(tmp_path) -> None:
+    module = tiny_dreamfl()
+    trainer = fit(module, tmp_path, 4)
+    assert module.global_step == 4 and bool(module.dmtet_initialized)
+    metrics = trainer.callback_metrics
+    assert "train/reward" in metrics and torch.isfinite(metrics["train/loss"])
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["method"] == "dreamfl" and result["prompt"] == "a red cube"
+    assert 0 <= result["oracle"] <= 1 and "reward" in result
+    for name in ("mesh.glb", "mesh.obj", "turntable.gif", "views.png"):
+        assert (tmp_path / name).is_file()
+    # frozen guides are rebuilt, not saved
+    assert not any(p.requires_grad for p in module.guidance.parameters())
+
+
+def test_baseline_has_no_reward_term(tmp_path) -> None:
+    module = tiny_dreamfl(reward=False)
+    trainer = fit(module, tmp_path, 2)
+    assert "train/reward" not in trainer.callback_metrics
+    assert json.loads((tmp_path / "result.json").read_text())["method"] == "sds"
+
+
+def test_empty_prompt_is_refused() -> None:
+    with pytest.raises(ValueError, match="prompt is empty"):
+        tiny_dreamfl(prompt="   ")
+
+
+class _StopAt(L.Callback):
+    def __init__(self, step: int, path) -> None:
+        self.step, self.path = step, path
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            trainer.save_checkpoint(self.path)
+            trainer.should_stop = True
+
+
+def test_resume_from_a_checkpoint_is_exact(tmp_path) -> None:
+    straight = tiny_dreamfl()
+    fit(straight, tmp_path / "a", 5)
+    ckpt = tmp_path / "mid.ckpt"
+    first = tiny_dreamfl()
+    fit(first, tmp_path / "b", 5, callbacks=[_StopAt(3, ckpt)])
+    state = torch.load(ckpt, weights_only=False)["state_dict"]
+    assert not any(k.startswith(("guidance.", "reward.", "eval_reward_model.")) for k in state)
+    resumed = tiny_dreamfl()
+    trainer = L.Trainer(
+        default_root_dir=tmp_path / "c",
+        max_steps=5,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
+    trainer.fit(resumed, datamodule=OptimizationSteps(steps_per_epoch=3), ckpt_path=ckpt)
+    ref, got = straight.state_dict(), resumed.state_dict()
+    for key in ref:
+        assert torch.equal(ref[key], got[key]), f"{key} differs after resume"
