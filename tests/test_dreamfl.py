@@ -132,3 +132,20 @@ def test_resume_from_a_checkpoint_is_exact(tmp_path) -> None:
     ref, got = straight.state_dict(), resumed.state_dict()
     for key in ref:
         assert torch.equal(ref[key], got[key]), f"{key} differs after resume"
+
+
+def test_configs_resolve(capsys) -> None:
+    from pathlib import Path
+
+    import yaml
+
+    from dreamreward.cli import main
+
+    root = Path(__file__).resolve().parents[1] / "configs" / "dreamfl"
+    for extra in ([], ["--config", str(root / "primitives_sds.yaml")]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["fit", "--config", str(root / "primitives.yaml"), *extra, "--print_config"])
+        assert exit_info.value.code == 0
+        model = yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]
+        assert model["guidance"]["class_path"].endswith("ScoreDistillation")
+        assert (model["reward"] is None) == bool(extra)

@@ -332,7 +332,8 @@ class MultiViewPrior(nn.Module):
         out.mkdir(parents=True, exist_ok=True)
         unet = self.unet.unet
         if dtype is not None and dtype != unet.dtype:
-            unet = copy.deepcopy(unet).to(dtype)
+            # nn.Module.to: diffusers' own .to warns about fp32-pinned modules (there are none)
+            unet = nn.Module.to(copy.deepcopy(unet), dtype)
         unet.save_pretrained(str(out / "unet"), safe_serialization=True)
         self.scheduler.save_pretrained(str(out / "scheduler"))
         meta = {
