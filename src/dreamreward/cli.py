@@ -4,7 +4,8 @@ Extra subcommands: ``python -m dreamreward build-primitives --out DIR [--num_pro
 ``python -m dreamreward convert-rewarddb --root 3DRewardDB --out DIR``;
 ``python -m dreamreward score --prompt TEXT --inputs PATH [PATH ...] --out scores.csv``;
 ``python -m dreamreward build-multiview --out DIR`` (the prior's render set);
-``python -m dreamreward sample --prompt TEXT --out grid.png`` (4 views from the prior).
+``python -m dreamreward sample --prompt TEXT --out grid.png`` (4 views from the prior);
+``python -m dreamreward evaluate-dreamfl --out DIR`` (DreamFL vs SDS over a prompt set).
 
 Components are chosen in YAML by ``class_path`` (LightningCLI subclass mode), never by a string
 registry: any LightningModule / LightningDataModule importable from Python can be configured.
@@ -42,6 +43,7 @@ def _extra_commands() -> dict[str, Callable[..., object]]:
     from dreamreward.data.build_primitives import build_primitives
     from dreamreward.data.multiview import build_multiview
     from dreamreward.data.rewarddb import convert_rewarddb
+    from dreamreward.evaluate_dreamfl import evaluate_dreamfl
     from dreamreward.sampling import sample_views
     from dreamreward.scoring import score_files
 
@@ -51,6 +53,7 @@ def _extra_commands() -> dict[str, Callable[..., object]]:
         "convert-rewarddb": convert_rewarddb,
         "score": score_files,
         "sample": sample_views,
+        "evaluate-dreamfl": evaluate_dreamfl,
     }
 
 

@@ -1,0 +1,89 @@
+"""The DreamFL vs SDS evaluation: prompt files, the run loop, the table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dreamreward.cli import main
+from dreamreward.evaluate_dreamfl import read_prompt_file, summarise_runs
+from test_mvdiffusion import _saved_minilm_prior
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_prompt_file_errors(tmp_path) -> None:
+    good = tmp_path / "p.txt"
+    good.write_text("# comment\na red cube\na blue sphere\n\n")
+    assert read_prompt_file(good) == ["a red cube", "a blue sphere"]
+    (tmp_path / "blank.txt").write_text("a red cube\n\na blue sphere\n")
+    with pytest.raises(ValueError, match="blank.txt:2: blank line"):
+        read_prompt_file(tmp_path / "blank.txt")
+    (tmp_path / "dup.txt").write_text("a red cube\na blue sphere\n a red cube\n")
+    with pytest.raises(ValueError, match="dup.txt:3: duplicate of line 1"):
+        read_prompt_file(tmp_path / "dup.txt")
+    with pytest.raises(FileNotFoundError, match="no prompt file"):
+        read_prompt_file(tmp_path / "none.txt")
+
+
+def test_win_rate_is_paired_and_counts_ties_half() -> None:
+    rows = [
+        {"prompt": "a red cube", "seed": 0, "method": "dreamfl", "split": "train", "oracle": 0.8},
+        {"prompt": "a red cube", "seed": 0, "method": "sds", "split": "train", "oracle": 0.6},
+        {"prompt": "a red cube", "seed": 1, "method": "dreamfl", "split": "train", "oracle": 0.5},
+        {"prompt": "a red cube", "seed": 1, "method": "sds", "split": "train", "oracle": 0.5},
+    ]
+    table = summarise_runs(rows)
+    assert table["win_rate"]["all"]["mean"] == pytest.approx(0.75)
+    assert table["methods"]["dreamfl/all"]["oracle"]["mean"] == pytest.approx(0.65)
+
+
+def test_evaluation_runs_both_methods_and_resumes(tmp_path) -> None:
+    """Two prompts x one seed x two methods on a tiny saved prior, 3 steps each."""
+    _, prior_dir = _saved_minilm_prior(tmp_path)
+    config = yaml.safe_load((ROOT / "configs" / "dreamfl" / "primitives.yaml").read_text())
+    model = config["model"]["init_args"]
+    model.update(nerf_steps=2, nerf_resolution=8, mesh_resolution=8, eval_resolution=16)
+    model.update(turntable_frames=2, turntable_size=16, isosurface_threshold=1.0)
+    model["field"]["init_args"]["encoding"]["init_args"].update(num_levels=2, max_resolution=16)
+    model["volume_renderer"]["init_args"]["num_samples_per_ray"] = 16
+    model["dmtet"]["init_args"]["grid_resolution"] = 8
+    model["guidance"]["init_args"]["prior"] = {
+        "class_path": "dreamreward.guidance.sources.SavedPrior",
+        "init_args": {"path": str(prior_dir)},
+    }
+    model["reward"]["init_args"]["start_step"] = 0
+    config["trainer"].update(max_steps=3, val_check_interval=3, enable_progress_bar=False)
+    config["data"]["init_args"]["steps_per_epoch"] = 3
+    tiny = tmp_path / "tiny.yaml"
+    tiny.write_text(yaml.safe_dump(config))
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red cube\na small blue cone next to a green sphere\n")
+    args = [
+        "evaluate-dreamfl",
+        "--out",
+        str(tmp_path / "eval"),
+        "--dreamfl_config",
+        str(tiny),
+        "--prompts",
+        str(prompts),
+        "--seeds",
+        "[0]",
+    ]
+    table = main(args)
+    runs = table["runs"]
+    assert sorted((r["method"], r["prompt"]) for r in runs) == sorted(
+        (m, p) for m in ("dreamfl", "sds") for p in prompts.read_text().splitlines()
+    )
+    assert all(0 <= r["oracle"] <= 1 and "reward" in r for r in runs)
+    assert table["win_rate"]["all"]["n"] == 2
+    assert "| dreamfl | all | 2 |" in (tmp_path / "eval" / "dreamfl_eval.md").read_text()
+    # a second call reuses every finished run
+    stamp = {p: p.stat().st_mtime for p in (tmp_path / "eval").rglob("result.json")}
+    main(args)
+    assert {p: p.stat().st_mtime for p in (tmp_path / "eval").rglob("result.json")} == stamp
+    saved = json.loads((tmp_path / "eval" / "dreamfl_eval.json").read_text())
+    assert saved["methods"].keys() == table["methods"].keys()
