@@ -41,7 +41,9 @@ class RewardOutput:
     """One reward evaluation.
 
     Attributes:
-        loss: the weighted reward loss (scalar; 0 before ``start_step``).
+        loss: a surrogate whose gradient w.r.t. the renders is that of the weighted reward
+            loss (its value is not; see ``value``); 0 before ``start_step``.
+        value: the weighted reward loss, detached (for logging).
         reward: (B,) detached rewards of what the reward model saw.
         weight: the weight applied this step.
         active: whether the term contributed this step.
@@ -49,6 +51,7 @@ class RewardOutput:
     """
 
     loss: Tensor
+    value: Tensor
     reward: Tensor
     weight: float
     active: bool
@@ -139,7 +142,7 @@ class RewardGuidance(nn.Module):
         distill_scale = 0.0 if self._reward_only(step) else 1.0
         if step < self.start_step or self.weight == 0:
             zero = renders.sum() * 0.0
-            return RewardOutput(zero, torch.zeros(b), 0.0, False, 1.0)
+            return RewardOutput(zero, zero.detach(), torch.zeros(b), 0.0, False, 1.0)
         images = renders
         use_x0 = (timesteps <= self.straight_through_max_t).repeat_interleave(v)
         if use_x0.any():
@@ -158,26 +161,32 @@ class RewardGuidance(nn.Module):
             raw = torch.relu(self.hinge_margin - reward).mean()
         else:
             raw = -reward.mean()
-        weight = self._weight(raw, renders, distill_loss)
-        return RewardOutput(weight * raw, reward.detach(), weight, True, distill_scale)
+        # One backward through Reward3D, here, instead of one per use (the weighting needs the
+        # gradient's norm, the total loss needs the gradient): the returned loss is the
+        # surrogate <renders, w * d raw / d renders>, whose gradient w.r.t. the renders (and so
+        # the 3D parameters) is exactly that of w * raw, and the reward's graph is freed now.
+        (grad,) = torch.autograd.grad(raw, renders, allow_unused=True)
+        if grad is None:
+            grad = torch.zeros_like(renders)
+        weight = self._weight(raw, grad, renders, distill_loss)
+        surrogate = (renders * (weight * grad).detach()).sum()
+        value = weight * raw.detach()
+        return RewardOutput(surrogate, value, reward.detach(), weight, True, distill_scale)
 
     def _reward_only(self, step: int) -> bool:
         return self.reward_only_after is not None and step >= self.reward_only_after
 
-    def _weight(self, raw: Tensor, renders: Tensor, distill_loss: Tensor) -> float:
+    def _weight(self, raw: Tensor, grad: Tensor, renders: Tensor, distill_loss: Tensor) -> float:
         if self.weighting == "constant":
             return self.weight
         if self.weighting == "digits":
             exponent = _digits(float(distill_loss)) - _digits(float(raw))
             return self.weight * 10.0**exponent
         # grad_fraction: |d(w raw)/dg| = fraction * |d distill/dg|
-        g_reward = torch.autograd.grad(raw, renders, retain_graph=True, allow_unused=True)[0]
-        g_distill = torch.autograd.grad(
+        (g_distill,) = torch.autograd.grad(
             distill_loss, renders, retain_graph=True, allow_unused=True
-        )[0]
-        if g_reward is None or g_distill is None:
+        )
+        n_reward = float(grad.norm())
+        if g_distill is None or n_reward < 1e-12:
             return 0.0
-        n_reward, n_distill = float(g_reward.norm()), float(g_distill.norm())
-        if n_reward < 1e-12:
-            return 0.0
-        return self.grad_fraction * n_distill / n_reward
+        return self.grad_fraction * float(g_distill.norm()) / n_reward

@@ -211,7 +211,7 @@ class DreamFLModule(TwoStageAssetModule):
             logs.update(
                 {
                     "reward": float(term.reward.mean()),
-                    "reward_loss": term.loss.detach(),
+                    "reward_loss": term.value,
                     "reward_weight": term.weight,
                 }
             )

@@ -1,0 +1,113 @@
+"""DreamFL benchmark: the reward term's cost as a ratio to plain score distillation, one run.
+
+    python bench/dreamfl.py                 # 2 threads -> bench/results/dreamfl_cpu.json
+    python bench/dreamfl.py --threads 1 --repeats 9
+
+Builds ``DreamFLModule`` exactly as ``configs/dreamfl/primitives.yaml`` does (the shipped prior
+and Reward3D) and times one optimisation step (render 4 views, guidance, reward term, backward,
+Adam step) with the reward term on (DreamFL) and off (SDS), interleaved, in both stages: NeRF at
+the stage-1 resolution and the DMTet mesh at the stage-2 resolution, and this process's peak RSS.
+The main job's wall time and peak RSS come from running it under ``/usr/bin/time -v``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import lightning as L
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _timing import markdown_table  # noqa: E402
+from dreamreward.cli import DreamRewardCLI  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def build_module(config: Path):
+    cli = DreamRewardCLI(
+        L.LightningModule,
+        L.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        run=False,
+        args=["--config", str(config), "--trainer.logger", "false"],
+    )
+    return cli.model
+
+
+def step(module, optimizer) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    module.training_step(None, 0).backward()
+    optimizer.step()
+
+
+def interleaved(fns: dict, repeats: int) -> dict[str, float]:
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - start) * 1000)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--config", default=str(ROOT / "configs" / "dreamfl" / "primitives.yaml"))
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "dreamfl_cpu.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore", message=".*self.log.*")
+    module = build_module(Path(args.config))
+    reward = module.reward
+    reward.start_step = 0  # the term is active in every timed step
+    optimizer = module.configure_optimizers()
+    results: dict[str, object] = {"threads": args.threads, "torch": torch.__version__}
+    results["machine"] = platform.machine()
+    rows = []
+    for stage in ("nerf", "mesh"):
+        module.nerf_steps = 10**9 if stage == "nerf" else 0  # global_step is 0 here
+
+        def dreamfl():
+            module.reward = reward
+            step(module, optimizer)
+
+        def sds():
+            module.reward = None
+            step(module, optimizer)
+
+        t = interleaved({"dreamfl": dreamfl, "sds": sds}, args.repeats)
+        module.reward = reward
+        results[f"{stage}_step_ms"] = t
+        size = module.hparams.nerf_resolution if stage == "nerf" else module.hparams.mesh_resolution
+        rows.append(
+            {
+                "stage": f"{stage} ({size} px, 4 views)",
+                "SDS step ms": t["sds"],
+                "DreamFL step ms": t["dreamfl"],
+                "DreamFL / SDS": t["dreamfl"] / t["sds"],
+            }
+        )
+    results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(markdown_table(rows))
+    print(f"peak RSS of this process: {results['peak_rss_mb']:.0f} MB")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
