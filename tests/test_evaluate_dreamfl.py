@@ -41,8 +41,8 @@ def test_win_rate_is_paired_and_counts_ties_half() -> None:
     assert table["methods"]["dreamfl/all"]["oracle"]["mean"] == pytest.approx(0.65)
 
 
-def test_evaluation_runs_both_methods_and_resumes(tmp_path) -> None:
-    """Two prompts x one seed x two methods on a tiny saved prior, 3 steps each."""
+def _tiny_setup(tmp_path):
+    """A tiny DreamFL config (tiny saved prior, 3 steps) and a 2-prompt file."""
     _, prior_dir = _saved_minilm_prior(tmp_path)
     config = yaml.safe_load((ROOT / "configs" / "dreamfl" / "primitives.yaml").read_text())
     model = config["model"]["init_args"]
@@ -62,6 +62,12 @@ def test_evaluation_runs_both_methods_and_resumes(tmp_path) -> None:
     tiny.write_text(yaml.safe_dump(config))
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red cube\na small blue cone next to a green sphere\n")
+    return tiny, prompts
+
+
+def test_evaluation_runs_both_methods_and_resumes(tmp_path) -> None:
+    """Two prompts x one seed x two methods on a tiny saved prior, 3 steps each."""
+    tiny, prompts = _tiny_setup(tmp_path)
     args = [
         "evaluate-dreamfl",
         "--out",
@@ -87,3 +93,25 @@ def test_evaluation_runs_both_methods_and_resumes(tmp_path) -> None:
     assert {p: p.stat().st_mtime for p in (tmp_path / "eval").rglob("result.json")} == stamp
     saved = json.loads((tmp_path / "eval" / "dreamfl_eval.json").read_text())
     assert saved["methods"].keys() == table["methods"].keys()
+
+
+@pytest.mark.slow
+def test_two_worker_processes_share_the_runs(tmp_path) -> None:
+    """The same evaluation spread over 2 CPU processes (Lightning Fabric, ddp_spawn)."""
+    tiny, prompts = _tiny_setup(tmp_path)
+    table = main(
+        [
+            "evaluate-dreamfl",
+            "--out",
+            str(tmp_path / "eval"),
+            "--dreamfl_config",
+            str(tiny),
+            "--prompts",
+            str(prompts),
+            "--seeds",
+            "[0]",
+            "--workers",
+            "2",
+        ]
+    )
+    assert len(table["runs"]) == 4 and table["win_rate"]["all"]["n"] == 2

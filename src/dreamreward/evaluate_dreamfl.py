@@ -8,7 +8,9 @@ baseline overlay (no reward term), reads each run's ``result.json``, and writes
 bootstrap intervals, over all prompts and per split (train-split / novel compositions, when the
 prompts belong to the primitives world), and DreamFL's win-rate over the baseline by the oracle,
 paired by prompt and seed (a tie counts one half). Runs whose ``result.json`` exists are reused,
-so an interrupted evaluation continues where it stopped.
+so an interrupted evaluation continues where it stopped. ``--workers N`` shares the runs among
+N processes (CPU) or devices (GPUs) launched by Lightning Fabric; the table is gathered from the
+runs' ``result.json`` files.
 """
 
 from __future__ import annotations
@@ -71,6 +73,8 @@ def evaluate_dreamfl(
     baseline_overlay: str = "configs/dreamfl/primitives_sds.yaml",
     prompts: str = "configs/dreamfl/eval_prompts.txt",
     seeds: list[int] | None = None,
+    workers: int = 1,
+    accelerator: str = "cpu",
     extra_args: list[str] | None = None,
 ) -> dict[str, Any]:
     """Run DreamFL and the baseline on every prompt and seed, then write the table.
@@ -82,51 +86,48 @@ def evaluate_dreamfl(
         baseline_overlay: a config applied on top of ``dreamfl_config`` for the baseline.
         prompts: the prompt file (one per line).
         seeds: seeds per prompt (default 0 and 1).
+        workers: processes (CPU) or devices (GPU) sharing the runs, launched by Lightning
+            Fabric; worker k takes runs k, k + workers, ... (each run is one prompt, seed and
+            method on one device).
+        accelerator: ``cpu`` or ``cuda`` for the workers' runs.
         extra_args: more command-line overrides for every run (e.g. ``--trainer.max_steps``).
 
     Returns:
         The table written to ``dreamfl_eval.json``.
     """
-    from dreamreward.cli import main
-
     seeds = [0, 1] if seeds is None else seeds
     if not seeds:
         raise ValueError("--seeds is empty")
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
     for path in (dreamfl_config, baseline_overlay):
         if not Path(path).is_file():
             raise FileNotFoundError(f"no config at {path}")
     prompt_list = read_prompt_file(prompts)
     root = Path(out)
-    rows: list[dict[str, Any]] = []
-    for prompt in prompt_list:
-        for seed in seeds:
-            for method in METHODS:
-                run_dir = root / method / f"{_slug(prompt)}" / f"seed{seed}"
-                result_file = run_dir / "result.json"
-                if not result_file.is_file():
-                    args = ["fit", "--config", dreamfl_config]
-                    if method == "sds":
-                        args += ["--config", baseline_overlay]
-                    args += [
-                        "--model.init_args.prompt",
-                        prompt,
-                        "--model.init_args.seed",
-                        str(seed),
-                        "--seed_everything",
-                        str(seed),
-                        "--trainer.logger",
-                        "false",
-                        "--trainer.default_root_dir",
-                        str(run_dir),
-                        "--trainer.enable_checkpointing",
-                        "false",
-                        "--trainer.callbacks",
-                        "null",
-                        *(extra_args or []),
-                    ]
-                    main(args)
-                result = json.loads(result_file.read_text())
-                rows.append({**result, "method": method, "split": _split(prompt)})
+    jobs = [
+        {"prompt": p, "seed": s, "method": m, "dir": str(root / m / _slug(p) / f"seed{s}")}
+        for p in prompt_list
+        for s in seeds
+        for m in METHODS
+    ]
+    todo = [j for j in jobs if not (Path(j["dir"]) / "result.json").is_file()]
+    common = (dreamfl_config, baseline_overlay, extra_args or [])
+    if workers == 1 or len(todo) <= 1:
+        for job in todo:
+            _run(job, *common, accelerator=accelerator, device=None)
+    else:
+        from lightning.fabric import Fabric
+
+        fabric = Fabric(accelerator=accelerator, devices=workers, strategy="ddp_spawn")
+        fabric.launch(_worker, todo, common)
+    rows = []
+    for job in jobs:
+        result_file = Path(job["dir"]) / "result.json"
+        if not result_file.is_file():
+            raise RuntimeError(f"run {job} wrote no {result_file}")
+        result = json.loads(result_file.read_text())
+        rows.append({**result, "method": job["method"], "split": _split(job["prompt"])})
     table = summarise_runs(rows)
     table["runs"] = rows
     root.mkdir(parents=True, exist_ok=True)
@@ -134,6 +135,58 @@ def evaluate_dreamfl(
     (root / "dreamfl_eval.md").write_text(format_table(table))
     print(format_table(table))
     return table
+
+
+def _worker(fabric: Any, todo: list[dict[str, Any]], common: tuple) -> None:
+    """One Fabric process: its share of the runs, one device each, then wait for the others."""
+    import torch
+
+    rank, world = fabric.global_rank, fabric.world_size
+    if fabric.device.type == "cpu":
+        # the machine's cores are shared by the workers
+        torch.set_num_threads(max(1, torch.get_num_threads() // world))
+    device = fabric.device.index if fabric.device.type == "cuda" else None
+    for job in todo[rank::world]:
+        _run(job, *common, accelerator=fabric.device.type, device=device)
+    fabric.barrier()
+
+
+def _run(
+    job: dict[str, Any],
+    dreamfl_config: str,
+    baseline_overlay: str,
+    extra_args: list[str],
+    accelerator: str,
+    device: int | None,
+) -> None:
+    """``fit`` one (prompt, seed, method) into ``job["dir"]``."""
+    from dreamreward.cli import main
+
+    args = ["fit", "--config", dreamfl_config]
+    if job["method"] == "sds":
+        args += ["--config", baseline_overlay]
+    args += [
+        "--model.init_args.prompt",
+        job["prompt"],
+        "--model.init_args.seed",
+        str(job["seed"]),
+        "--seed_everything",
+        str(job["seed"]),
+        "--trainer.accelerator",
+        accelerator,
+        "--trainer.devices",
+        f"[{device}]" if device is not None else "1",
+        "--trainer.logger",
+        "false",
+        "--trainer.default_root_dir",
+        job["dir"],
+        "--trainer.enable_checkpointing",
+        "false",
+        "--trainer.callbacks",
+        "null",
+        *extra_args,
+    ]
+    main(args)
 
 
 def summarise_runs(rows: list[dict[str, Any]]) -> dict[str, Any]:
