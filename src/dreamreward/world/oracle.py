@@ -112,8 +112,23 @@ class OracleScore:
 
 
 def foreground_mask(rgb: Tensor, threshold: float = 0.12) -> Tensor:
-    """(N, H, W, 3) renders on a white background -> (N, H, W) soft foreground in [0, 1]."""
-    distance = (1.0 - rgb).clamp_min(0).amax(dim=-1)
+    """(N, H, W, 3) images on a light background -> (N, H, W) soft foreground in [0, 1].
+
+    The background colour is each view's median border pixel (pure white for the world's own
+    renders, which never touch the border; a diffusion sample's background is often an
+    off-white, a little noisy): a pixel is foreground as far as it is darker than that, in
+    any channel, by up to ``threshold``. The pixel's own darkness is measured against the
+    lighter of the two, so a white object on a grey-ish background still shows.
+    """
+    n, h, w, _ = rgb.shape
+    border = torch.cat(
+        [rgb[:, 0], rgb[:, -1], rgb[:, 1:-1, 0], rgb[:, 1:-1, -1]], dim=1
+    )  # (N, 2W + 2(H - 2), 3)
+    background = border.median(dim=1).values.clamp_max(1.0)  # (N, 3)
+    # only a light background is one: a view whose border is object (dark) keeps pure white
+    light = background.amin(dim=-1, keepdim=True) > 0.6
+    background = torch.where(light, background, torch.ones_like(background))
+    distance = (background[:, None, None, :] - rgb).clamp_min(0).amax(dim=-1)
     return (distance / threshold).clamp(0, 1)
 
 
@@ -289,7 +304,9 @@ def recognise_object(views: Tensor, cameras: Cameras) -> Recognition:
     views = views.detach().float().cpu().clamp(0, 1)
     mask = foreground_mask(views)
     k = len(_PALETTE_NAMES)
-    hist = (F.one_hot(palette_labels(views), k).float() * mask[..., None]).sum(dim=(0, 1, 2))
+    # colour votes from clear foreground only: faint background noise covers many pixels
+    solid = (mask > 0.5).float()
+    hist = (F.one_hot(palette_labels(views), k).float() * solid[..., None]).sum(dim=(0, 1, 2))
     color = _PALETTE_NAMES[int(hist.argmax())]
     ious = []
     for shape in SHAPES:
