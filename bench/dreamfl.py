@@ -16,9 +16,7 @@ import argparse
 import json
 import platform
 import resource
-import statistics
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -26,7 +24,7 @@ import lightning as L
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _timing import markdown_table  # noqa: E402
+from _timing import interleaved_ms, markdown_table  # noqa: E402
 from dreamreward.cli import DreamRewardCLI  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,18 +46,6 @@ def step(module, optimizer) -> None:
     optimizer.zero_grad(set_to_none=True)
     module.training_step(None, 0).backward()
     optimizer.step()
-
-
-def interleaved(fns: dict, repeats: int) -> dict[str, float]:
-    for fn in fns.values():
-        fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append((time.perf_counter() - start) * 1000)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def main() -> None:
@@ -89,7 +75,7 @@ def main() -> None:
             module.reward = None
             step(module, optimizer)
 
-        t = interleaved({"dreamfl": dreamfl, "sds": sds}, args.repeats)
+        t = interleaved_ms({"dreamfl": dreamfl, "sds": sds}, args.repeats)
         module.reward = reward
         results[f"{stage}_step_ms"] = t
         size = module.hparams.nerf_resolution if stage == "nerf" else module.hparams.mesh_resolution

@@ -27,11 +27,8 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
-import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -39,25 +36,9 @@ from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _timing import markdown_table  # noqa: E402
+from _timing import interleaved_ms, markdown_table  # noqa: E402
 from dreamreward.models.mvdiffusion.unet import MultiViewUNet, small_unet_config  # noqa: E402
 from dreamreward.modules.mv_diffusion import MVDiffusionModule  # noqa: E402
-
-
-def interleaved(
-    fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1
-) -> dict[str, float]:
-    """Median ms per variant, timing the variants in turn so load changes hit all alike."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append((time.perf_counter() - start) * 1000)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def unet_inputs(objects: int, size: int = 32, channels: int = 3, width: int = 384, length=24):
@@ -131,7 +112,7 @@ def main() -> None:
         for name, unet in unets.items():
             fns[f"{name} fwd"] = lambda unet=unet, x=x: fwd(unet, x)
             fns[f"{name} fwd+bwd"] = lambda unet=unet, x=x: fwd_bwd(unet, x)
-        t = interleaved(fns, args.repeats)
+        t = interleaved_ms(fns, args.repeats)
         results[f"unet_{objects}x4"] = t
         rows.append(
             {
@@ -154,7 +135,7 @@ def main() -> None:
         enc.clear_cache()
         enc(prompts)
 
-    t = interleaved({"uncached": uncached, "cached": lambda: enc(prompts)}, args.repeats * 4)
+    t = interleaved_ms({"uncached": uncached, "cached": lambda: enc(prompts)}, args.repeats * 4)
     results["text_4_prompts_ms"] = t
     rows.append(
         {
@@ -182,11 +163,11 @@ def main() -> None:
         module._update_ema()
 
     warnings.filterwarnings("ignore", message=".*self.log.*")
-    step_ms = interleaved({"step": train_step}, args.repeats)["step"]
+    step_ms = interleaved_ms({"step": train_step}, args.repeats)["step"]
     results["train_step_ms"] = step_ms
     module.eval()
     cams = torch.randn(4, 16)
-    sample_ms = interleaved(
+    sample_ms = interleaved_ms(
         {"sample": lambda: module.prior.sample(["a red cube"], cams, 30, guidance_scale=3.0)},
         max(2, args.repeats // 2),
     )["sample"]
@@ -229,7 +210,7 @@ def main() -> None:
             return run
 
         torch.cuda.reset_peak_memory_stats()
-        t = interleaved(
+        t = interleaved_ms(
             {"fwd": sync(lambda: fwd(unet, x)), "fwd+bwd": sync(lambda: fwd_bwd(unet, x))},
             args.repeats,
         )

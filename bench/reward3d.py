@@ -33,11 +33,9 @@ import itertools
 import json
 import platform
 import resource
-import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -45,7 +43,7 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _timing import markdown_table  # noqa: E402
+from _timing import interleaved_ms, markdown_table  # noqa: E402
 from dreamreward.models.reward3d import Reward3D, view_prompts  # noqa: E402
 from dreamreward.models.reward3d.efficientnet import EfficientNetTokens  # noqa: E402
 from dreamreward.models.reward3d.export import build_from_config  # noqa: E402
@@ -115,22 +113,6 @@ def view_labels() -> list[str]:
 def make_renders(assets: int, size: int, seed: int = 0) -> torch.Tensor:
     """(B, 4, H, W, 3) in [0, 1] (content does not change the cost)."""
     return torch.rand(assets, 4, size, size, 3, generator=torch.Generator().manual_seed(seed))
-
-
-def interleaved_ms(
-    fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1
-) -> dict[str, float]:
-    """Median wall time (ms) of each function, the functions run in turn on every repeat."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append((time.perf_counter() - start) * 1000)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def peak_rss_mb() -> float:
