@@ -16,10 +16,10 @@ runs' ``result.json`` files.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
+from dreamreward.render.export import file_slug
 from dreamreward.stats import mean_ci
 from dreamreward.world.prompts import is_novel, parse_prompt
 
@@ -54,10 +54,6 @@ def read_prompt_file(path: str | Path) -> list[str]:
     if not prompts:
         raise ValueError(f"{file}: no prompts")
     return prompts
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:60] or "prompt"
 
 
 def _split(prompt: str) -> str:
@@ -106,7 +102,7 @@ def evaluate_dreamfl(
     prompt_list = read_prompt_file(prompts)
     root = Path(out)
     jobs = [
-        {"prompt": p, "seed": s, "method": m, "dir": str(root / m / _slug(p) / f"seed{s}")}
+        {"prompt": p, "seed": s, "method": m, "dir": str(root / m / file_slug(p) / f"seed{s}")}
         for p in prompt_list
         for s in seeds
         for m in METHODS

@@ -30,6 +30,7 @@ from torch import Tensor
 from dreamreward.guidance.reward_term import RewardGuidance
 from dreamreward.guidance.score_distillation import ScoreDistillation
 from dreamreward.guidance.sources import RewardSource
+from dreamreward.modules.frozen_weights import drop_frozen, restore_frozen
 from dreamreward.modules.two_stage import TwoStageAssetModule
 from dreamreward.render.background import Background
 from dreamreward.render.cameras import OrbitCameraSampler, view_labels_from_c2w
@@ -133,25 +134,14 @@ class DreamFLModule(TwoStageAssetModule):
     _FROZEN = ("guidance.", "reward.", "eval_reward_model.")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # the frozen prior and reward are rebuilt from their sources: keep them out
-        state = checkpoint["state_dict"]
-        for key in [k for k in state if k.startswith(self._FROZEN)]:
-            del state[key]
+        drop_frozen(checkpoint, self._FROZEN)  # rebuilt from their sources
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = checkpoint["state_dict"]
-        for key, value in self.state_dict().items():
-            if key.startswith(self._FROZEN):
-                state.setdefault(key, value)
+        restore_frozen(self, checkpoint, self._FROZEN)
 
     # ------------------------------------------------------------------ training
     def on_fit_start(self) -> None:
         self._start_time = time.perf_counter()
-
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        if not self.in_mesh_stage:
-            gen = torch.Generator().manual_seed(self.global_step)
-            self.volume_renderer.update_occupancy(self.field, self.global_step, gen)
 
     def render_training_views(self) -> tuple[Tensor, Tensor, list[str], Tensor]:
         """One ring of cameras from the training distribution, rendered.

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -96,11 +95,6 @@ class MeshReconstructionModule(TwoStageAssetModule):
         return Cameras(batch["c2w"], batch["fovy"], w, h)
 
     # ------------------------------------------------------------------ training
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        if not self.in_mesh_stage:
-            gen = torch.Generator().manual_seed(self.global_step)
-            self.volume_renderer.update_occupancy(self.field, self.global_step, gen)
-
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         batch = sample_training_batch(
             batch,

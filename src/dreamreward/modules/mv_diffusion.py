@@ -25,7 +25,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import re
 import zlib
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,8 @@ from torch import Tensor
 from dreamreward.models.mvdiffusion.prior import MultiViewPrior, load_prior, pixel_scheduler_config
 from dreamreward.models.mvdiffusion.text import MiniLMPromptEncoder
 from dreamreward.models.mvdiffusion.unet import MultiViewUNet, small_unet_config
-from dreamreward.render.export import save_image_grid
+from dreamreward.modules.frozen_weights import drop_frozen, restore_frozen
+from dreamreward.render.export import file_slug, save_image_grid
 from dreamreward.stats import mean_ci
 from dreamreward.world.layout import scene_mesh
 from dreamreward.world.oracle import oracle_score, recognise_object, view_consistency
@@ -145,15 +145,10 @@ class MVDiffusionModule(L.LightningModule):
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # the frozen MiniLM (90 MB) is rebuilt from its package: keep it out of checkpoints
-        state = checkpoint["state_dict"]
-        for key in [k for k in state if k.startswith(_TEXT_PREFIX)]:
-            del state[key]
+        drop_frozen(checkpoint, (_TEXT_PREFIX,))  # MiniLM is rebuilt from its package
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = checkpoint["state_dict"]
-        for key, value in self.prior.text_encoder.state_dict().items():
-            state.setdefault(_TEXT_PREFIX + key, value)
+        restore_frozen(self, checkpoint, (_TEXT_PREFIX,))
 
     # ------------------------------------------------------------------ training
     def _generator(self, batch_idx: int = 0) -> torch.Generator:
@@ -375,7 +370,7 @@ class MVDiffusionModule(L.LightningModule):
         v = self.prior.num_views
         results = []
         for i, (prompt, asset) in enumerate(zip(prompts, views, strict=True)):
-            slug = re.sub(r"[^a-z0-9]+", "_", prompt.lower()).strip("_")[:60] or "prompt"
+            slug = file_slug(prompt)
             path = save_image_grid(asset, out_dir / f"{batch_idx:03d}_{i:02d}_{slug}.png", ncols=v)
             row: dict[str, Any] = {"prompt": prompt, "grid": str(path)}
             if batch["split"][i] == "primitives":

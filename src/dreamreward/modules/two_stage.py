@@ -11,6 +11,7 @@ rendering, the optimizer groups, per-step generators, image logging and mesh exp
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -135,6 +136,12 @@ class TwoStageAssetModule(L.LightningModule):
         return self.volume_renderer.render_cameras(self.field, self.background, cameras)["rgb"]
 
     # ------------------------------------------------------------------ training helpers
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # the NeRF's occupancy grid follows the step (a resumed run updates on the same steps)
+        if not self.in_mesh_stage:
+            gen = torch.Generator().manual_seed(self.global_step)
+            self.volume_renderer.update_occupancy(self.field, self.global_step, gen)
+
     def _step_generator(self, stream: int) -> torch.Generator:
         """A CPU generator for this step; ``stream`` separates independent draws."""
         seed = (self.hparams.seed * 1_000_003 + self.global_step) * 4 + stream

@@ -19,6 +19,7 @@ Colours are quantised to 8 bits in both formats. Images use Pillow only (no ffmp
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -208,6 +209,11 @@ def _to_pil(image: np.ndarray):  # -> PIL.Image.Image
     from PIL import Image
 
     return Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+
+
+def file_slug(text: str, max_length: int = 60) -> str:
+    """A file-name-safe form of a prompt: lower-case letters and digits joined by ``_``."""
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:max_length] or "prompt"
 
 
 def save_image_grid(
