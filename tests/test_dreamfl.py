@@ -8,6 +8,7 @@ import lightning as L
 import pytest
 import torch
 
+from _callbacks import StopAt
 from dreamreward.data.steps import OptimizationSteps
 from dreamreward.guidance import RewardGuidance, ScoreDistillation, TimestepSchedule
 from dreamreward.modules.dreamfl import DreamFLModule
@@ -100,22 +101,12 @@ def test_empty_prompt_is_refused() -> None:
         tiny_dreamfl(prompt="   ")
 
 
-class _StopAt(L.Callback):
-    def __init__(self, step: int, path) -> None:
-        self.step, self.path = step, path
-
-    def on_train_batch_end(self, trainer, *args) -> None:
-        if trainer.global_step == self.step:
-            trainer.save_checkpoint(self.path)
-            trainer.should_stop = True
-
-
 def test_resume_from_a_checkpoint_is_exact(tmp_path) -> None:
     straight = tiny_dreamfl()
     fit(straight, tmp_path / "a", 5)
     ckpt = tmp_path / "mid.ckpt"
     first = tiny_dreamfl()
-    fit(first, tmp_path / "b", 5, callbacks=[_StopAt(3, ckpt)])
+    fit(first, tmp_path / "b", 5, callbacks=[StopAt(3, ckpt)])
     state = torch.load(ckpt, weights_only=False)["state_dict"]
     assert not any(k.startswith(("guidance.", "reward.", "eval_reward_model.")) for k in state)
     resumed = tiny_dreamfl()

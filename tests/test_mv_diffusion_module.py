@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from _callbacks import StopAt
 from dreamreward.data.multiview import (
     MultiViewDataModule,
     MultiViewRenderDataset,
@@ -62,18 +63,6 @@ def trainer(tmp_path, max_steps: int, **kw) -> L.Trainer:
         limit_val_batches=0,
         **kw,
     )
-
-
-class _StopAt(L.Callback):
-    """Save a checkpoint and stop after ``step`` optimizer steps (an interruption)."""
-
-    def __init__(self, step: int, path) -> None:
-        self.step, self.path = step, path
-
-    def on_train_batch_end(self, trainer, *args) -> None:
-        if trainer.global_step == self.step:
-            trainer.save_checkpoint(self.path)
-            trainer.should_stop = True
 
 
 # ------------------------------------------------------------------ render set
@@ -165,7 +154,7 @@ def test_resume_is_exact_and_checkpoint_is_small(render_set, tmp_path) -> None:
     ckpt = tmp_path / "mid.ckpt"
     first = tiny_module()
     # the same run (max_steps 4, so the same lr schedule), interrupted mid-epoch after step 2
-    trainer(tmp_path / "b", 4, callbacks=[_StopAt(2, ckpt)]).fit(
+    trainer(tmp_path / "b", 4, callbacks=[StopAt(2, ckpt)]).fit(
         first, datamodule=tiny_data(render_set)
     )
     assert first.global_step == 2
