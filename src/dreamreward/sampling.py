@@ -25,8 +25,8 @@ def sample_views(
     out: str = "samples.png",
     prior: str | None = None,
     num_samples: int = 1,
-    steps: int = 30,
-    guidance_scale: float = 3.0,
+    steps: int = 50,
+    guidance_scale: float = 1.0,
     negative_prompt: str = "",
     seed: int = 0,
 ) -> dict[str, object]:
@@ -38,7 +38,8 @@ def sample_views(
         prior: a saved prior folder (default: the shipped primitives prior).
         num_samples: independent samples (rows).
         steps: DDIM steps.
-        guidance_scale: classifier-free guidance weight.
+        guidance_scale: classifier-free guidance weight (1 suits the shipped small prior;
+            MVDream itself samples at 5-7.5).
         negative_prompt: the unconditional prompt.
         seed: seeds the initial noise.
 
