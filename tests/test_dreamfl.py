@@ -96,6 +96,20 @@ def test_baseline_has_no_reward_term(tmp_path) -> None:
     assert json.loads((tmp_path / "result.json").read_text())["method"] == "sds"
 
 
+def test_nerf_upscale_switches_the_stage_one_resolution(tmp_path) -> None:
+    module = tiny_dreamfl(nerf_steps=3, nerf_upscale_step=2, nerf_upscale_resolution=12)
+    sizes = []
+
+    class Record(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            sizes.append(pl_module.training_resolution())
+
+    fit(module, tmp_path, 4, callbacks=[Record()])
+    assert sizes == [8, 8, 12, 8]  # NeRF 8, NeRF upscaled to 12, then the mesh stage's 8
+    with pytest.raises(ValueError, match="nerf_upscale_step 3 must lie inside stage 1"):
+        tiny_dreamfl(nerf_steps=3, nerf_upscale_step=3)
+
+
 def test_empty_prompt_is_refused() -> None:
     with pytest.raises(ValueError, match="prompt is empty"):
         tiny_dreamfl(prompt="   ")
@@ -140,3 +154,57 @@ def test_configs_resolve(capsys) -> None:
         model = yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]
         assert model["guidance"]["class_path"].endswith("ScoreDistillation")
         assert (model["reward"] is None) == bool(extra)
+
+
+@pytest.mark.parametrize(
+    "overlays",
+    [[], ["mvdream_sd21_lowmem.yaml"]]
+    + [[f"presets/{p}.yaml"] for p in ("conservative", "aggressive", "paper", "grad_fraction")],
+)
+def test_full_scale_configs_resolve(overlays, capsys) -> None:
+    from pathlib import Path
+
+    import yaml
+
+    from dreamreward.cli import main
+
+    root = Path(__file__).resolve().parents[1] / "configs" / "dreamfl"
+    argv = ["fit", "--config", str(root / "mvdream_sd21.yaml")]
+    for overlay in overlays:
+        argv += ["--config", str(root / overlay)]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--print_config"])
+    assert exit_info.value.code == 0
+    model = yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]
+    reward = model["reward"]["init_args"]
+    # a preset changes the formulation, never the reward model it is applied to
+    assert reward["reward"]["class_path"].endswith("OfficialReward3D")
+    assert model["guidance"]["init_args"]["prior"]["class_path"].endswith("MVDreamPrior")
+    if overlays == ["presets/paper.yaml"]:
+        assert reward["objective"] == "linear" and reward["weighting"] == "constant"
+    if overlays == ["presets/aggressive.yaml"]:
+        assert (reward["weight"], reward["start_step"]) == (0.3, 1001)
+    if overlays == ["mvdream_sd21_lowmem.yaml"]:
+        assert model["nerf_upscale_step"] is None
+
+
+def test_missing_full_scale_weights_name_the_path(tmp_path) -> None:
+    from pathlib import Path
+
+    from dreamreward.cli import main
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "dreamfl" / "mvdream_sd21.yaml"
+    missing = tmp_path / "nothing.pt"
+    with pytest.raises(SystemExit, match=f"no MVDream weights at {missing}"):
+        main(
+            [
+                "fit",
+                "--config",
+                str(config),
+                "--trainer.accelerator",
+                "cpu",
+                "--trainer.logger",
+                "false",
+                f"--model.guidance.init_args.prior.init_args.path={missing}",
+            ]
+        )

@@ -65,14 +65,32 @@ def main(args: list[str] | None = None) -> DreamRewardCLI | object:
     extra = _extra_commands()
     if argv and argv[0] in extra:
         return CLI(extra[argv[0]], args=argv[1:], as_positional=False)
-    return DreamRewardCLI(
-        L.LightningModule,
-        L.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        save_config_kwargs={"overwrite": True},
-        args=args,
-    )
+    try:
+        return DreamRewardCLI(
+            L.LightningModule,
+            L.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_kwargs={"overwrite": True},
+            args=args,
+        )
+    except ValueError as error:
+        cause = _missing_file(error)
+        if cause is None:
+            raise
+        # jsonargparse reports a class that failed to build as "does not validate against any
+        # of the Union subtypes" followed by the whole config; the missing file is what matters
+        raise SystemExit(f"error: {cause}") from error
+
+
+def _missing_file(error: BaseException) -> FileNotFoundError | None:
+    """The FileNotFoundError a config's class raised while being built, if that is the cause."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, FileNotFoundError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 if __name__ == "__main__":

@@ -57,6 +57,8 @@ class DreamFLModule(TwoStageAssetModule):
             resolution).
         nerf_steps: stage-1 steps; the rest of ``trainer.max_steps`` refines the mesh.
         nerf_resolution, mesh_resolution: render sizes of the two stages.
+        nerf_upscale_step, nerf_upscale_resolution: from this stage-1 step on the NeRF renders
+            at the higher resolution (MVDream: 64 px, then 256 from step 5000; None: never).
         isosurface_threshold: the density level that becomes the DMTet surface.
         seed: keys every per-step draw.
         lr_grid, lr_mlp, lr_dmtet: learning rates.
@@ -81,6 +83,8 @@ class DreamFLModule(TwoStageAssetModule):
         nerf_steps: int = 600,
         nerf_resolution: int = 32,
         mesh_resolution: int = 64,
+        nerf_upscale_step: int | None = None,
+        nerf_upscale_resolution: int = 256,
         isosurface_threshold: float = 5.0,
         seed: int = 0,
         lr_grid: float = 1e-2,
@@ -101,6 +105,10 @@ class DreamFLModule(TwoStageAssetModule):
         prompt = prompt.strip()
         if not prompt:
             raise ValueError("DreamFLModule.prompt is empty: give the text to turn into 3D")
+        if nerf_upscale_step is not None and not 0 < nerf_upscale_step < nerf_steps:
+            raise ValueError(
+                f"nerf_upscale_step {nerf_upscale_step} must lie inside stage 1 (0, {nerf_steps})"
+            )
         super().__init__(
             field, volume_renderer, dmtet, background, nerf_steps, isosurface_threshold
         )
@@ -151,7 +159,7 @@ class DreamFLModule(TwoStageAssetModule):
             labels, and the stage-2 regulariser (0 in stage 1).
         """
         views = self.camera_sampler.sample(1, self._step_generator(0))
-        size = self.hparams.mesh_resolution if self.in_mesh_stage else self.hparams.nerf_resolution
+        size = self.training_resolution()
         cams = views.cameras.with_resolution(size, size).to(self.device)
         if self.in_mesh_stage:
             mesh = self.current_mesh()
@@ -162,6 +170,16 @@ class DreamFLModule(TwoStageAssetModule):
             regularization = rgb.new_zeros(())
         embedding = views.cameras.mvdream_embedding().to(self.device)
         return rgb.permute(0, 3, 1, 2), embedding, views.labels, regularization
+
+    def training_resolution(self) -> int:
+        """The render side of this step: stage 1 (with its optional upscale) or stage 2."""
+        hp = self.hparams
+        if self.in_mesh_stage:
+            return hp.mesh_resolution
+        upscale = hp.nerf_upscale_step
+        if upscale is not None and self.global_step >= upscale:
+            return hp.nerf_upscale_resolution
+        return hp.nerf_resolution
 
     def _render_nerf(self, cams: Any) -> Tensor:
         from dreamreward.render.rays import generate_pinhole_rays
