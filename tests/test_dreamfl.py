@@ -83,6 +83,8 @@ def test_both_stages_train_and_export(tmp_path) -> None:
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["method"] == "dreamfl" and result["prompt"] == "a red cube"
     assert 0 <= result["oracle"] <= 1 and "reward" in result
+    assert result["nerf_seconds"] + result["mesh_seconds"] == pytest.approx(result["fit_seconds"])
+    assert 0 < result["nerf_peak_rss_mb"] <= result["peak_rss_mb"]
     for name in ("mesh.glb", "mesh.obj", "turntable.gif", "views.png"):
         assert (tmp_path / name).is_file()
     # frozen guides are rebuilt, not saved

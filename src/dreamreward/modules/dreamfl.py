@@ -20,6 +20,7 @@ Every random draw of a step (cameras, timesteps, noise, ray jitter) comes from g
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,8 @@ class DreamFLModule(TwoStageAssetModule):
         except ValueError:
             self.scene = None
         self._start_time: float | None = None
+        # wall time and peak RSS at the end of the NeRF stage
+        self._stage_one: dict[str, float | None] | None = None
 
     # ------------------------------------------------------------------ checkpoints
     _FROZEN = ("guidance.", "reward.", "eval_reward_model.")
@@ -196,6 +199,11 @@ class DreamFLModule(TwoStageAssetModule):
         return out["rgb"].reshape(n, h, w, 3)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        if self.in_mesh_stage and self._stage_one is None and self._start_time is not None:
+            self._stage_one = {
+                "nerf_seconds": round(time.perf_counter() - self._start_time, 1),
+                "nerf_peak_rss_mb": _peak_rss_mb(),
+            }
         renders, cameras, labels, regularization = self.render_training_views()
         distill = self.guidance(
             renders, [self.prompt], cameras, self.global_step, self._step_generator(1)
@@ -282,6 +290,22 @@ class DreamFLModule(TwoStageAssetModule):
             **scores,
         }
         if self._start_time is not None:
+            # since this process started fitting (a resumed run counts from its resume)
             result["fit_seconds"] = round(time.perf_counter() - self._start_time, 1)
+            if self._stage_one is not None:
+                result.update(self._stage_one)
+                result["mesh_seconds"] = round(result["fit_seconds"] - result["nerf_seconds"], 1)
+        result["peak_rss_mb"] = _peak_rss_mb()
         (out_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
         return result
+
+
+def _peak_rss_mb() -> float | None:
+    """This process's peak resident memory so far, in MB (None where ``resource`` is missing,
+    i.e. Windows; Linux reports KiB, macOS bytes)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
