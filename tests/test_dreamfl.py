@@ -56,10 +56,11 @@ def tiny_dreamfl(reward: bool = True, **kw) -> DreamFLModule:
         prompt="a red cube",
     )
     args.update(kw)
-    return DreamFLModule(field, renderer, DMTetGeometry(grid_resolution=8), guidance, term, **args)
+    dmtet = args.pop("dmtet", None) or DMTetGeometry(grid_resolution=8)
+    return DreamFLModule(field, renderer, dmtet, guidance, term, **args)
 
 
-def fit(module, root, steps: int, **kw) -> L.Trainer:
+def fit(module, root, steps: int, ckpt_path=None, **kw) -> L.Trainer:
     trainer = L.Trainer(
         default_root_dir=root,
         max_steps=steps,
@@ -70,7 +71,7 @@ def fit(module, root, steps: int, **kw) -> L.Trainer:
         limit_val_batches=0,
         **kw,
     )
-    trainer.fit(module, datamodule=OptimizationSteps(steps_per_epoch=3))
+    trainer.fit(module, datamodule=OptimizationSteps(steps_per_epoch=3), ckpt_path=ckpt_path)
     return trainer
 
 
@@ -139,6 +140,17 @@ def test_resume_from_a_checkpoint_is_exact(tmp_path) -> None:
     ref, got = straight.state_dict(), resumed.state_dict()
     for key in ref:
         assert torch.equal(ref[key], got[key]), f"{key} differs after resume"
+
+
+def test_resume_with_another_prompt_or_geometry_is_refused(tmp_path) -> None:
+    ckpt = tmp_path / "mid.ckpt"
+    fit(tiny_dreamfl(), tmp_path / "a", 3, callbacks=[StopAt(2, ckpt)])
+    other_prompt = tiny_dreamfl(prompt="a blue cube")
+    with pytest.raises(ValueError, match="prompt: 'a red cube' in the checkpoint, 'a blue cube'"):
+        fit(other_prompt, tmp_path / "b", 3, ckpt_path=ckpt)
+    other_grid = tiny_dreamfl(dmtet=DMTetGeometry(grid_resolution=6))
+    with pytest.raises(ValueError, match=r"dmtet\.sdf: shape"):
+        fit(other_grid, tmp_path / "c", 3, ckpt_path=ckpt)
 
 
 def test_configs_resolve(capsys) -> None:

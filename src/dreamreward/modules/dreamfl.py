@@ -32,6 +32,7 @@ from dreamreward.guidance.reward_term import RewardGuidance
 from dreamreward.guidance.score_distillation import ScoreDistillation
 from dreamreward.guidance.sources import RewardSource
 from dreamreward.modules.frozen_weights import drop_frozen, restore_frozen
+from dreamreward.modules.resume_check import check_resume_matches
 from dreamreward.modules.two_stage import TwoStageAssetModule
 from dreamreward.render.background import Background
 from dreamreward.render.cameras import OrbitCameraSampler, view_labels_from_c2w
@@ -147,7 +148,22 @@ class DreamFLModule(TwoStageAssetModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         drop_frozen(checkpoint, self._FROZEN)  # rebuilt from their sources
 
+    # settings that define the run: a checkpoint made with other values is not this run
+    _RESUME_MUST_MATCH = (
+        "prompt",
+        "seed",
+        "nerf_steps",
+        "nerf_resolution",
+        "nerf_upscale_step",
+        "nerf_upscale_resolution",
+        "mesh_resolution",
+        "isosurface_threshold",
+    )
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        trainer = self._trainer
+        source = str(trainer.ckpt_path) if trainer is not None and trainer.ckpt_path else None
+        check_resume_matches(self, checkpoint, self._RESUME_MUST_MATCH, source)
         restore_frozen(self, checkpoint, self._FROZEN)
 
     # ------------------------------------------------------------------ training

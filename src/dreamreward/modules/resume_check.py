@@ -1,0 +1,53 @@
+"""Refuse to resume from a checkpoint that belongs to a different run.
+
+Lightning restores whatever ``--ckpt_path`` points at: a checkpoint of another prompt would
+silently continue optimising an asset for the wrong text, and one of another geometry size fails
+deep inside ``load_state_dict`` with a bare tensor-size message. :func:`check_resume_matches`
+compares the settings that define the run and the shapes of the trainable state first, and names
+what differs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from torch import nn
+
+
+def check_resume_matches(
+    module: nn.Module,
+    checkpoint: dict[str, Any],
+    hparam_names: Iterable[str],
+    source: str | None = None,
+) -> None:
+    """Raise ``ValueError`` if ``checkpoint`` was made with other settings or shapes.
+
+    Args:
+        module: the LightningModule being resumed (its ``hparams`` and ``state_dict``).
+        checkpoint: the loaded Lightning checkpoint (``hyper_parameters``, ``state_dict``).
+        hparam_names: hyper-parameters that must be equal (e.g. the prompt, the stage lengths).
+        source: the checkpoint path, for the message.
+    """
+    where = f"checkpoint {source}" if source else "the checkpoint"
+    saved = checkpoint.get("hyper_parameters", {})
+    current = getattr(module, "hparams", {})
+    problems = [
+        f"{name}: {saved[name]!r} in the checkpoint, {current[name]!r} in the config"
+        for name in hparam_names
+        if name in saved and name in current and saved[name] != current[name]
+    ]
+    own = module.state_dict()
+    for key, value in checkpoint.get("state_dict", {}).items():
+        if key in own and tuple(own[key].shape) != tuple(value.shape):
+            problems.append(
+                f"{key}: shape {tuple(value.shape)} in the checkpoint, {tuple(own[key].shape)} "
+                "in the config"
+            )
+    if problems:
+        raise ValueError(
+            f"{where} does not match this config, so it cannot be resumed:\n  "
+            + "\n  ".join(problems)
+            + "\nresume with the config the run was started with (saved as config.yaml in its "
+            "log folder), or start a new run without --ckpt_path"
+        )
