@@ -30,15 +30,16 @@ def test_prompt_file_errors(tmp_path) -> None:
 
 
 def test_win_rate_is_paired_and_counts_ties_half() -> None:
-    rows = [
-        {"prompt": "a red cube", "seed": 0, "method": "dreamfl", "split": "train", "oracle": 0.8},
-        {"prompt": "a red cube", "seed": 0, "method": "sds", "split": "train", "oracle": 0.6},
-        {"prompt": "a red cube", "seed": 1, "method": "dreamfl", "split": "train", "oracle": 0.5},
-        {"prompt": "a red cube", "seed": 1, "method": "sds", "split": "train", "oracle": 0.5},
-    ]
+    def row(seed, method, oracle):
+        return {"prompt": "a red cube", "seed": seed, "method": method, "groups": ["train"],
+                "oracle": oracle}  # fmt: skip
+
+    rows = [row(0, "dreamfl", 0.8), row(0, "sds", 0.6), row(1, "dreamfl", 0.5), row(1, "sds", 0.5)]
+    rows.append(row(2, "dreamfl", 1.0))  # unpaired: counts in the means, not in the win-rate
     table = summarise_runs(rows)
     assert table["win_rate"]["all"]["mean"] == pytest.approx(0.75)
-    assert table["methods"]["dreamfl/all"]["oracle"]["mean"] == pytest.approx(0.65)
+    assert table["win_rate"]["train"]["n"] == 2
+    assert table["methods"]["dreamfl/all"]["oracle"]["mean"] == pytest.approx(2.3 / 3)
 
 
 def _tiny_setup(tmp_path):

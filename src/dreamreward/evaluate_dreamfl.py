@@ -5,17 +5,19 @@
 Runs ``fit`` for every (prompt, seed) with the DreamFL config and with the same config plus the
 baseline overlay (no reward term), reads each run's ``result.json``, and writes
 ``<out>/dreamfl_eval.{md,json}``: per method the mean Reward3D score and oracle score with 95%
-bootstrap intervals, over all prompts and per split (train-split / novel compositions, when the
-prompts belong to the primitives world), and DreamFL's win-rate over the baseline by the oracle,
-paired by prompt and seed (a tie counts one half). Runs whose ``result.json`` exists are reused,
-so an interrupted evaluation continues where it stopped. ``--workers N`` shares the runs among
-N processes (CPU) or devices (GPUs) launched by Lightning Fabric; the table is gathered from the
-runs' ``result.json`` files.
+bootstrap intervals and the mean fit time, over all prompts, per split (train-split / novel
+compositions) and per object count (for prompts of the primitives world), and DreamFL's win-rate
+over the baseline by the oracle, paired by prompt and seed (a tie counts one half). Runs whose
+``result.json`` exists are reused, so an interrupted evaluation continues where it stopped.
+``--workers N`` shares the runs among N processes (CPU) or devices (GPUs) launched by Lightning
+Fabric, each taking the next unclaimed run; the table is gathered from the runs' ``result.json``
+files.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from dreamreward.stats import mean_ci
 from dreamreward.world.prompts import is_novel, parse_prompt
 
 METHODS = ("dreamfl", "sds")
+CLAIM_FILE = ".claimed"  # a worker's mark on the run it is doing
 
 
 def read_prompt_file(path: str | Path) -> list[str]:
@@ -56,11 +59,15 @@ def read_prompt_file(path: str | Path) -> list[str]:
     return prompts
 
 
-def _split(prompt: str) -> str:
+def _groups(prompt: str) -> list[str]:
+    """The table rows a prompt counts in besides "all": its split (train-split / novel
+    composition) and its object count, for primitives prompts; "free" otherwise."""
     try:
-        return "novel" if is_novel(parse_prompt(prompt)) else "train"
+        scene = parse_prompt(prompt)
     except ValueError:
-        return "free"
+        return ["free"]
+    count = len(scene.objects)
+    return ["novel" if is_novel(scene) else "train", f"{count} object{'s' * (count > 1)}"]
 
 
 def evaluate_dreamfl(
@@ -83,7 +90,7 @@ def evaluate_dreamfl(
         prompts: the prompt file (one per line).
         seeds: seeds per prompt (default 0 and 1).
         workers: processes (CPU) or devices (GPU) sharing the runs, launched by Lightning
-            Fabric; worker k takes runs k, k + workers, ... (each run is one prompt, seed and
+            Fabric; each worker takes the next unclaimed run (each run is one prompt, seed and
             method on one device).
         accelerator: ``cpu`` or ``cuda`` for the workers' runs.
         extra_args: more command-line overrides for every run (e.g. ``--trainer.max_steps``).
@@ -108,6 +115,8 @@ def evaluate_dreamfl(
         for m in METHODS
     ]
     todo = [j for j in jobs if not (Path(j["dir"]) / "result.json").is_file()]
+    for job in todo:  # claims left by an interrupted evaluation
+        Path(job["dir"], CLAIM_FILE).unlink(missing_ok=True)
     common = (dreamfl_config, baseline_overlay, extra_args or [])
     if workers == 1 or len(todo) <= 1:
         for job in todo:
@@ -117,13 +126,15 @@ def evaluate_dreamfl(
 
         fabric = Fabric(accelerator=accelerator, devices=workers, strategy="ddp_spawn")
         fabric.launch(_worker, todo, common)
+        for job in todo:
+            Path(job["dir"], CLAIM_FILE).unlink(missing_ok=True)
     rows = []
     for job in jobs:
         result_file = Path(job["dir"]) / "result.json"
         if not result_file.is_file():
             raise RuntimeError(f"run {job} wrote no {result_file}")
         result = json.loads(result_file.read_text())
-        rows.append({**result, "method": job["method"], "split": _split(job["prompt"])})
+        rows.append({**result, "method": job["method"], "groups": _groups(job["prompt"])})
     table = summarise_runs(rows)
     table["runs"] = rows
     root.mkdir(parents=True, exist_ok=True)
@@ -142,9 +153,25 @@ def _worker(fabric: Any, todo: list[dict[str, Any]], common: tuple) -> None:
         # the machine's cores are shared by the workers
         torch.set_num_threads(max(1, torch.get_num_threads() // world))
     device = fabric.device.index if fabric.device.type == "cuda" else None
-    for job in todo[rank::world]:
-        _run(job, *common, accelerator=fabric.device.type, device=device)
+    # a shared queue rather than a fixed split: runs differ in cost (DreamFL steps are dearer
+    # than SDS steps), and a worker that finishes early takes the next unclaimed run
+    for job in todo:
+        if _claim(job["dir"], rank):
+            _run(job, *common, accelerator=fabric.device.type, device=device)
     fabric.barrier()
+
+
+def _claim(run_dir: str, rank: int) -> bool:
+    """Atomically take a run (the first worker to create its claim file wins)."""
+    folder = Path(run_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(folder / CLAIM_FILE, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{rank}\n")
+    return True
 
 
 def _run(
@@ -186,32 +213,39 @@ def _run(
 
 
 def summarise_runs(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Means with 95% CIs per method and split, and DreamFL's paired win-rate by the oracle."""
+    """Means with 95% CIs per method and prompt group, and DreamFL's paired win-rate by the
+    oracle. Each row has ``method``, ``prompt``, ``seed``, ``groups`` (e.g. ``["train",
+    "1 object"]``) and the run's scores (``reward``, ``oracle``, ``fit_seconds``)."""
     table: dict[str, Any] = {"methods": {}, "win_rate": {}}
-    splits = ["all"] + sorted({r["split"] for r in rows})
+    groups = ["all"] + sorted({g for r in rows for g in r["groups"]})
+
+    def member(row: dict[str, Any], group: str) -> bool:
+        return group == "all" or group in row["groups"]
+
     for method in METHODS:
-        for split in splits:
-            chosen = [r for r in rows if r["method"] == method and split in ("all", r["split"])]
+        for group in groups:
+            chosen = [r for r in rows if r["method"] == method and member(r, group)]
             if not chosen:
                 continue
             entry: dict[str, Any] = {"n": len(chosen)}
-            for metric in ("reward", "oracle"):
+            for metric in ("reward", "oracle", "fit_seconds"):
                 values = [r[metric] for r in chosen if metric in r]
                 if values:
                     entry[metric] = mean_ci(values).as_dict()
-            table["methods"][f"{method}/{split}"] = entry
-    paired: dict[tuple[str, int], dict[str, float]] = {}
+            table["methods"][f"{method}/{group}"] = entry
+    paired: dict[tuple[str, int], dict[str, Any]] = {}
     for r in rows:
         if "oracle" in r:
-            paired.setdefault((r["prompt"], r["seed"]), {})[r["method"]] = r["oracle"]
-    for split in splits:
+            pair = paired.setdefault((r["prompt"], r["seed"]), {"groups": r["groups"]})
+            pair[r["method"]] = r["oracle"]
+    for group in groups:
         wins = [
             1.0 if s["dreamfl"] > s["sds"] else 0.5 if s["dreamfl"] == s["sds"] else 0.0
-            for (prompt, _), s in paired.items()
-            if len(s) == 2 and split in ("all", _split(prompt))
+            for s in paired.values()
+            if "dreamfl" in s and "sds" in s and member(s, group)
         ]
         if wins:
-            table["win_rate"][split] = mean_ci(wins).as_dict()
+            table["win_rate"][group] = mean_ci(wins).as_dict()
     return table
 
 
@@ -223,15 +257,18 @@ def format_table(table: dict[str, Any]) -> str:
             return "–"
         return f"{stats['mean']:.3f} [{stats['ci_low']:.3f}, {stats['ci_high']:.3f}]"
 
+    def seconds(stats: dict[str, Any] | None) -> str:
+        return f"{stats['mean']:.0f}" if stats else "–"
+
     lines = [
-        "| method | prompts | runs | Reward3D | oracle |",
-        "|---|---|---:|---|---|",
+        "| method | prompts | runs | Reward3D | oracle | fit s |",
+        "|---|---|---:|---|---|---:|",
     ]
     for key, entry in table["methods"].items():
-        method, split = key.split("/")
+        method, group = key.split("/")
         lines.append(
-            f"| {method} | {split} | {entry['n']} | {cell(entry.get('reward'))} | "
-            f"{cell(entry.get('oracle'))} |"
+            f"| {method} | {group} | {entry['n']} | {cell(entry.get('reward'))} | "
+            f"{cell(entry.get('oracle'))} | {seconds(entry.get('fit_seconds'))} |"
         )
     lines += [
         "",
