@@ -81,7 +81,11 @@ def test_evaluation_runs_both_methods_and_resumes(tmp_path) -> None:
         "[0]",
     ]
     table = main(args)
-    runs = table["runs"]
+    runs = [r for r in table["runs"] if r["method"] != "reference"]
+    reference = [r for r in table["runs"] if r["method"] == "reference"]
+    assert [r["prompt"] for r in reference] == prompts.read_text().splitlines()
+    assert all(0 <= r["oracle"] <= 1 and isinstance(r["reward"], float) for r in reference)
+    assert table["methods"]["reference/all"]["n"] == 2
     assert sorted((r["method"], r["prompt"]) for r in runs) == sorted(
         (m, p) for m in ("dreamfl", "sds") for p in prompts.read_text().splitlines()
     )
@@ -115,4 +119,4 @@ def test_two_worker_processes_share_the_runs(tmp_path) -> None:
             "2",
         ]
     )
-    assert len(table["runs"]) == 4 and table["win_rate"]["all"]["n"] == 2
+    assert len(table["runs"]) == 4 + 2 and table["win_rate"]["all"]["n"] == 2

@@ -7,7 +7,8 @@ baseline overlay (no reward term), reads each run's ``result.json``, and writes
 ``<out>/dreamfl_eval.{md,json}``: per method the mean Reward3D score and oracle score with 95%
 bootstrap intervals and the mean fit time, over all prompts, per split (train-split / novel
 compositions) and per object count (for prompts of the primitives world), and DreamFL's win-rate
-over the baseline by the oracle, paired by prompt and seed (a tie counts one half). Runs whose
+over the baseline by the oracle, paired by prompt and seed (a tie counts one half). A
+``reference`` row scores each prompt's ground-truth scene the same way. Runs whose
 ``result.json`` exists are reused, so an interrupted evaluation continues where it stopped.
 ``--workers N`` shares the runs among N processes (CPU) or devices (GPUs) launched by Lightning
 Fabric, each taking the next unclaimed run; the table is gathered from the runs' ``result.json``
@@ -135,6 +136,7 @@ def evaluate_dreamfl(
             raise RuntimeError(f"run {job} wrote no {result_file}")
         result = json.loads(result_file.read_text())
         rows.append({**result, "method": job["method"], "groups": _groups(job["prompt"])})
+    rows += reference_rows(dreamfl_config, prompt_list, extra_args or [])
     table = summarise_runs(rows)
     table["runs"] = rows
     root.mkdir(parents=True, exist_ok=True)
@@ -142,6 +144,55 @@ def evaluate_dreamfl(
     (root / "dreamfl_eval.md").write_text(format_table(table))
     print(format_table(table))
     return table
+
+
+def reference_rows(
+    dreamfl_config: str, prompts: list[str], extra_args: list[str]
+) -> list[dict[str, Any]]:
+    """The ground-truth scene of every primitives prompt, rendered from the canonical cameras at
+    the config's evaluation resolution and scored like the runs (the config's Reward3D, the
+    oracle): the oracle's ceiling, and the Reward3D score a correct asset gets (an asset that
+    outscores its ground truth is a sign of reward hacking)."""
+    import lightning as L
+    import torch
+
+    from dreamreward.cli import DreamRewardCLI
+    from dreamreward.render.cameras import view_labels_from_c2w
+    from dreamreward.world.layout import scene_mesh
+    from dreamreward.world.oracle import oracle_score
+    from dreamreward.world.views import default_cameras, render_views
+
+    scenes = {}
+    for prompt in prompts:
+        try:
+            scenes[prompt] = parse_prompt(prompt)
+        except ValueError:
+            continue  # not a primitives prompt: no ground truth
+    if not scenes:
+        return []
+    cli = DreamRewardCLI(
+        L.LightningModule,
+        L.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        run=False,
+        args=["--config", dreamfl_config, *extra_args, "--trainer.logger", "false"],
+    )
+    module = cli.model
+    cams = default_cameras(module.hparams.eval_resolution)
+    labels = view_labels_from_c2w(cams.c2w)
+    rows = []
+    for prompt, scene in scenes.items():
+        views = render_views(scene_mesh(scene)[0], cams)["rgb"]
+        row: dict[str, Any] = {"prompt": prompt, "seed": 0, "method": "reference"}
+        row["groups"] = _groups(prompt)
+        row["oracle"] = oracle_score(views, scene, cams).total
+        if module.eval_reward_model is not None:
+            with torch.no_grad():
+                reward = module.eval_reward_model.score(views[None], [prompt], [labels])
+            row["reward"] = float(reward[0])
+        rows.append(row)
+    return rows
 
 
 def _worker(fabric: Any, todo: list[dict[str, Any]], common: tuple) -> None:
@@ -222,7 +273,7 @@ def summarise_runs(rows: list[dict[str, Any]]) -> dict[str, Any]:
     def member(row: dict[str, Any], group: str) -> bool:
         return group == "all" or group in row["groups"]
 
-    for method in METHODS:
+    for method in (*METHODS, "reference"):
         for group in groups:
             chosen = [r for r in rows if r["method"] == method and member(r, group)]
             if not chosen:
@@ -235,7 +286,7 @@ def summarise_runs(rows: list[dict[str, Any]]) -> dict[str, Any]:
             table["methods"][f"{method}/{group}"] = entry
     paired: dict[tuple[str, int], dict[str, Any]] = {}
     for r in rows:
-        if "oracle" in r:
+        if "oracle" in r and r["method"] in METHODS:
             pair = paired.setdefault((r["prompt"], r["seed"]), {"groups": r["groups"]})
             pair[r["method"]] = r["oracle"]
     for group in groups:
