@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from dreamreward.cli import main
-from dreamreward.evaluate_dreamfl import read_prompt_file, summarise_runs
+from dreamreward.evaluate_dreamfl import read_prompt_file, spearman, summarise_runs
 from test_mvdiffusion import _saved_minilm_prior
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,6 +27,13 @@ def test_prompt_file_errors(tmp_path) -> None:
         read_prompt_file(tmp_path / "dup.txt")
     with pytest.raises(FileNotFoundError, match="no prompt file"):
         read_prompt_file(tmp_path / "none.txt")
+
+
+def test_spearman() -> None:
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # ties share their average rank: ranks (0, 1.5, 1.5, 3) against (0, 1, 2, 3)
+    assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9486833)
 
 
 def test_win_rate_is_paired_and_counts_ties_half() -> None:

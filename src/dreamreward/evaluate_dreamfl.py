@@ -297,7 +297,36 @@ def summarise_runs(rows: list[dict[str, Any]]) -> dict[str, Any]:
         ]
         if wins:
             table["win_rate"][group] = mean_ci(wins).as_dict()
+    # how far the judge agrees with the truth on these assets (not on its own test set)
+    scored = [r for r in rows if r["method"] in METHODS and "reward" in r and "oracle" in r]
+    if len(scored) >= 3:
+        table["reward_oracle_spearman"] = spearman(
+            [r["reward"] for r in scored], [r["oracle"] for r in scored]
+        )
     return table
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    """Spearman rank correlation of two equally long lists (average ranks for ties)."""
+
+    def ranks(values: list[float]) -> list[float]:
+        order = sorted(range(len(values)), key=values.__getitem__)
+        out = [0.0] * len(values)
+        i = 0
+        while i < len(order):
+            j = i
+            while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                out[order[k]] = (i + j) / 2.0
+            i = j + 1
+        return out
+
+    ra, rb = ranks(a), ranks(b)
+    ma, mb = sum(ra) / len(ra), sum(rb) / len(rb)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb, strict=True))
+    var = (sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb)) ** 0.5
+    return cov / var if var > 0 else 0.0
 
 
 def format_table(table: dict[str, Any]) -> str:
@@ -328,4 +357,10 @@ def format_table(table: dict[str, Any]) -> str:
     ]
     for split, stats in table["win_rate"].items():
         lines.append(f"| | {split} | {cell(stats)} (n={stats['n']}) |")
+    if "reward_oracle_spearman" in table:
+        lines += [
+            "",
+            "Spearman correlation of Reward3D and oracle scores over all runs: "
+            f"{table['reward_oracle_spearman']:.3f}",
+        ]
     return "\n".join(lines) + "\n"
