@@ -123,7 +123,7 @@ def run_main_job(config: Path, threads: int) -> dict[str, object]:
         "wall s (launch to exit)": round(wall, 1),
         "NeRF stage s": result.get("nerf_seconds"),
         "mesh stage s": result.get("mesh_seconds"),
-        "NeRF stage peak RSS MB": result.get("nerf_peak_rss_mb"),
+        "NeRF stage peak RSS MB": result.get("nerf_process_peak_rss_mb"),
         "peak RSS MB": round(children_rss, 1),
         "oracle": result.get("oracle"),
     }

@@ -84,8 +84,9 @@ def test_both_stages_train_and_export(tmp_path) -> None:
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["method"] == "dreamfl" and result["prompt"] == "a red cube"
     assert 0 <= result["oracle"] <= 1 and "reward" in result
-    assert result["nerf_seconds"] + result["mesh_seconds"] == pytest.approx(result["fit_seconds"])
-    assert 0 < result["nerf_peak_rss_mb"] <= result["peak_rss_mb"]
+    assert 0 < result["nerf_seconds"] < result["fit_seconds"]
+    assert result["mesh_seconds"] > 0
+    assert 0 < result["nerf_process_peak_rss_mb"] <= result["process_peak_rss_mb"]
     for name in ("mesh.glb", "mesh.obj", "turntable.gif", "views.png"):
         assert (tmp_path / name).is_file()
     # frozen guides are rebuilt, not saved
@@ -100,15 +101,20 @@ def test_baseline_has_no_reward_term(tmp_path) -> None:
 
 
 def test_nerf_upscale_switches_the_stage_one_resolution(tmp_path) -> None:
-    module = tiny_dreamfl(nerf_steps=3, nerf_upscale_step=2, nerf_upscale_resolution=12)
+    module = tiny_dreamfl(
+        nerf_steps=3, nerf_upscale_step=2, nerf_upscale_resolution=12, mesh_resolution=10
+    )
     sizes = []
+    render = module.render_training_views
 
-    class Record(L.Callback):
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-            sizes.append(pl_module.training_resolution())
+    def recording_render():
+        out = render()
+        sizes.append(out[0].shape[-1])  # the side of the renders the guidance saw
+        return out
 
-    fit(module, tmp_path, 4, callbacks=[Record()])
-    assert sizes == [8, 8, 12, 8]  # NeRF 8, NeRF upscaled to 12, then the mesh stage's 8
+    module.render_training_views = recording_render
+    fit(module, tmp_path, 4)
+    assert sizes == [8, 8, 12, 10]  # NeRF 8, NeRF upscaled to 12, then the mesh stage's 10
     with pytest.raises(ValueError, match="nerf_upscale_step 3 must lie inside stage 1"):
         tiny_dreamfl(nerf_steps=3, nerf_upscale_step=3)
 
@@ -151,6 +157,19 @@ def test_resume_with_another_prompt_or_geometry_is_refused(tmp_path) -> None:
     other_grid = tiny_dreamfl(dmtet=DMTetGeometry(grid_resolution=6))
     with pytest.raises(ValueError, match=r"dmtet\.sdf: shape"):
         fit(other_grid, tmp_path / "c", 3, ckpt_path=ckpt)
+    baseline = tiny_dreamfl(reward=False)
+    with pytest.raises(ValueError, match="is a dreamfl run, this config is sds"):
+        fit(baseline, tmp_path / "d", 3, ckpt_path=ckpt)
+
+
+def test_resume_check_names_keys_on_one_side_only() -> None:
+    from dreamreward.modules.resume_check import check_resume_matches
+
+    module = torch.nn.Linear(2, 2)
+    checkpoint = {"state_dict": {"weight": torch.zeros(2, 2), "extra": torch.zeros(1)}}
+    with pytest.raises(ValueError, match=r"in the checkpoint only: extra(.|\n)*config only: bias"):
+        check_resume_matches(module, checkpoint, [])
+    check_resume_matches(module, checkpoint, [], ignore_prefixes=("extra", "bias"))
 
 
 def test_configs_resolve(capsys) -> None:
@@ -220,5 +239,6 @@ def test_missing_full_scale_weights_name_the_path(tmp_path) -> None:
                 "--trainer.logger",
                 "false",
                 f"--model.guidance.init_args.prior.init_args.path={missing}",
+                "--model.dmtet.init_args.grid_resolution=8",  # not 12.6 M tets on a CPU
             ]
         )

@@ -29,6 +29,15 @@ def test_prompt_file_errors(tmp_path) -> None:
         read_prompt_file(tmp_path / "none.txt")
 
 
+def test_a_run_is_claimed_once(tmp_path) -> None:
+    from dreamreward.evaluate_dreamfl import _claim
+
+    run = tmp_path / "dreamfl" / "a_red_cube" / "seed0"
+    assert _claim(str(run), rank=0)
+    assert not _claim(str(run), rank=1)  # the other worker skips it
+    assert (run / ".claimed").read_text() == "0\n"
+
+
 def test_spearman() -> None:
     assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)

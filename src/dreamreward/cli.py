@@ -30,6 +30,18 @@ class DreamRewardCLI(LightningCLI):
     ``test_final_weights``), so one command trains, evaluates and writes the results table.
     """
 
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except ValueError as error:
+            cause = _missing_file(error)
+            if cause is None:
+                raise
+            # jsonargparse reports a class that failed to build as "does not validate against
+            # any of the Union subtypes" followed by the whole config; the missing file (a
+            # weights path in the config) is what the user needs to see
+            raise SystemExit(f"error: {cause}") from error
+
     def after_fit(self) -> None:
         if getattr(self.model, "test_after_fit", False) and not self.trainer.interrupted:
             best = getattr(self.trainer.checkpoint_callback, "best_model_path", "") or None
@@ -65,31 +77,26 @@ def main(args: list[str] | None = None) -> DreamRewardCLI | object:
     extra = _extra_commands()
     if argv and argv[0] in extra:
         return CLI(extra[argv[0]], args=argv[1:], as_positional=False)
-    try:
-        return DreamRewardCLI(
-            L.LightningModule,
-            L.LightningDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            save_config_kwargs={"overwrite": True},
-            args=args,
-        )
-    except ValueError as error:
-        cause = _missing_file(error)
-        if cause is None:
-            raise
-        # jsonargparse reports a class that failed to build as "does not validate against any
-        # of the Union subtypes" followed by the whole config; the missing file is what matters
-        raise SystemExit(f"error: {cause}") from error
+    return DreamRewardCLI(
+        L.LightningModule,
+        L.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_kwargs={"overwrite": True},
+        args=args,
+    )
 
 
 def _missing_file(error: BaseException) -> FileNotFoundError | None:
-    """The FileNotFoundError a config's class raised while being built, if that is the cause."""
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, FileNotFoundError):
-            return seen
-        seen = seen.__cause__ or seen.__context__
+    """The FileNotFoundError a config's class raised while being built, if that caused
+    ``error`` (followed through explicit causes and implicit contexts, each exception once)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, FileNotFoundError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
     return None
 
 

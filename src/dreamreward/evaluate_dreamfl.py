@@ -149,10 +149,13 @@ def evaluate_dreamfl(
 def reference_rows(
     dreamfl_config: str, prompts: list[str], extra_args: list[str]
 ) -> list[dict[str, Any]]:
-    """The ground-truth scene of every primitives prompt, rendered from the canonical cameras at
-    the config's evaluation resolution and scored like the runs (the config's Reward3D, the
-    oracle): the oracle's ceiling, and the Reward3D score a correct asset gets (an asset that
-    outscores its ground truth is a sign of reward hacking)."""
+    """The ground-truth scene of every primitives prompt (one row per prompt, seed 0), rendered
+    by the world's renderer (shaded, as Reward3D's training views were) from the canonical
+    cameras at the config's evaluation resolution and scored by the same Reward3D and oracle as
+    the runs: the oracle's ceiling, and the Reward3D score of a correct object. The runs' assets
+    are rendered by their own mesh renderer, so this is a reference level, not a paired
+    comparison; an asset that outscores its ground truth by Reward3D while the oracle scores it
+    lower is what reward hacking looks like."""
     import lightning as L
     import torch
 

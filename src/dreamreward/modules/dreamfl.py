@@ -139,14 +139,22 @@ class DreamFLModule(TwoStageAssetModule):
         except ValueError:
             self.scene = None
         self._start_time: float | None = None
+        self._timings: dict[str, float | None] = {}
         # wall time and peak RSS at the end of the NeRF stage
         self._stage_one: dict[str, float | None] | None = None
 
     # ------------------------------------------------------------------ checkpoints
     _FROZEN = ("guidance.", "reward.", "eval_reward_model.")
 
+    @property
+    def method(self) -> str:
+        """``"dreamfl"`` with the reward term, ``"sds"`` for the baseline."""
+        return "dreamfl" if self.reward is not None else "sds"
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         drop_frozen(checkpoint, self._FROZEN)  # rebuilt from their sources
+        # so that an SDS checkpoint is not resumed as DreamFL, or back (not an init argument)
+        checkpoint["dreamfl_method"] = self.method
 
     # settings that define the run: a checkpoint made with other values is not this run
     _RESUME_MUST_MATCH = (
@@ -163,12 +171,23 @@ class DreamFLModule(TwoStageAssetModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         trainer = self._trainer
         source = str(trainer.ckpt_path) if trainer is not None and trainer.ckpt_path else None
-        check_resume_matches(self, checkpoint, self._RESUME_MUST_MATCH, source)
+        saved_method = checkpoint.get("dreamfl_method", self.method)
+        if saved_method != self.method:
+            where = f"checkpoint {source}" if source else "the checkpoint"
+            raise ValueError(
+                f"{where} is a {saved_method} run, this config is {self.method} (the reward term "
+                "is set in one and not the other): resume with the config the run was started with"
+            )
+        check_resume_matches(
+            self, checkpoint, self._RESUME_MUST_MATCH, source, ignore_prefixes=self._FROZEN
+        )
         restore_frozen(self, checkpoint, self._FROZEN)
 
     # ------------------------------------------------------------------ training
     def on_fit_start(self) -> None:
         self._start_time = time.perf_counter()
+        self._stage_one = None
+        self._timings = {}
 
     def render_training_views(self) -> tuple[Tensor, Tensor, list[str], Tensor]:
         """One ring of cameras from the training distribution, rendered.
@@ -215,10 +234,11 @@ class DreamFLModule(TwoStageAssetModule):
         return out["rgb"].reshape(n, h, w, 3)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        if self.in_mesh_stage and self._stage_one is None and self._start_time is not None:
+        if self.global_step == self.hparams.nerf_steps and self._start_time is not None:
+            # the first mesh step of a fit that ran the NeRF stage in this process
             self._stage_one = {
                 "nerf_seconds": round(time.perf_counter() - self._start_time, 1),
-                "nerf_peak_rss_mb": _peak_rss_mb(),
+                "nerf_process_peak_rss_mb": _peak_rss_mb(),
             }
         renders, cameras, labels, regularization = self.render_training_views()
         distill = self.guidance(
@@ -288,8 +308,25 @@ class DreamFLModule(TwoStageAssetModule):
 
     # ------------------------------------------------------------------ results
     def on_train_end(self) -> None:
+        self._timings = self._fit_timings()  # before the export, which is not training
         if self.trainer.is_global_zero and not self.trainer.interrupted:
             self.export_results(self._log_dir())
+
+    def _fit_timings(self) -> dict[str, float | None]:
+        """Wall time of this process's fit (a resumed run counts from its resume), per stage
+        when the stage boundary was crossed here, and the process's peak RSS. The peak is the
+        process's: it is the run's own when the run had the process to itself (``fit`` from
+        the CLI), not when one process fits several runs (``evaluate-dreamfl``)."""
+        if self._start_time is None:
+            return {}
+        timings: dict[str, float | None] = {
+            "fit_seconds": round(time.perf_counter() - self._start_time, 1)
+        }
+        if self._stage_one is not None:
+            timings.update(self._stage_one)
+            timings["mesh_seconds"] = round(timings["fit_seconds"] - timings["nerf_seconds"], 1)
+        timings["process_peak_rss_mb"] = _peak_rss_mb()
+        return timings
 
     @torch.no_grad()
     def export_results(self, out_dir: Path) -> dict[str, Any]:
@@ -300,18 +337,12 @@ class DreamFLModule(TwoStageAssetModule):
         result: dict[str, Any] = {
             "prompt": self.prompt,
             "seed": self.hparams.seed,
-            "method": "dreamfl" if self.reward is not None else "sds",
+            "method": self.method,
             "steps": self.global_step,
             "faces": mesh.num_faces,
             **scores,
         }
-        if self._start_time is not None:
-            # since this process started fitting (a resumed run counts from its resume)
-            result["fit_seconds"] = round(time.perf_counter() - self._start_time, 1)
-            if self._stage_one is not None:
-                result.update(self._stage_one)
-                result["mesh_seconds"] = round(result["fit_seconds"] - result["nerf_seconds"], 1)
-        result["peak_rss_mb"] = _peak_rss_mb()
+        result.update(self._timings)
         (out_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
         return result
 

@@ -69,8 +69,9 @@ class MVDiffusionModule(L.LightningModule):
         seed: seeds every random draw of a step together with ``global_step``.
         sample_steps: DDIM steps for validation/test/predict samples.
         guidance_scale: CFG weight for samples. 1 (no guidance) for the small prior: on 20
-            one-object prompts DDIM-50 drew the right shape 95% of the time at 1, 25% at 2 and 0%
-            at 7.5; guidance inflates the colour into a big soft box.
+            one-object prompts DDIM-30 drew the right shape 90% of the time at 1, 25% at 2 and
+            0% at 7.5 (``bench/prior_guidance.py``); guidance inflates the colour into a big
+            soft box.
         eval_seed: seeds the initial noise of evaluation samples (same noise for every model).
         export_dir: where ``fit`` saves the EMA prior (default ``<log_dir>/prior``).
         test_after_fit: run ``test`` on the final weights right after ``fit``.

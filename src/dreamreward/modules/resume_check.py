@@ -20,6 +20,7 @@ def check_resume_matches(
     checkpoint: dict[str, Any],
     hparam_names: Iterable[str],
     source: str | None = None,
+    ignore_prefixes: tuple[str, ...] = (),
 ) -> None:
     """Raise ``ValueError`` if ``checkpoint`` was made with other settings or shapes.
 
@@ -28,6 +29,8 @@ def check_resume_matches(
         checkpoint: the loaded Lightning checkpoint (``hyper_parameters``, ``state_dict``).
         hparam_names: hyper-parameters that must be equal (e.g. the prompt, the stage lengths).
         source: the checkpoint path, for the message.
+        ignore_prefixes: state-dict entries not compared (frozen sub-models that checkpoints
+            leave out and the module rebuilds).
     """
     where = f"checkpoint {source}" if source else "the checkpoint"
     saved = checkpoint.get("hyper_parameters", {})
@@ -37,13 +40,24 @@ def check_resume_matches(
         for name in hparam_names
         if name in saved and name in current and saved[name] != current[name]
     ]
-    own = module.state_dict()
-    for key, value in checkpoint.get("state_dict", {}).items():
+    own = {k: v for k, v in module.state_dict().items() if not k.startswith(ignore_prefixes)}
+    theirs = {
+        k: v
+        for k, v in checkpoint.get("state_dict", {}).items()
+        if not k.startswith(ignore_prefixes)
+    }
+    for key, value in theirs.items():
         if key in own and tuple(own[key].shape) != tuple(value.shape):
             problems.append(
                 f"{key}: shape {tuple(value.shape)} in the checkpoint, {tuple(own[key].shape)} "
                 "in the config"
             )
+    only_theirs = sorted(theirs.keys() - own.keys())
+    only_ours = sorted(own.keys() - theirs.keys())
+    if only_theirs:
+        problems.append(f"in the checkpoint only: {_listing(only_theirs)}")
+    if only_ours:
+        problems.append(f"in the config only: {_listing(only_ours)}")
     if problems:
         raise ValueError(
             f"{where} does not match this config, so it cannot be resumed:\n  "
@@ -51,3 +65,8 @@ def check_resume_matches(
             + "\nresume with the config the run was started with (saved as config.yaml in its "
             "log folder), or start a new run without --ckpt_path"
         )
+
+
+def _listing(keys: list[str], limit: int = 5) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
