@@ -1,9 +1,16 @@
-"""Regenerate ``docs/images/dreamfl_main_job.png`` from two finished main-job runs: the SDS
-baseline's canonical views (top), DreamFL's (middle) and the prompt's ground truth rendered by
-the world's renderer from the same cameras (bottom).
+"""Regenerate the README's DreamFL pictures.
+
+``docs/images/dreamfl_main_job.png`` from two finished main-job runs: the SDS baseline's
+canonical views (top), DreamFL's (middle) and the prompt's ground truth rendered by the world's
+renderer from the same cameras (bottom)::
 
     python docs/make_dreamfl_figure.py runs/dreamfl_primitives_sds/version_0 \\
         runs/dreamfl_primitives/version_0
+
+``docs/images/dreamfl_eval.png`` from an ``evaluate-dreamfl`` folder: one row per prompt (seed
+0), SDS | DreamFL | ground truth, 4 views each::
+
+    python docs/make_dreamfl_figure.py --eval runs/dreamfl_eval "a large orange cone" ...
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import torch
 import yaml
 from PIL import Image
 
-from dreamreward.render.export import save_image_grid
+from dreamreward.render.export import file_slug, save_image_grid
 from dreamreward.world.layout import scene_mesh
 from dreamreward.world.prompts import parse_prompt
 from dreamreward.world.views import default_cameras, render_views
@@ -47,5 +54,20 @@ def main(sds_run: str, dreamfl_run: str, out: str = "docs/images/dreamfl_main_jo
     print(save_image_grid(torch.cat(rows), out, ncols=4))
 
 
+def eval_figure(eval_dir: str, *prompts: str, out: str = "docs/images/dreamfl_eval.png") -> None:
+    rows = []
+    for prompt in prompts:
+        for method in ("sds", "dreamfl"):
+            rows.append(
+                grid_tiles(Path(eval_dir, method, file_slug(prompt), "seed0", "views.png"), 64)
+            )
+        cams = default_cameras(64)
+        rows.append(render_views(scene_mesh(parse_prompt(prompt))[0], cams)["rgb"])
+    print(save_image_grid(torch.cat(rows), out, ncols=12))
+
+
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    if sys.argv[1] == "--eval":
+        eval_figure(*sys.argv[2:])
+    else:
+        main(*sys.argv[1:])
