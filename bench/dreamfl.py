@@ -26,26 +26,17 @@ import time
 import warnings
 from pathlib import Path
 
-import lightning as L
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _timing import interleaved_ms, markdown_table  # noqa: E402
-from dreamreward.cli import DreamRewardCLI  # noqa: E402
+from dreamreward.cli import build_from_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def build_module(config: Path):
-    cli = DreamRewardCLI(
-        L.LightningModule,
-        L.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        run=False,
-        args=["--config", str(config), "--trainer.logger", "false"],
-    )
-    return cli.model
+    return build_from_config(["--config", str(config), "--trainer.logger", "false"]).model
 
 
 def step(module, optimizer) -> None:

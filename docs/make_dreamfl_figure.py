@@ -25,9 +25,8 @@ import yaml
 from PIL import Image
 
 from dreamreward.render.export import file_slug, save_image_grid
-from dreamreward.world.layout import scene_mesh
 from dreamreward.world.prompts import parse_prompt
-from dreamreward.world.views import default_cameras, render_views
+from dreamreward.world.views import default_cameras, ground_truth_views
 
 
 def grid_tiles(path: Path, size: int, count: int = 4, padding: int = 2) -> torch.Tensor:
@@ -50,7 +49,7 @@ def main(sds_run: str, dreamfl_run: str, out: str = "docs/images/dreamfl_main_jo
         rows.append(grid_tiles(Path(run) / "views.png", size))
         prompt = json.loads((Path(run) / "result.json").read_text())["prompt"]
     cams = default_cameras(rows[0].shape[1])
-    rows.append(render_views(scene_mesh(parse_prompt(prompt))[0], cams)["rgb"])
+    rows.append(ground_truth_views(parse_prompt(prompt), cams))
     print(save_image_grid(torch.cat(rows), out, ncols=4))
 
 
@@ -62,7 +61,7 @@ def eval_figure(eval_dir: str, *prompts: str, out: str = "docs/images/dreamfl_ev
                 grid_tiles(Path(eval_dir, method, file_slug(prompt), "seed0", "views.png"), 64)
             )
         cams = default_cameras(64)
-        rows.append(render_views(scene_mesh(parse_prompt(prompt))[0], cams)["rgb"])
+        rows.append(ground_truth_views(parse_prompt(prompt), cams))
     print(save_image_grid(torch.cat(rows), out, ncols=12))
 
 

@@ -12,9 +12,8 @@ import torch
 
 from dreamreward.models.mvdiffusion.prior import load_prior
 from dreamreward.render.export import save_image_grid
-from dreamreward.world.layout import scene_mesh
 from dreamreward.world.prompts import parse_prompt
-from dreamreward.world.views import default_cameras, render_views
+from dreamreward.world.views import default_cameras, ground_truth_views
 
 PROMPTS = (
     "a red cube",
@@ -40,7 +39,7 @@ def main(out: Path = Path(__file__).parent / "images/mvdiffusion_samples.png") -
             guidance_scale=1.0,
             generator=[torch.Generator().manual_seed(i)],
         ).permute(0, 2, 3, 1)
-        truth = render_views(scene_mesh(parse_prompt(prompt))[0], cams)["rgb"]
+        truth = ground_truth_views(parse_prompt(prompt), cams)
         rows.append(torch.cat([sample, truth]))
     save_image_grid(torch.cat(rows), out, ncols=2 * prior.num_views)
     print(out)

@@ -69,6 +69,24 @@ def _extra_commands() -> dict[str, Callable[..., object]]:
     }
 
 
+def build_from_config(args: list[str]) -> DreamRewardCLI:
+    """The trainer, model and data that ``fit --config ...`` would build, without running
+    anything (``cli.model``, ``cli.datamodule``, ``cli.trainer``): for notebooks, benchmarks
+    and tools that need the configured objects.
+
+    Args:
+        args: config arguments without a subcommand, e.g. ``["--config", "x.yaml"]``.
+    """
+    return DreamRewardCLI(
+        L.LightningModule,
+        L.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        run=False,
+        args=args,
+    )
+
+
 def main(args: list[str] | None = None) -> DreamRewardCLI | object:
     """Run ``fit | validate | test | predict`` (LightningCLI) or an extra subcommand."""
     # Nothing in this project downloads weights at run time.

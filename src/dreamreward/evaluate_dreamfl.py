@@ -116,8 +116,7 @@ def evaluate_dreamfl(
         for m in METHODS
     ]
     todo = [j for j in jobs if not (Path(j["dir"]) / "result.json").is_file()]
-    for job in todo:  # claims left by an interrupted evaluation
-        Path(job["dir"], CLAIM_FILE).unlink(missing_ok=True)
+    _clear_claims(todo)  # left by an interrupted evaluation
     common = (dreamfl_config, baseline_overlay, extra_args or [])
     if workers == 1 or len(todo) <= 1:
         for job in todo:
@@ -127,8 +126,7 @@ def evaluate_dreamfl(
 
         fabric = Fabric(accelerator=accelerator, devices=workers, strategy="ddp_spawn")
         fabric.launch(_worker, todo, common)
-        for job in todo:
-            Path(job["dir"], CLAIM_FILE).unlink(missing_ok=True)
+        _clear_claims(todo)
     rows = []
     for job in jobs:
         result_file = Path(job["dir"]) / "result.json"
@@ -156,14 +154,12 @@ def reference_rows(
     are rendered by their own mesh renderer, so this is a reference level, not a paired
     comparison; an asset that outscores its ground truth by Reward3D while the oracle scores it
     lower is what reward hacking looks like."""
-    import lightning as L
     import torch
 
-    from dreamreward.cli import DreamRewardCLI
+    from dreamreward.cli import build_from_config
     from dreamreward.render.cameras import view_labels_from_c2w
-    from dreamreward.world.layout import scene_mesh
     from dreamreward.world.oracle import oracle_score
-    from dreamreward.world.views import default_cameras, render_views
+    from dreamreward.world.views import default_cameras, ground_truth_views
 
     scenes = {}
     for prompt in prompts:
@@ -173,20 +169,13 @@ def reference_rows(
             continue  # not a primitives prompt: no ground truth
     if not scenes:
         return []
-    cli = DreamRewardCLI(
-        L.LightningModule,
-        L.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        run=False,
-        args=["--config", dreamfl_config, *extra_args, "--trainer.logger", "false"],
-    )
+    cli = build_from_config(["--config", dreamfl_config, *extra_args, "--trainer.logger", "false"])
     module = cli.model
     cams = default_cameras(module.hparams.eval_resolution)
     labels = view_labels_from_c2w(cams.c2w)
     rows = []
     for prompt, scene in scenes.items():
-        views = render_views(scene_mesh(scene)[0], cams)["rgb"]
+        views = ground_truth_views(scene, cams)
         row: dict[str, Any] = {"prompt": prompt, "seed": 0, "method": "reference"}
         row["groups"] = _groups(prompt)
         row["oracle"] = oracle_score(views, scene, cams).total
@@ -213,6 +202,11 @@ def _worker(fabric: Any, todo: list[dict[str, Any]], common: tuple) -> None:
         if _claim(job["dir"], rank):
             _run(job, *common, accelerator=fabric.device.type, device=device)
     fabric.barrier()
+
+
+def _clear_claims(jobs: list[dict[str, Any]]) -> None:
+    for job in jobs:
+        Path(job["dir"], CLAIM_FILE).unlink(missing_ok=True)
 
 
 def _claim(run_dir: str, rank: int) -> bool:

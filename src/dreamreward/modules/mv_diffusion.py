@@ -41,10 +41,9 @@ from dreamreward.models.mvdiffusion.unet import MultiViewUNet, small_unet_config
 from dreamreward.modules.frozen_weights import drop_frozen, restore_frozen
 from dreamreward.render.export import file_slug, save_image_grid
 from dreamreward.stats import mean_ci
-from dreamreward.world.layout import scene_mesh
 from dreamreward.world.oracle import oracle_score, recognise_object, view_consistency
 from dreamreward.world.prompts import parse_prompt
-from dreamreward.world.views import default_cameras, render_views
+from dreamreward.world.views import default_cameras, ground_truth_views
 
 _TEXT_PREFIX = "prior.text_encoder."
 
@@ -284,9 +283,7 @@ class MVDiffusionModule(L.LightningModule):
     def _reference_views(self, prompts: list[str]) -> Tensor:
         """The prompts' ground-truth scenes rendered from the canonical cameras: (B, V, H, W, 3)."""
         cams = default_cameras(self.hparams.image_size)
-        return torch.stack(
-            [render_views(scene_mesh(parse_prompt(p))[0], cams)["rgb"] for p in prompts]
-        )
+        return torch.stack([ground_truth_views(parse_prompt(p), cams) for p in prompts])
 
     def _evaluate(self, batch: dict[str, Any], models: dict[str, MultiViewUNet | None]) -> None:
         prompts = list(batch["prompt"])

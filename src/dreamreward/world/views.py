@@ -28,6 +28,7 @@ from dreamreward.render.cameras import Cameras, orbit_cameras
 from dreamreward.render.image_ops import box_downsample
 from dreamreward.render.mesh import Mesh
 from dreamreward.render.rasterizer import rasterize
+from dreamreward.world.scene import Scene
 
 VIEW_AZIMUTHS_DEG: tuple[float, ...] = (0.0, 90.0, 180.0, 270.0)  # front, side, back, side
 CREASE_DEG = 40.0
@@ -217,3 +218,15 @@ def render_views(
         num_objects = int(vertex_object_index.max()) + 1 if vertex_object_index.numel() else 1
         out["object_index"] = _downsample_object_index(owner, supersample, num_objects)
     return out
+
+
+def ground_truth_views(scene: Scene, cameras: Cameras) -> Tensor:
+    """A scene rendered as the world shows it (its own layout, shading, supersampling): the
+    reference the oracle's ceiling and ground-truth comparisons are measured on.
+
+    Returns:
+        (N, H, W, 3) in [0, 1] for the N cameras.
+    """
+    from dreamreward.world.layout import scene_mesh
+
+    return render_views(scene_mesh(scene)[0], cameras)["rgb"]
