@@ -237,7 +237,7 @@ class DreamFLModule(TwoStageAssetModule):
         if self.global_step == self.hparams.nerf_steps and self._start_time is not None:
             # the first mesh step of a fit that ran the NeRF stage in this process
             self._stage_one = {
-                "nerf_seconds": round(time.perf_counter() - self._start_time, 1),
+                "nerf_seconds": round(time.perf_counter() - self._start_time, 3),
                 "nerf_process_peak_rss_mb": _peak_rss_mb(),
             }
         renders, cameras, labels, regularization = self.render_training_views()
@@ -319,12 +319,13 @@ class DreamFLModule(TwoStageAssetModule):
         the CLI), not when one process fits several runs (``evaluate-dreamfl``)."""
         if self._start_time is None:
             return {}
+        # milliseconds: a tiny run's stages can be shorter than a tenth of a second
         timings: dict[str, float | None] = {
-            "fit_seconds": round(time.perf_counter() - self._start_time, 1)
+            "fit_seconds": round(time.perf_counter() - self._start_time, 3)
         }
         if self._stage_one is not None:
             timings.update(self._stage_one)
-            timings["mesh_seconds"] = round(timings["fit_seconds"] - timings["nerf_seconds"], 1)
+            timings["mesh_seconds"] = round(timings["fit_seconds"] - timings["nerf_seconds"], 3)
         timings["process_peak_rss_mb"] = _peak_rss_mb()
         return timings
 
