@@ -543,6 +543,42 @@ def test_score_as_frozen_guide_differentiates_renders_only():
     assert all(p.grad is None and not p.requires_grad for p in guide.parameters())
 
 
+def test_frozen_guide_folds_batchnorm_with_the_same_scores_and_gradients():
+    model = random_compact(image_size=48)
+    gen = torch.Generator().manual_seed(11)
+    with torch.no_grad():  # statistics far from identity, so a wrong fold would show
+        for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
+            c = bn.num_features
+            bn.running_mean.copy_(torch.randn(c, generator=gen) * 0.5)
+            bn.running_var.copy_(torch.rand(c, generator=gen) + 0.5)
+            bn.weight.copy_(torch.rand(c, generator=gen) + 0.5)
+            bn.bias.copy_(torch.randn(c, generator=gen) * 0.2)
+    renders = torch.rand(2, 4, 64, 64, 3, generator=gen, requires_grad=True)
+    prompts = ["a red chair", "a blue car"]
+    reference = copy.deepcopy(model).eval()
+    expected = reference.score(renders, prompts, LABELS)
+    (expected_grad,) = torch.autograd.grad(expected.sum(), renders)
+
+    guide = model.as_frozen_guide()
+    trunk = guide.backbone.visual_encoder.trunk
+    assert trunk.batchnorm_folded
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in guide.modules())
+    assert guide.as_frozen_guide() is guide  # a second call leaves it as it is
+    scores = guide.score(renders, prompts, LABELS)
+    (grad,) = torch.autograd.grad(scores.sum(), renders)
+    torch.testing.assert_close(scores, expected.detach(), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-3, atol=1e-5)
+
+
+def test_batchnorm_folding_refuses_a_trainable_tower():
+    trunk = random_compact(image_size=48, freeze_batchnorm=False).backbone.visual_encoder.trunk
+    with pytest.raises(RuntimeError, match="frozen"):
+        trunk.fold_batchnorm_()
+    trunk.requires_grad_(False)
+    with pytest.raises(RuntimeError, match="eval"):  # training-mode BatchNorm: batch statistics
+        trunk.fold_batchnorm_()
+
+
 def test_build_spec_round_trips_through_the_export_config():
     model = random_compact(image_size=96, max_length=24)
     spec = json.loads(json.dumps(model.build_spec()))  # what an export folder records

@@ -66,6 +66,10 @@ class Reward3DBackbone(nn.Module):
         cross-attention layers added to a text-only encoder. Empty for the official backbone."""
         return []
 
+    def prepare_frozen(self) -> None:
+        """Called by :meth:`Reward3D.as_frozen_guide` once the backbone is frozen and in eval
+        mode: rewrite it for faster inference with the same outputs (default: nothing)."""
+
     def build_spec(self) -> dict[str, Any]:
         """``{"class_path": ..., "init_args": {...}}``: rebuilds this backbone (LightningCLI
         style), recorded next to exported weights."""

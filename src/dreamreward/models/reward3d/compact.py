@@ -178,6 +178,9 @@ class CompactBackbone(Reward3DBackbone):
             for linear in (attention.self.value, attention.output.dense):
                 nn.init.normal_(linear.weight, std=linear.in_features**-0.5)
 
+    def prepare_frozen(self) -> None:
+        self.visual_encoder.prepare_frozen()
+
     def load_tokenizer(self) -> Any:
         return load_bert_tokenizer(self.text_weights_path, blip_tokens=False)
 

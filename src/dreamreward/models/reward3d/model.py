@@ -232,10 +232,18 @@ class Reward3D(nn.Module):
         """Eval mode, no parameter gradients, pinned: later ``.train()`` calls keep eval mode.
 
         Returns ``self``. Gradients still flow to the input images (DreamFL's reward term).
+        The backbone is then rewritten for speed with the same scores
+        (:meth:`Reward3DBackbone.prepare_frozen`: the compact backbone folds its BatchNorms into
+        its convolutions, so its state dict changes; save a model before freezing it).
+        Calling it again does nothing.
         """
+        if self._frozen_guide:
+            return self
         self._frozen_guide = True
         self.requires_grad_(False)
-        return self.train(False)
+        self.train(False)
+        self.backbone.prepare_frozen()
+        return self
 
     @property
     def is_frozen_guide(self) -> bool:
