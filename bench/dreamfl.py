@@ -5,11 +5,13 @@
 
 Builds ``DreamFLModule`` exactly as ``configs/dreamfl/primitives.yaml`` does (the shipped prior
 and Reward3D) and times one optimisation step (render 4 views, guidance, reward term, backward,
-Adam step) with the reward term on (DreamFL) and off (SDS), interleaved, in both stages: NeRF at
-the stage-1 resolution and the DMTet mesh at the stage-2 resolution, and this process's peak RSS.
-Then it runs the main job itself (``python -m dreamreward fit --config <config>``, a fresh
-process, into a temporary folder) and records its wall time from launch to exit, the time and
-peak RSS of each stage (from its ``result.json``) and the whole process's peak RSS.
+Adam step) in both stages (NeRF at the stage-1 resolution, the DMTet mesh at the stage-2
+resolution), interleaved: without the reward term (SDS), with it on every step (DreamFL, as the
+paper), and with it on every other step (``every: 2``, the mean of an "on" and an "off" step);
+and this process's peak RSS. Then it runs the main job and its SDS baseline
+(``python -m dreamreward fit --config <config>``, each a fresh process, into a temporary folder)
+and records each one's wall time from launch to exit, the time and peak RSS of each stage (from
+its ``result.json``) and the whole process's peak RSS.
 """
 
 from __future__ import annotations
@@ -50,14 +52,22 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--config", default=str(ROOT / "configs" / "dreamfl" / "primitives.yaml"))
+    parser.add_argument(
+        "--baseline-overlay",
+        default=str(ROOT / "configs" / "dreamfl" / "primitives_sds.yaml"),
+        help="laid over --config for the SDS baseline job",
+    )
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "dreamfl_cpu.json"))
     parser.add_argument("--skip-main-job", action="store_true", help="only the step ratios")
+    parser.add_argument(
+        "--skip-baseline-job", action="store_true", help="run the main job but not its SDS twin"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message=".*self.log.*")
     module = build_module(Path(args.config))
     reward = module.reward
-    reward.start_step = 0  # the term is active in every timed step
+    reward.start_step = 0  # the term is active in every timed step (global_step is 0 here)
     optimizer = module.configure_optimizers()
     results: dict[str, object] = {"threads": args.threads, "torch": torch.__version__}
     results["machine"] = platform.machine()
@@ -66,15 +76,26 @@ def main() -> None:
         module.nerf_steps = 10**9 if stage == "nerf" else 0  # global_step is 0 here
 
         def dreamfl():
-            module.reward = reward
+            module.reward, reward.every, reward.start_step = reward, 1, 0
             step(module, optimizer)
+
+        def dreamfl_every_2():
+            # an "on" step (0 - 0 is a multiple of 2) then the real "off" path (0 - (-1) is not)
+            module.reward, reward.every = reward, 2
+            for start in (0, -1):
+                reward.start_step = start
+                step(module, optimizer)
 
         def sds():
             module.reward = None
             step(module, optimizer)
 
-        t = interleaved_ms({"dreamfl": dreamfl, "sds": sds}, args.repeats)
-        module.reward = reward
+        t = interleaved_ms(
+            {"dreamfl": dreamfl, "dreamfl_every_2_pair": dreamfl_every_2, "sds": sds},
+            args.repeats,
+        )
+        t["dreamfl_every_2"] = t.pop("dreamfl_every_2_pair") / 2  # per step
+        module.reward, reward.every, reward.start_step = reward, 1, 0
         results[f"{stage}_step_ms"] = t
         size = module.hparams.nerf_resolution if stage == "nerf" else module.hparams.mesh_resolution
         rows.append(
@@ -83,39 +104,59 @@ def main() -> None:
                 "SDS step ms": t["sds"],
                 "DreamFL step ms": t["dreamfl"],
                 "DreamFL / SDS": t["dreamfl"] / t["sds"],
+                "every: 2, step ms": t["dreamfl_every_2"],
+                "every: 2 / SDS": t["dreamfl_every_2"] / t["sds"],
             }
         )
     results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(markdown_table(rows))
     print(f"peak RSS of this process: {results['peak_rss_mb']:.0f} MB")
     if not args.skip_main_job:
-        results["main_job"] = run_main_job(Path(args.config), args.threads)
-        print(markdown_table([results["main_job"]]))
+        jobs = [run_main_job([Path(args.config)], args.threads)]
+        results["main_job"] = jobs[0]
+        if not args.skip_baseline_job:
+            baseline = [Path(args.config), Path(args.baseline_overlay)]
+            jobs.append(run_main_job(baseline, args.threads))
+            results["baseline_job"] = jobs[1]
+            results["main_job_wall_ratio"] = (
+                jobs[0]["wall s (launch to exit)"] / jobs[1]["wall s (launch to exit)"]
+            )
+        print(markdown_table(jobs))
+        if "main_job_wall_ratio" in results:
+            print(f"main job wall time, DreamFL / SDS: {results['main_job_wall_ratio']:.2f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")
 
 
-def run_main_job(config: Path, threads: int) -> dict[str, object]:
-    """Run the config's fit in a fresh process: wall time, stage times and peak RSS."""
+def run_main_job(configs: list[Path], threads: int) -> dict[str, object]:
+    """Run the configs' fit in a fresh process: wall time, stage times and peak RSS."""
     with tempfile.TemporaryDirectory() as tmp:
         command = [
-            sys.executable, "-m", "dreamreward", "fit", "--config", str(config),
+            sys.executable, "-m", "dreamreward", "fit",
+            *(arg for config in configs for arg in ("--config", str(config))),
             "--trainer.logger.init_args.save_dir", tmp, "--trainer.enable_progress_bar", "false",
         ]  # fmt: skip
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        log = Path(tmp) / "job.log"
         start = time.perf_counter()
-        subprocess.run(command, check=True, env=env, cwd=ROOT, capture_output=True)
+        with log.open("wb") as out:
+            process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=out)
+            # wait4: this child's own peak RSS (RUSAGE_CHILDREN is the max over all children)
+            _, status, usage = os.wait4(process.pid, 0)
+            process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
         wall = time.perf_counter() - start
-        children_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        if process.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed:\n{log.read_text()[-3000:]}")
+        peak_rss = usage.ru_maxrss / 1024  # KiB on Linux
         result = json.loads(next(Path(tmp).rglob("result.json")).read_text())
     return {
-        "main job": config.name,
+        "job": " + ".join(config.name for config in configs),
         "wall s (launch to exit)": round(wall, 1),
         "NeRF stage s": result.get("nerf_seconds"),
         "mesh stage s": result.get("mesh_seconds"),
         "NeRF stage peak RSS MB": result.get("nerf_process_peak_rss_mb"),
-        "peak RSS MB": round(children_rss, 1),
+        "peak RSS MB": round(peak_rss, 1),
         "oracle": result.get("oracle"),
     }
 

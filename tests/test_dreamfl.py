@@ -192,7 +192,10 @@ def test_configs_resolve(capsys) -> None:
 @pytest.mark.parametrize(
     "overlays",
     [[], ["mvdream_sd21_lowmem.yaml"]]
-    + [[f"presets/{p}.yaml"] for p in ("conservative", "aggressive", "paper", "grad_fraction")],
+    + [
+        [f"presets/{p}.yaml"]
+        for p in ("conservative", "aggressive", "paper", "grad_fraction", "every_other_step")
+    ],
 )
 def test_full_scale_configs_resolve(overlays, capsys) -> None:
     from pathlib import Path
@@ -219,6 +222,7 @@ def test_full_scale_configs_resolve(overlays, capsys) -> None:
         assert (reward["weight"], reward["start_step"]) == (0.3, 1001)
     if overlays == ["mvdream_sd21_lowmem.yaml"]:
         assert model["nerf_upscale_step"] is None
+    assert reward["every"] == (2 if overlays == ["presets/every_other_step.yaml"] else 1)
 
 
 def test_missing_full_scale_weights_name_the_path(tmp_path) -> None:

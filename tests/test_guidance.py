@@ -117,6 +117,33 @@ def test_reward_is_frozen_and_waits_for_start_step() -> None:
     assert not out.active and float(out.loss.detach()) == 0.0 and out.distill_scale == 1.0
 
 
+def test_every_k_steps_with_k_times_the_weight() -> None:
+    g = renders()
+    args = (g.detach(), torch.tensor([999, 999]), ["a", "b"], LABELS)
+    every_step = RewardGuidance(Redness(), weight=0.5, objective="linear", start_step=10)
+    every_third = RewardGuidance(Redness(), weight=0.5, objective="linear", start_step=10, every=3)
+    assert [every_third.active_at(s) for s in (9, 10, 11, 12, 13)] == [0, 1, 0, 0, 1]
+    off = every_third(g, *args, 11, torch.tensor(1.0))
+    assert not off.active and float(off.loss.detach()) == 0.0
+    on, reference = every_third(g, *args, 13, torch.tensor(1.0)), every_step(g, *args, 13, 1.0)
+    assert on.active and on.weight == pytest.approx(3 * reference.weight)
+    (grad_on,) = torch.autograd.grad(on.loss, g)
+    (grad_ref,) = torch.autograd.grad(reference.loss, g)
+    torch.testing.assert_close(grad_on, 3 * grad_ref)
+    # the balanced weighting keeps k times the fraction
+    balanced = RewardGuidance(Redness(), weighting="grad_fraction", grad_fraction=0.2, every=2)
+    distill = (g**2).sum()
+    out = balanced(g, *args, 0, distill)
+    (grad,) = torch.autograd.grad(out.loss, g)
+    (grad_distill,) = torch.autograd.grad(distill, g)
+    assert float(grad.norm()) == pytest.approx(2 * 0.2 * float(grad_distill.norm()), rel=1e-5)
+    # an off step of the reward-only tail trains nothing
+    tail = RewardGuidance(Redness(), start_step=0, every=2, reward_only_after=100)
+    assert tail(g, *args, 101, torch.tensor(1.0)).distill_scale == 0.0
+    with pytest.raises(ValueError, match="every"):
+        RewardGuidance(Redness(), every=0)
+
+
 def test_straight_through_scores_x0_but_moves_the_render() -> None:
     reward = Redness()
     term = RewardGuidance(reward, weight=1.0, objective="linear", straight_through_max_t=300)

@@ -20,6 +20,10 @@ Beside these, ``weighting="grad_fraction"`` scales the reward term so the norm o
 w.r.t. the renders is a fixed fraction of the distillation gradient's: the balance no longer
 depends on the loss scales (the digit heuristic jumps by 10x at powers of ten).
 
+``every=k`` evaluates the term on every k-th step only, with k times its weight (the same
+push on average, a k-th of the cost): Reward3D's forward and backward are a fixed cost per step,
+large beside a cheap step such as the primitives mesh stage's (see ``bench/dreamfl.py``).
+
 Every schedule follows the trainer's ``global_step``; the reward model is frozen and in eval
 mode (:meth:`~dreamreward.models.reward3d.Reward3D.as_frozen_guide`).
 """
@@ -81,6 +85,8 @@ class RewardGuidance(nn.Module):
         weighting: ``"constant"``, ``"digits"`` (released) or ``"grad_fraction"``.
         grad_fraction: for ``"grad_fraction"``: target ratio of the reward gradient's norm to
             the distillation gradient's (w.r.t. the renders).
+        every: evaluate the term on steps ``start_step + i * every`` only, weighted ``every``
+            times as much (1: every step, as the paper and the released code).
     """
 
     def __init__(
@@ -94,6 +100,7 @@ class RewardGuidance(nn.Module):
         reward_only_after: int | None = None,
         weighting: Literal["constant", "digits", "grad_fraction"] = "constant",
         grad_fraction: float = 0.5,
+        every: int = 1,
     ) -> None:
         super().__init__()
         if objective not in ("linear", "hinge"):
@@ -104,6 +111,10 @@ class RewardGuidance(nn.Module):
             )
         if weight < 0 or grad_fraction <= 0:
             raise ValueError("weight must be >= 0 and grad_fraction > 0")
+        if every < 1:
+            raise ValueError(
+                f"every must be >= 1 (evaluate the reward every k-th step), got {every}"
+            )
         if isinstance(reward, RewardSource) or reward is None:
             reward = (reward or ShippedReward3D()).load()
         self.reward = reward.as_frozen_guide()
@@ -115,6 +126,7 @@ class RewardGuidance(nn.Module):
         self.reward_only_after = reward_only_after
         self.weighting = weighting
         self.grad_fraction = grad_fraction
+        self.every = every
 
     def forward(
         self,
@@ -140,9 +152,11 @@ class RewardGuidance(nn.Module):
         b = len(prompts)
         v = renders.shape[0] // b
         distill_scale = 0.0 if self._reward_only(step) else 1.0
-        if step < self.start_step or self.weight == 0:
+        if not self.active_at(step):
             zero = renders.sum() * 0.0
-            return RewardOutput(zero, zero.detach(), torch.zeros(b), 0.0, False, 1.0)
+            # in the reward-only tail an off step (every > 1) trains nothing rather than
+            # bringing the distillation back
+            return RewardOutput(zero, zero.detach(), torch.zeros(b), 0.0, False, distill_scale)
         images = renders
         use_x0 = (timesteps <= self.straight_through_max_t).repeat_interleave(v)
         if use_x0.any():
@@ -173,15 +187,21 @@ class RewardGuidance(nn.Module):
         value = weight * raw.detach()
         return RewardOutput(surrogate, value, reward.detach(), weight, True, distill_scale)
 
+    def active_at(self, step: int) -> bool:
+        """Whether the term is evaluated at optimizer step ``step``."""
+        if step < self.start_step or self.weight == 0:
+            return False
+        return (step - self.start_step) % self.every == 0
+
     def _reward_only(self, step: int) -> bool:
         return self.reward_only_after is not None and step >= self.reward_only_after
 
     def _weight(self, raw: Tensor, grad: Tensor, renders: Tensor, distill_loss: Tensor) -> float:
         if self.weighting == "constant":
-            return self.weight
+            return self.weight * self.every
         if self.weighting == "digits":
             exponent = _digits(float(distill_loss)) - _digits(float(raw))
-            return self.weight * 10.0**exponent
+            return self.weight * self.every * 10.0**exponent
         # grad_fraction: |d(w raw)/dg| = fraction * |d distill/dg|
         (g_distill,) = torch.autograd.grad(
             distill_loss, renders, retain_graph=True, allow_unused=True
@@ -189,4 +209,4 @@ class RewardGuidance(nn.Module):
         n_reward = float(grad.norm())
         if g_distill is None or n_reward < 1e-12:
             return 0.0
-        return self.grad_fraction * float(g_distill.norm()) / n_reward
+        return self.every * self.grad_fraction * float(g_distill.norm()) / n_reward
