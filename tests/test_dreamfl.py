@@ -100,6 +100,14 @@ def test_baseline_has_no_reward_term(tmp_path) -> None:
     assert json.loads((tmp_path / "result.json").read_text())["method"] == "sds"
 
 
+def test_reward_is_logged_only_on_steps_that_score(tmp_path) -> None:
+    module = tiny_dreamfl()
+    module.reward.start_step = 10  # after the run's 2 steps
+    trainer = fit(module, tmp_path, 2)
+    metrics = trainer.callback_metrics
+    assert "train/reward" not in metrics and float(metrics["train/reward_weight"]) == 0.0
+
+
 def test_nerf_upscale_switches_the_stage_one_resolution(tmp_path) -> None:
     module = tiny_dreamfl(
         nerf_steps=3, nerf_upscale_step=2, nerf_upscale_resolution=12, mesh_resolution=10
@@ -180,13 +188,19 @@ def test_configs_resolve(capsys) -> None:
     from dreamreward.cli import main
 
     root = Path(__file__).resolve().parents[1] / "configs" / "dreamfl"
-    for extra in ([], ["--config", str(root / "primitives_sds.yaml")]):
+    for overlay in (None, "primitives_sds.yaml", "presets/ground_truth_judge.yaml"):
+        extra = ["--config", str(root / overlay)] if overlay else []
         with pytest.raises(SystemExit) as exit_info:
             main(["fit", "--config", str(root / "primitives.yaml"), *extra, "--print_config"])
         assert exit_info.value.code == 0
         model = yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]
         assert model["guidance"]["class_path"].endswith("ScoreDistillation")
-        assert (model["reward"] is None) == bool(extra)
+        assert (model["reward"] is None) == (overlay == "primitives_sds.yaml")
+        if overlay == "presets/ground_truth_judge.yaml":
+            # the control swaps the judge only; the results are still scored by Reward3D
+            assert model["reward"]["init_args"]["reward"]["class_path"].endswith("GroundTruthJudge")
+            assert model["reward"]["init_args"]["grad_fraction"] == 0.3
+            assert model["eval_reward"]["class_path"].endswith("ShippedReward3D")
 
 
 @pytest.mark.parametrize(

@@ -136,3 +136,25 @@ def test_two_worker_processes_share_the_runs(tmp_path) -> None:
         ]
     )
     assert len(table["runs"]) == 4 + 2 and table["win_rate"]["all"]["n"] == 2
+
+
+def test_dreamfl_overlays_reach_the_dreamfl_runs_only(monkeypatch, tmp_path) -> None:
+    """A control judge or a reward preset changes DreamFL's runs, never the baseline's."""
+    import itertools
+
+    import dreamreward.cli
+    from dreamreward.evaluate_dreamfl import _run
+
+    calls = []
+    monkeypatch.setattr(dreamreward.cli, "main", calls.append)
+    common = ("base.yaml", "sds.yaml", ["judge.yaml"], ["--config", "short.yaml"], "cpu", None)
+    for method in ("dreamfl", "sds"):
+        job = {"prompt": "a red cube", "seed": 1, "method": method, "dir": str(tmp_path / method)}
+        _run(job, *common)
+    files = [[b for a, b in itertools.pairwise(c) if a == "--config"] for c in calls]
+    assert files == [
+        ["base.yaml", "judge.yaml", "short.yaml"],
+        ["base.yaml", "sds.yaml", "short.yaml"],
+    ]
+    with pytest.raises(FileNotFoundError, match="no config at missing.yaml"):
+        main(["evaluate-dreamfl", "--dreamfl_overlays", "[missing.yaml]"])

@@ -75,6 +75,7 @@ def evaluate_dreamfl(
     out: str = "runs/dreamfl_eval",
     dreamfl_config: str = "configs/dreamfl/primitives.yaml",
     baseline_overlay: str = "configs/dreamfl/primitives_sds.yaml",
+    dreamfl_overlays: list[str] | None = None,
     prompts: str = "configs/dreamfl/eval_prompts.txt",
     seeds: list[int] | None = None,
     workers: int = 1,
@@ -88,6 +89,9 @@ def evaluate_dreamfl(
         dreamfl_config: the DreamFL config (named so, not ``config``: ``--config`` reads a
             file of this command's own arguments).
         baseline_overlay: a config applied on top of ``dreamfl_config`` for the baseline.
+        dreamfl_overlays: configs applied on top of ``dreamfl_config`` for the DreamFL runs
+            only (a reward preset, or ``presets/ground_truth_judge.yaml``, the positive
+            control); the baseline and the reference rows do not see them.
         prompts: the prompt file (one per line).
         seeds: seeds per prompt (default 0 and 1).
         workers: processes (CPU) or devices (GPU) sharing the runs, launched by Lightning
@@ -104,7 +108,8 @@ def evaluate_dreamfl(
         raise ValueError("--seeds is empty")
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
-    for path in (dreamfl_config, baseline_overlay):
+    dreamfl_overlays = list(dreamfl_overlays or [])
+    for path in (dreamfl_config, baseline_overlay, *dreamfl_overlays):
         if not Path(path).is_file():
             raise FileNotFoundError(f"no config at {path}")
     prompt_list = read_prompt_file(prompts)
@@ -117,7 +122,7 @@ def evaluate_dreamfl(
     ]
     todo = [j for j in jobs if not (Path(j["dir"]) / "result.json").is_file()]
     _clear_claims(todo)  # left by an interrupted evaluation
-    common = (dreamfl_config, baseline_overlay, extra_args or [])
+    common = (dreamfl_config, baseline_overlay, dreamfl_overlays, extra_args or [])
     if workers == 1 or len(todo) <= 1:
         for job in todo:
             _run(job, *common, accelerator=accelerator, device=None)
@@ -136,6 +141,14 @@ def evaluate_dreamfl(
         rows.append({**result, "method": job["method"], "groups": _groups(job["prompt"])})
     rows += reference_rows(dreamfl_config, prompt_list, extra_args or [])
     table = summarise_runs(rows)
+    table["setup"] = {  # what was measured, next to the figures
+        "dreamfl_config": dreamfl_config,
+        "dreamfl_overlays": dreamfl_overlays,
+        "baseline_overlay": baseline_overlay,
+        "extra_args": extra_args or [],
+        "prompts": prompts,
+        "seeds": seeds,
+    }
     table["runs"] = rows
     root.mkdir(parents=True, exist_ok=True)
     (root / "dreamfl_eval.json").write_text(json.dumps(table, indent=2) + "\n")
@@ -226,6 +239,7 @@ def _run(
     job: dict[str, Any],
     dreamfl_config: str,
     baseline_overlay: str,
+    dreamfl_overlays: list[str],
     extra_args: list[str],
     accelerator: str,
     device: int | None,
@@ -234,8 +248,9 @@ def _run(
     from dreamreward.cli import main
 
     args = ["fit", "--config", dreamfl_config]
-    if job["method"] == "sds":
-        args += ["--config", baseline_overlay]
+    overlays = [baseline_overlay] if job["method"] == "sds" else dreamfl_overlays
+    for overlay in overlays:
+        args += ["--config", overlay]
     args += [
         "--model.init_args.prompt",
         job["prompt"],

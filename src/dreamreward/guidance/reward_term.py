@@ -38,6 +38,8 @@ import torch
 from torch import Tensor, nn
 
 from dreamreward.guidance.sources import RewardSource, ShippedReward3D
+from dreamreward.render.cameras import Cameras
+from dreamreward.world.reference_judge import GroundTruthJudge
 
 
 @dataclass
@@ -73,6 +75,8 @@ class RewardGuidance(nn.Module):
     Args:
         reward: where the Reward3D model comes from (default: the shipped primitives model);
             an already built ``Reward3D`` works too (Python use). Made a frozen guide here.
+            A :class:`~dreamreward.world.reference_judge.GroundTruthJudge` in its place is the
+            primitives world's positive control (a judge that knows the answer).
         weight: lambda_r (the base weight).
         objective: ``"linear"`` (the paper: maximise r) or ``"hinge"`` (released:
             ``relu(margin - r)``).
@@ -91,7 +95,7 @@ class RewardGuidance(nn.Module):
 
     def __init__(
         self,
-        reward: RewardSource | None = None,
+        reward: RewardSource | GroundTruthJudge | None = None,
         weight: float = 0.3,
         objective: Literal["linear", "hinge"] = "hinge",
         hinge_margin: float = 4.0,
@@ -137,6 +141,7 @@ class RewardGuidance(nn.Module):
         view_labels: list[str],
         step: int,
         distill_loss: Tensor,
+        cameras: Cameras | None = None,
     ) -> RewardOutput:
         """The reward loss for B objects.
 
@@ -148,6 +153,8 @@ class RewardGuidance(nn.Module):
             view_labels: B*V view labels ("front", "side", ...) for the view prompts.
             step: the optimizer step.
             distill_loss: the distillation loss of this step (for the weightings).
+            cameras: the B*V cameras of the renders (needed by a judge that compares with
+                the ground truth from the same viewpoints; Reward3D reads the view labels).
         """
         b = len(prompts)
         v = renders.shape[0] // b
@@ -170,7 +177,12 @@ class RewardGuidance(nn.Module):
             images = torch.where(use_x0.view(-1, 1, 1, 1), straight, renders)
         labels = [view_labels[i * v : (i + 1) * v] for i in range(b)]
         assets = images.clamp(0, 1).reshape(b, v, *images.shape[1:])  # (B, V, 3, H, W)
-        reward = self.reward.score(assets, prompts, labels)
+        if getattr(self.reward, "needs_cameras", False):
+            if cameras is None:
+                raise ValueError(f"{type(self.reward).__name__} needs the renders' cameras")
+            reward = self.reward.score(assets, prompts, labels, cameras=cameras)
+        else:
+            reward = self.reward.score(assets, prompts, labels)
         if self.objective == "hinge":
             raw = torch.relu(self.hinge_margin - reward).mean()
         else:

@@ -23,7 +23,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -35,7 +35,7 @@ from dreamreward.modules.frozen_weights import drop_frozen, restore_frozen
 from dreamreward.modules.resume_check import check_resume_matches
 from dreamreward.modules.two_stage import TwoStageAssetModule
 from dreamreward.render.background import Background
-from dreamreward.render.cameras import OrbitCameraSampler, view_labels_from_c2w
+from dreamreward.render.cameras import Cameras, OrbitCameraSampler, view_labels_from_c2w
 from dreamreward.render.dmtet import DMTetGeometry
 from dreamreward.render.export import save_image_grid
 from dreamreward.render.nerf import NeRFField
@@ -43,6 +43,24 @@ from dreamreward.render.volume import VolumeRenderer
 from dreamreward.world.oracle import oracle_score
 from dreamreward.world.prompts import parse_prompt
 from dreamreward.world.views import default_cameras
+
+
+class TrainingViews(NamedTuple):
+    """One step's ring of V training views.
+
+    Attributes:
+        renders: (V, 3, H, W) in [0, 1], differentiable w.r.t. the asset.
+        camera_embedding: (V, 16) MVDream's camera conditioning.
+        labels: V view labels ("front", "side", ...) for Reward3D's view prompts.
+        regularization: the stage-2 mesh regulariser (0 in stage 1), a scalar.
+        cameras: the V cameras (at the render size).
+    """
+
+    renders: Tensor
+    camera_embedding: Tensor
+    labels: list[str]
+    regularization: Tensor
+    cameras: Cameras
 
 
 class DreamFLModule(TwoStageAssetModule):
@@ -189,13 +207,8 @@ class DreamFLModule(TwoStageAssetModule):
         self._stage_one = None
         self._timings = {}
 
-    def render_training_views(self) -> tuple[Tensor, Tensor, list[str], Tensor]:
-        """One ring of cameras from the training distribution, rendered.
-
-        Returns:
-            renders (V, 3, H, W) in [0, 1] (differentiable), camera embeddings (V, 16), view
-            labels, and the stage-2 regulariser (0 in stage 1).
-        """
+    def render_training_views(self) -> TrainingViews:
+        """One ring of cameras from the training distribution, rendered."""
         views = self.camera_sampler.sample(1, self._step_generator(0))
         size = self.training_resolution()
         cams = views.cameras.with_resolution(size, size).to(self.device)
@@ -207,7 +220,7 @@ class DreamFLModule(TwoStageAssetModule):
             rgb = self._render_nerf(cams)
             regularization = rgb.new_zeros(())
         embedding = views.cameras.mvdream_embedding().to(self.device)
-        return rgb.permute(0, 3, 1, 2), embedding, views.labels, regularization
+        return TrainingViews(rgb.permute(0, 3, 1, 2), embedding, views.labels, regularization, cams)
 
     def training_resolution(self) -> int:
         """The render side of this step: stage 1 (with its optional upscale) or stage 2."""
@@ -240,9 +253,14 @@ class DreamFLModule(TwoStageAssetModule):
                 "nerf_seconds": round(time.perf_counter() - self._start_time, 3),
                 "nerf_process_peak_rss_mb": _peak_rss_mb(),
             }
-        renders, cameras, labels, regularization = self.render_training_views()
+        views = self.render_training_views()
+        renders, labels, regularization = views.renders, views.labels, views.regularization
         distill = self.guidance(
-            renders, [self.prompt], cameras, self.global_step, self._step_generator(1)
+            renders,
+            [self.prompt],
+            views.camera_embedding,
+            self.global_step,
+            self._step_generator(1),
         )
         loss = distill.loss + regularization
         logs: dict[str, Tensor | float] = {
@@ -258,15 +276,12 @@ class DreamFLModule(TwoStageAssetModule):
                 labels,
                 self.global_step,
                 distill.loss,
+                cameras=views.cameras,
             )
             loss = term.distill_scale * distill.loss + regularization + term.loss
-            logs.update(
-                {
-                    "reward": float(term.reward.mean()),
-                    "reward_loss": term.value,
-                    "reward_weight": term.weight,
-                }
-            )
+            logs["reward_weight"] = term.weight
+            if term.active:  # a step without the term (before start_step, every=k) scored nothing
+                logs.update({"reward": float(term.reward.mean()), "reward_loss": term.value})
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"non-finite DreamFL loss at step {self.global_step} ({logs}); the last "
