@@ -11,6 +11,12 @@ renderer from the same cameras (bottom)::
 0), SDS | DreamFL | ground truth, 4 views each::
 
     python docs/make_dreamfl_figure.py --eval runs/dreamfl_eval "a large orange cone" ...
+
+``docs/images/dreamfl_control.png`` from the positive-control folders (README): one row per
+prompt, SDS | DreamFL with Reward3D | DreamFL with the ground-truth judge (both at
+``grad_fraction`` 1.0) | ground truth::
+
+    python docs/make_dreamfl_figure.py --control runs/dreamfl_control "a small green cube ..." ...
 """
 
 from __future__ import annotations
@@ -54,19 +60,36 @@ def main(sds_run: str, dreamfl_run: str, out: str = "docs/images/dreamfl_main_jo
 
 
 def eval_figure(eval_dir: str, *prompts: str, out: str = "docs/images/dreamfl_eval.png") -> None:
+    methods = [Path(eval_dir, "sds"), Path(eval_dir, "dreamfl")]
+    runs_figure(methods, prompts, out)
+
+
+def control_figure(
+    control_dir: str, *prompts: str, out: str = "docs/images/dreamfl_control.png"
+) -> None:
+    root = Path(control_dir)
+    methods = [
+        root / "gt_judge_1.0" / "sds",
+        root / "reward3d_1.0" / "dreamfl",
+        root / "gt_judge_1.0" / "dreamfl",
+    ]
+    runs_figure(methods, prompts, out)
+
+
+def runs_figure(methods: list[Path], prompts: tuple[str, ...], out: str) -> None:
+    """One row per prompt (seed 0): each method's 4 canonical views, then the ground truth."""
     rows = []
     for prompt in prompts:
-        for method in ("sds", "dreamfl"):
-            rows.append(
-                grid_tiles(Path(eval_dir, method, file_slug(prompt), "seed0", "views.png"), 64)
-            )
-        cams = default_cameras(64)
-        rows.append(ground_truth_views(parse_prompt(prompt), cams))
-    print(save_image_grid(torch.cat(rows), out, ncols=12))
+        for method in methods:
+            rows.append(grid_tiles(method / file_slug(prompt) / "seed0" / "views.png", 64))
+        rows.append(ground_truth_views(parse_prompt(prompt), default_cameras(64)))
+    print(save_image_grid(torch.cat(rows), out, ncols=4 * (len(methods) + 1)))
 
 
 if __name__ == "__main__":
     if sys.argv[1] == "--eval":
         eval_figure(*sys.argv[2:])
+    elif sys.argv[1] == "--control":
+        control_figure(*sys.argv[2:])
     else:
         main(*sys.argv[1:])

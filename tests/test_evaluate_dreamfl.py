@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from dreamreward.cli import main
-from dreamreward.evaluate_dreamfl import read_prompt_file, spearman, summarise_runs
+from dreamreward.evaluate_dreamfl import format_table, read_prompt_file, spearman, summarise_runs
 from test_mvdiffusion import _saved_minilm_prior
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,6 +56,9 @@ def test_win_rate_is_paired_and_counts_ties_half() -> None:
     assert table["win_rate"]["all"]["mean"] == pytest.approx(0.75)
     assert table["win_rate"]["train"]["n"] == 2
     assert table["methods"]["dreamfl/all"]["oracle"]["mean"] == pytest.approx(2.3 / 3)
+    assert table["oracle_gain"]["all"]["mean"] == pytest.approx((0.2 + 0.0) / 2)
+    assert table["oracle_gain"]["all"]["n"] == 2
+    assert "| | all | 0.100 [" in format_table(table)
 
 
 def _tiny_setup(tmp_path):

@@ -7,7 +7,8 @@ baseline overlay (no reward term), reads each run's ``result.json``, and writes
 ``<out>/dreamfl_eval.{md,json}``: per method the mean Reward3D score and oracle score with 95%
 bootstrap intervals and the mean fit time, over all prompts, per split (train-split / novel
 compositions) and per object count (for prompts of the primitives world), and DreamFL's win-rate
-over the baseline by the oracle, paired by prompt and seed (a tie counts one half). A
+over the baseline by the oracle, paired by prompt and seed (a tie counts one half), with the
+mean paired oracle gain (how much, beside how often). A
 ``reference`` row scores each prompt's ground-truth scene the same way. Runs whose
 ``result.json`` exists are reused, so an interrupted evaluation continues where it stopped.
 ``--workers N`` shares the runs among N processes (CPU) or devices (GPUs) launched by Lightning
@@ -276,10 +277,10 @@ def _run(
 
 
 def summarise_runs(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Means with 95% CIs per method and prompt group, and DreamFL's paired win-rate by the
-    oracle. Each row has ``method``, ``prompt``, ``seed``, ``groups`` (e.g. ``["train",
+    """Means with 95% CIs per method and prompt group, and DreamFL's paired win-rate and mean
+    paired gain (DreamFL - SDS) by the oracle. Each row has ``method``, ``prompt``, ``seed``, ``groups`` (e.g. ``["train",
     "1 object"]``) and the run's scores (``reward``, ``oracle``, ``fit_seconds``)."""
-    table: dict[str, Any] = {"methods": {}, "win_rate": {}}
+    table: dict[str, Any] = {"methods": {}, "win_rate": {}, "oracle_gain": {}}
     groups = ["all"] + sorted({g for r in rows for g in r["groups"]})
 
     def member(row: dict[str, Any], group: str) -> bool:
@@ -309,6 +310,14 @@ def summarise_runs(rows: list[dict[str, Any]]) -> dict[str, Any]:
         ]
         if wins:
             table["win_rate"][group] = mean_ci(wins).as_dict()
+        # how much, not only how often: the paired oracle difference DreamFL - SDS
+        gains = [
+            s["dreamfl"] - s["sds"]
+            for s in paired.values()
+            if "dreamfl" in s and "sds" in s and member(s, group)
+        ]
+        if gains:
+            table["oracle_gain"][group] = mean_ci(gains).as_dict()
     # how far the judge agrees with the truth on these assets (not on its own test set)
     scored = [r for r in rows if r["method"] in METHODS and "reward" in r and "oracle" in r]
     if len(scored) >= 3:
@@ -369,6 +378,14 @@ def format_table(table: dict[str, Any]) -> str:
     ]
     for split, stats in table["win_rate"].items():
         lines.append(f"| | {split} | {cell(stats)} (n={stats['n']}) |")
+    if table.get("oracle_gain"):
+        lines += [
+            "",
+            "| DreamFL oracle gain over SDS (paired mean difference) | prompts | value |",
+            "|---|---|---|",
+        ]
+        for split, stats in table["oracle_gain"].items():
+            lines.append(f"| | {split} | {cell(stats)} (n={stats['n']}) |")
     if "reward_oracle_spearman" in table:
         lines += [
             "",
