@@ -9,9 +9,13 @@ score with respect to them: the shipped Reward3D and the ground-truth judge
 
 - ``cos``: the cosine between the two gradients (does the learned judge push the pixels the way
   the truth does? 0 = unrelated);
-- ``low-freq``: the share of each gradient's norm left after a Gaussian blur of 2 px (a gradient
-  that can move a 3D asset coherently is smooth; a high-frequency one mostly cancels out over
-  steps and cameras).
+- ``cos blurred``: the same after a Gaussian blur of 2 px of both (is there a coarse direction
+  that agrees, under the pixel noise?);
+- ``low-freq``: the share of each gradient's norm left after that blur (a gradient that can move
+  a 3D asset coherently is smooth; a high-frequency one mostly cancels out over steps and
+  cameras). For reference the script also prints white noise's share. The ground-truth judge
+  blurs its inputs (1.5 px), which smooths its gradient too: the cosines are the evidence, the
+  shares the picture.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import torch
 
 from dreamreward.models.reward3d.export import load_reward3d
 from dreamreward.render.cameras import view_labels_from_c2w
-from dreamreward.world.reference_judge import GroundTruthJudge, _blur
+from dreamreward.world.reference_judge import GroundTruthJudge, gaussian_blur
 from dreamreward.world.views import default_cameras
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -33,10 +37,10 @@ from make_dreamfl_figure import grid_tiles  # noqa: E402
 
 def low_frequency_share(grad: torch.Tensor, sigma: float = 2.0) -> float:
     """||blur(g)|| / ||g|| for g (V, 3, H, W)."""
-    return float(_blur(grad, sigma).norm() / grad.norm().clamp_min(1e-12))
+    return float(gaussian_blur(grad, sigma).norm() / grad.norm().clamp_min(1e-12))
 
 
-def main(runs_dir: str) -> None:
+def main(runs_dir: str, sigma: float = 2.0) -> None:
     reward3d, judge = load_reward3d(), GroundTruthJudge()
     cams = default_cameras(64)
     labels = view_labels_from_c2w(cams.c2w)
@@ -46,21 +50,33 @@ def main(runs_dir: str) -> None:
         views = grid_tiles(result_file.parent / "views.png", 64)  # (4, 64, 64, 3)
         assets = views.permute(0, 3, 1, 2)[None].clone().requires_grad_()  # (1, 4, 3, H, W)
         (g_reward,) = torch.autograd.grad(reward3d.score(assets, [prompt], [labels]).sum(), assets)
-        (g_truth,) = torch.autograd.grad(
-            judge.score(assets, [prompt], [labels], cams).sum(), assets
+        truth_score = judge.score(assets, [prompt], [labels], cams).sum()
+        (g_truth,) = torch.autograd.grad(truth_score, assets)
+        g_reward, g_truth = g_reward[0], g_truth[0]  # (4, 3, H, W)
+        row = (
+            cosine(g_reward, g_truth),
+            cosine(gaussian_blur(g_reward, sigma), gaussian_blur(g_truth, sigma)),
+            low_frequency_share(g_reward, sigma),
+            low_frequency_share(g_truth, sigma),
         )
-        cos = float(torch.nn.functional.cosine_similarity(g_reward.flatten(), g_truth.flatten(), 0))
-        row = (cos, low_frequency_share(g_reward[0]), low_frequency_share(g_truth[0]))
         rows.append(row)
         print(
-            f"{prompt[:55]:55s} cos {row[0]:+.3f}  low-freq: Reward3D {row[1]:.2f}, "
-            f"truth {row[2]:.2f}"
+            f"{prompt[:50]:50s} cos {row[0]:+.3f} (blurred {row[1]:+.3f})  low-freq: "
+            f"Reward3D {row[2]:.2f}, truth {row[3]:.2f}"
         )
     if not rows:
         raise SystemExit(f"no */seed0/result.json under {runs_dir}")
-    mean = [sum(r[i] for r in rows) / len(rows) for i in range(3)]
-    print(f"mean over {len(rows)}: cos {mean[0]:+.3f}, low-frequency share Reward3D {mean[1]:.2f}, "
-          f"ground-truth judge {mean[2]:.2f}")  # fmt: skip
+    mean = [sum(r[i] for r in rows) / len(rows) for i in range(4)]
+    noise = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    print(
+        f"mean over {len(rows)}: cos {mean[0]:+.3f} (blurred {mean[1]:+.3f}); low-frequency "
+        f"share Reward3D {mean[2]:.2f}, ground-truth judge {mean[3]:.2f}, white noise "
+        f"{low_frequency_share(noise, sigma):.2f}"
+    )
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def tiny_dreamfl(reward: bool = True, **kw) -> DreamFLModule:
+def tiny_dreamfl(reward: bool | RewardGuidance = True, **kw) -> DreamFLModule:
     torch.manual_seed(0)
     field = NeRFField(
         encoding=MultiResolutionGridEncoding(
@@ -45,6 +45,8 @@ def tiny_dreamfl(reward: bool = True, **kw) -> DreamFLModule:
         tiny_prior(), guidance_scale=5.0, timesteps=TimestepSchedule(anneal_steps=4)
     )
     term = RewardGuidance(Redness(), weight=0.5, objective="linear") if reward else None
+    if isinstance(reward, RewardGuidance):
+        term = reward
     args = dict(
         nerf_steps=2,
         nerf_resolution=8,
@@ -117,7 +119,10 @@ def test_nerf_upscale_switches_the_stage_one_resolution(tmp_path) -> None:
 
     def recording_render():
         out = render()
-        sizes.append(out[0].shape[-1])  # the side of the renders the guidance saw
+        sizes.append(out.renders.shape[-1])  # the side of the renders the guidance saw
+        # the cameras the reward term receives are those of the renders
+        assert (out.cameras.width, out.cameras.height) == tuple(out.renders.shape[-2:])
+        assert len(out.cameras) == len(out.labels) == out.renders.shape[0]
         return out
 
     module.render_training_views = recording_render
@@ -125,6 +130,24 @@ def test_nerf_upscale_switches_the_stage_one_resolution(tmp_path) -> None:
     assert sizes == [8, 8, 12, 10]  # NeRF 8, NeRF upscaled to 12, then the mesh stage's 10
     with pytest.raises(ValueError, match="nerf_upscale_step 3 must lie inside stage 1"):
         tiny_dreamfl(nerf_steps=3, nerf_upscale_step=3)
+
+
+def test_a_camera_judge_reaches_the_reward_term_and_needs_an_eval_reward(tmp_path) -> None:
+    class CameraJudge(Redness):
+        needs_cameras = True
+        camera_counts: list[int] = []
+
+        def score(self, renders, prompts, view_labels, cameras):
+            self.camera_counts.append(len(cameras))
+            return super().score(renders, prompts, view_labels)
+
+    with pytest.raises(ValueError, match="set eval_reward"):
+        tiny_dreamfl(RewardGuidance(CameraJudge()))
+    module = tiny_dreamfl()  # the eval reward is Redness, the guide is a camera judge
+    module.reward.reward = CameraJudge().as_frozen_guide()
+    module.reward.start_step = 0
+    fit(module, tmp_path, 2)
+    assert CameraJudge.camera_counts == [4, 4]
 
 
 def test_empty_prompt_is_refused() -> None:
@@ -168,6 +191,10 @@ def test_resume_with_another_prompt_or_geometry_is_refused(tmp_path) -> None:
     baseline = tiny_dreamfl(reward=False)
     with pytest.raises(ValueError, match="is a dreamfl run, this config is sds"):
         fit(baseline, tmp_path / "d", 3, ckpt_path=ckpt)
+    every_other = tiny_dreamfl()
+    every_other.reward.every = 2
+    with pytest.raises(ValueError, match=r"reward term \{'judge': 'Redness', 'every': 1\}"):
+        fit(every_other, tmp_path / "e", 3, ckpt_path=ckpt)
 
 
 def test_resume_check_names_keys_on_one_side_only() -> None:

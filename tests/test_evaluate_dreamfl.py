@@ -159,5 +159,15 @@ def test_dreamfl_overlays_reach_the_dreamfl_runs_only(monkeypatch, tmp_path) -> 
         ["base.yaml", "judge.yaml", "short.yaml"],
         ["base.yaml", "sds.yaml", "short.yaml"],
     ]
-    with pytest.raises(FileNotFoundError, match="no config at missing.yaml"):
-        main(["evaluate-dreamfl", "--dreamfl_overlays", "[missing.yaml]"])
+    # each run records what it was made with; a finished run made otherwise is not reused
+    recorded = json.loads((tmp_path / "dreamfl" / "run_args.json").read_text())
+    assert recorded[:4] == ["--config", "base.yaml", "--config", "judge.yaml"]
+    from dreamreward.evaluate_dreamfl import _check_reusable
+
+    job = {"prompt": "a red cube", "seed": 1, "method": "dreamfl", "dir": str(tmp_path / "dreamfl")}
+    _check_reusable(job, common[:4])  # the same setup: fine
+    with pytest.raises(ValueError, match="holds a run made with .*use another --out"):
+        _check_reusable(job, ("base.yaml", "sds.yaml", [], ["--config", "short.yaml"]))
+    config = str(ROOT / "configs" / "dreamfl" / "primitives.yaml")
+    with pytest.raises(FileNotFoundError, match="no config at nope.yaml"):
+        main(["evaluate-dreamfl", "--dreamfl_config", config, "--dreamfl_overlays", "[nope.yaml]"])

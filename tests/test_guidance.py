@@ -137,9 +137,14 @@ def test_every_k_steps_with_k_times_the_weight() -> None:
     (grad,) = torch.autograd.grad(out.loss, g)
     (grad_distill,) = torch.autograd.grad(distill, g)
     assert float(grad.norm()) == pytest.approx(2 * 0.2 * float(grad_distill.norm()), rel=1e-5)
-    # an off step of the reward-only tail trains nothing
+    # an off step of the reward-only tail keeps the tail's rule: no distillation
     tail = RewardGuidance(Redness(), start_step=0, every=2, reward_only_after=100)
     assert tail(g, *args, 101, torch.tensor(1.0)).distill_scale == 0.0
+    # a term that never started (weight 0, or a tail before the start) leaves distillation on
+    silent = RewardGuidance(Redness(), weight=0.0, reward_only_after=100)
+    assert silent(g, *args, 150, torch.tensor(1.0)).distill_scale == 1.0
+    late = RewardGuidance(Redness(), start_step=200, reward_only_after=100)
+    assert late(g, *args, 150, torch.tensor(1.0)).distill_scale == 1.0
     with pytest.raises(ValueError, match="every"):
         RewardGuidance(Redness(), every=0)
 

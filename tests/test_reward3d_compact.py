@@ -543,7 +543,7 @@ def test_score_as_frozen_guide_differentiates_renders_only():
     assert all(p.grad is None and not p.requires_grad for p in guide.parameters())
 
 
-def test_frozen_guide_folds_batchnorm_with_the_same_scores_and_gradients():
+def test_frozen_guide_folds_batchnorm_with_the_same_scores_and_gradients(tmp_path):
     model = random_compact(image_size=48)
     gen = torch.Generator().manual_seed(11)
     with torch.no_grad():  # statistics far from identity, so a wrong fold would show
@@ -564,6 +564,11 @@ def test_frozen_guide_folds_batchnorm_with_the_same_scores_and_gradients():
     assert trunk.batchnorm_folded
     assert not any(isinstance(m, nn.BatchNorm2d) for m in guide.modules())
     assert guide.as_frozen_guide() is guide  # a second call leaves it as it is
+    trunk.fold_batchnorm_()  # so does folding again
+    from dreamreward.models.reward3d.export import save_reward3d
+
+    with pytest.raises(ValueError, match="save the model before calling as_frozen_guide"):
+        save_reward3d(guide, tmp_path / "export")
     scores = guide.score(renders, prompts, LABELS)
     (grad,) = torch.autograd.grad(scores.sum(), renders)
     torch.testing.assert_close(scores, expected.detach(), rtol=1e-4, atol=1e-4)

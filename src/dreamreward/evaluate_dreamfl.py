@@ -121,9 +121,12 @@ def evaluate_dreamfl(
         for s in seeds
         for m in METHODS
     ]
-    todo = [j for j in jobs if not (Path(j["dir"]) / "result.json").is_file()]
-    _clear_claims(todo)  # left by an interrupted evaluation
     common = (dreamfl_config, baseline_overlay, dreamfl_overlays, extra_args or [])
+    todo = [j for j in jobs if not (Path(j["dir"]) / "result.json").is_file()]
+    for job in jobs:
+        if job not in todo:
+            _check_reusable(job, common)
+    _clear_claims(todo)  # left by an interrupted evaluation
     if workers == 1 or len(todo) <= 1:
         for job in todo:
             _run(job, *common, accelerator=accelerator, device=None)
@@ -236,6 +239,42 @@ def _claim(run_dir: str, rank: int) -> bool:
     return True
 
 
+RUN_ARGS_FILE = "run_args.json"  # what a run was made with, checked before it is reused
+
+
+def _run_args(
+    job: dict[str, Any],
+    dreamfl_config: str,
+    baseline_overlay: str,
+    dreamfl_overlays: list[str],
+    extra_args: list[str],
+) -> list[str]:
+    """The configs and overrides that define one run (not where it runs)."""
+    args = ["--config", dreamfl_config]
+    overlays = [baseline_overlay] if job["method"] == "sds" else dreamfl_overlays
+    for overlay in overlays:
+        args += ["--config", overlay]
+    args += ["--model.init_args.prompt", job["prompt"], "--model.init_args.seed", str(job["seed"])]
+    return [*args, "--seed_everything", str(job["seed"]), *extra_args]
+
+
+def _check_reusable(job: dict[str, Any], common: tuple) -> None:
+    """A finished run is reused only if it was made with this evaluation's configs.
+
+    Raises:
+        ValueError: the run folder holds a run made with other configs or overrides.
+    """
+    recorded = Path(job["dir"]) / RUN_ARGS_FILE
+    if not recorded.is_file():
+        return  # made before runs recorded their arguments
+    saved, wanted = json.loads(recorded.read_text()), _run_args(job, *common)
+    if saved != wanted:
+        raise ValueError(
+            f"{job['dir']} holds a run made with {saved}, but this evaluation asks for "
+            f"{wanted}: use another --out, or delete that run folder to redo it"
+        )
+
+
 def _run(
     job: dict[str, Any],
     dreamfl_config: str,
@@ -248,17 +287,10 @@ def _run(
     """``fit`` one (prompt, seed, method) into ``job["dir"]``."""
     from dreamreward.cli import main
 
-    args = ["fit", "--config", dreamfl_config]
-    overlays = [baseline_overlay] if job["method"] == "sds" else dreamfl_overlays
-    for overlay in overlays:
-        args += ["--config", overlay]
-    args += [
-        "--model.init_args.prompt",
-        job["prompt"],
-        "--model.init_args.seed",
-        str(job["seed"]),
-        "--seed_everything",
-        str(job["seed"]),
+    run_args = _run_args(job, dreamfl_config, baseline_overlay, dreamfl_overlays, extra_args)
+    Path(job["dir"]).mkdir(parents=True, exist_ok=True)
+    (Path(job["dir"]) / RUN_ARGS_FILE).write_text(json.dumps(run_args, indent=1) + "\n")
+    placement = [
         "--trainer.accelerator",
         accelerator,
         "--trainer.devices",
@@ -271,15 +303,16 @@ def _run(
         "false",
         "--trainer.callbacks",
         "null",
-        *extra_args,
     ]
-    main(args)
+    # the run's own overrides last, as before: they may override the placement defaults
+    main(["fit", *run_args[: -len(extra_args) or None], *placement, *extra_args])
 
 
 def summarise_runs(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Means with 95% CIs per method and prompt group, and DreamFL's paired win-rate and mean
-    paired gain (DreamFL - SDS) by the oracle. Each row has ``method``, ``prompt``, ``seed``, ``groups`` (e.g. ``["train",
-    "1 object"]``) and the run's scores (``reward``, ``oracle``, ``fit_seconds``)."""
+    paired gain (DreamFL - SDS) by the oracle. Each row has ``method``, ``prompt``, ``seed``,
+    ``groups`` (e.g. ``["train", "1 object"]``) and the run's scores (``reward``, ``oracle``,
+    ``fit_seconds``)."""
     table: dict[str, Any] = {"methods": {}, "win_rate": {}, "oracle_gain": {}}
     groups = ["all"] + sorted({g for r in rows for g in r["groups"]})
 

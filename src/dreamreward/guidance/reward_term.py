@@ -21,8 +21,10 @@ w.r.t. the renders is a fixed fraction of the distillation gradient's: the balan
 depends on the loss scales (the digit heuristic jumps by 10x at powers of ten).
 
 ``every=k`` evaluates the term on every k-th step only, with k times its weight (the same
-push on average, a k-th of the cost): Reward3D's forward and backward are a fixed cost per step,
-large beside a cheap step such as the primitives mesh stage's (see ``bench/dreamfl.py``).
+mean gradient, a k-th of the cost; with Adam the reward's share of each update is not exactly
+the same, since Adam normalises by the running gradient magnitude): Reward3D's forward and
+backward are a fixed cost per step, large beside a cheap step such as the primitives mesh
+stage's (see ``bench/dreamfl.py``).
 
 Every schedule follows the trainer's ``global_step``; the reward model is frozen and in eval
 mode (:meth:`~dreamreward.models.reward3d.Reward3D.as_frozen_guide`).
@@ -76,7 +78,9 @@ class RewardGuidance(nn.Module):
         reward: where the Reward3D model comes from (default: the shipped primitives model);
             an already built ``Reward3D`` works too (Python use). Made a frozen guide here.
             A :class:`~dreamreward.world.reference_judge.GroundTruthJudge` in its place is the
-            primitives world's positive control (a judge that knows the answer).
+            primitives world's positive control (a judge that knows the answer). A judge with
+            ``needs_cameras = True`` is called ``score(assets, prompts, labels, cameras=...)``
+            with the step's cameras; Reward3D is called without them.
         weight: lambda_r (the base weight).
         objective: ``"linear"`` (the paper: maximise r) or ``"hinge"`` (released:
             ``relu(margin - r)``).
@@ -161,9 +165,12 @@ class RewardGuidance(nn.Module):
         distill_scale = 0.0 if self._reward_only(step) else 1.0
         if not self.active_at(step):
             zero = renders.sum() * 0.0
-            # in the reward-only tail an off step (every > 1) trains nothing rather than
-            # bringing the distillation back
-            return RewardOutput(zero, zero.detach(), torch.zeros(b), 0.0, False, distill_scale)
+            # Not started (or weight 0): plain distillation, tail or not. An off step of
+            # every=k inside the reward-only tail keeps the tail's rule (no distillation; only
+            # the mesh regulariser trains) rather than bringing the distillation back.
+            started = step >= self.start_step and self.weight > 0
+            scale = distill_scale if started else 1.0
+            return RewardOutput(zero, zero.detach(), torch.zeros(b), 0.0, False, scale)
         images = renders
         use_x0 = (timesteps <= self.straight_through_max_t).repeat_interleave(v)
         if use_x0.any():

@@ -148,6 +148,12 @@ class DreamFLModule(TwoStageAssetModule):
         self.guidance = guidance
         self.reward = reward
         if eval_reward is None and reward is not None:
+            if getattr(reward.reward, "needs_cameras", False):
+                raise ValueError(
+                    f"DreamFLModule: the reward term's judge ({type(reward.reward).__name__}) "
+                    "cannot score the results; set eval_reward (e.g. "
+                    "dreamreward.guidance.sources.ShippedReward3D) so runs are scored by Reward3D"
+                )
             self.eval_reward_model = reward.reward  # the guide itself
         else:
             self.eval_reward_model = eval_reward.load() if eval_reward is not None else None
@@ -169,10 +175,17 @@ class DreamFLModule(TwoStageAssetModule):
         """``"dreamfl"`` with the reward term, ``"sds"`` for the baseline."""
         return "dreamfl" if self.reward is not None else "sds"
 
+    def _reward_setup(self) -> dict[str, Any]:
+        """What the reward term is, beyond its weights (checked on resume)."""
+        if self.reward is None:
+            return {}
+        return {"judge": type(self.reward.reward).__qualname__, "every": self.reward.every}
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         drop_frozen(checkpoint, self._FROZEN)  # rebuilt from their sources
         # so that an SDS checkpoint is not resumed as DreamFL, or back (not an init argument)
         checkpoint["dreamfl_method"] = self.method
+        checkpoint["dreamfl_reward_setup"] = self._reward_setup()
 
     # settings that define the run: a checkpoint made with other values is not this run
     _RESUME_MUST_MATCH = (
@@ -195,6 +208,13 @@ class DreamFLModule(TwoStageAssetModule):
             raise ValueError(
                 f"{where} is a {saved_method} run, this config is {self.method} (the reward term "
                 "is set in one and not the other): resume with the config the run was started with"
+            )
+        saved_setup = checkpoint.get("dreamfl_reward_setup", self._reward_setup())
+        if saved_setup != self._reward_setup():
+            where = f"checkpoint {source}" if source else "the checkpoint"
+            raise ValueError(
+                f"{where} was trained with the reward term {saved_setup}, this config has "
+                f"{self._reward_setup()}: resume with the config the run was started with"
             )
         check_resume_matches(
             self, checkpoint, self._RESUME_MUST_MATCH, source, ignore_prefixes=self._FROZEN

@@ -107,11 +107,12 @@ class GroundTruthJudge(nn.Module):
             )  # (B, V, H, W, 3)
         truth = truth.permute(0, 1, 4, 2, 3).to(renders)
         sigma = self.blur_sigma * h / 64
-        diff = (_blur(renders.flatten(0, 1), sigma) - _blur(truth.flatten(0, 1), sigma)).abs()
+        blurred = gaussian_blur(renders.flatten(0, 1), sigma)
+        diff = (blurred - gaussian_blur(truth.flatten(0, 1), sigma)).abs()
         return -self.scale * diff.reshape(b, -1).mean(dim=1)
 
 
-def _blur(images: Tensor, sigma: float) -> Tensor:
+def gaussian_blur(images: Tensor, sigma: float) -> Tensor:
     """(N, C, H, W) -> the same, blurred by a separable Gaussian (replicate padding)."""
     if sigma <= 0:
         return images

@@ -117,6 +117,14 @@ def save_reward3d(
     from peft import PeftModel
     from safetensors.torch import save_file
 
+    inner = model.get_base_model() if isinstance(model, PeftModel) else model
+    if getattr(inner, "is_frozen_guide", False):
+        # a frozen guide's backbone was rewritten for inference (BatchNorm folded into the
+        # convolutions): its state dict no longer matches the architecture an export rebuilds
+        raise ValueError(
+            "save_reward3d: this Reward3D is a frozen guide (as_frozen_guide rewrote it for "
+            "inference); save the model before calling as_frozen_guide"
+        )
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     weights_model: nn.Module | None = None
