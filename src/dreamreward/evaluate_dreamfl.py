@@ -336,21 +336,17 @@ def summarise_runs(rows: list[dict[str, Any]]) -> dict[str, Any]:
             pair = paired.setdefault((r["prompt"], r["seed"]), {"groups": r["groups"]})
             pair[r["method"]] = r["oracle"]
     for group in groups:
-        wins = [
-            1.0 if s["dreamfl"] > s["sds"] else 0.5 if s["dreamfl"] == s["sds"] else 0.0
+        # (dreamfl, sds) oracle pairs of this group
+        pairs = [
+            (s["dreamfl"], s["sds"])
             for s in paired.values()
             if "dreamfl" in s and "sds" in s and member(s, group)
         ]
-        if wins:
+        if pairs:
+            wins = [1.0 if d > b else 0.5 if d == b else 0.0 for d, b in pairs]
             table["win_rate"][group] = mean_ci(wins).as_dict()
-        # how much, not only how often: the paired oracle difference DreamFL - SDS
-        gains = [
-            s["dreamfl"] - s["sds"]
-            for s in paired.values()
-            if "dreamfl" in s and "sds" in s and member(s, group)
-        ]
-        if gains:
-            table["oracle_gain"][group] = mean_ci(gains).as_dict()
+            # how much, not only how often: the paired oracle difference DreamFL - SDS
+            table["oracle_gain"][group] = mean_ci([d - b for d, b in pairs]).as_dict()
     # how far the judge agrees with the truth on these assets (not on its own test set)
     scored = [r for r in rows if r["method"] in METHODS and "reward" in r and "oracle" in r]
     if len(scored) >= 3:
@@ -404,20 +400,13 @@ def format_table(table: dict[str, Any]) -> str:
             f"| {method} | {group} | {entry['n']} | {cell(entry.get('reward'))} | "
             f"{cell(entry.get('oracle'))} | {seconds(entry.get('fit_seconds'))} |"
         )
-    lines += [
-        "",
-        "| DreamFL win-rate over SDS (oracle, paired) | prompts | value |",
-        "|---|---|---|",
-    ]
-    for split, stats in table["win_rate"].items():
-        lines.append(f"| | {split} | {cell(stats)} (n={stats['n']}) |")
+    paired_tables = [("DreamFL win-rate over SDS (oracle, paired)", table["win_rate"])]
     if table.get("oracle_gain"):
-        lines += [
-            "",
-            "| DreamFL oracle gain over SDS (paired mean difference) | prompts | value |",
-            "|---|---|---|",
-        ]
-        for split, stats in table["oracle_gain"].items():
+        gain = ("DreamFL oracle gain over SDS (paired mean difference)", table["oracle_gain"])
+        paired_tables.append(gain)
+    for title, by_group in paired_tables:
+        lines += ["", f"| {title} | prompts | value |", "|---|---|---|"]
+        for split, stats in by_group.items():
             lines.append(f"| | {split} | {cell(stats)} (n={stats['n']}) |")
     if "reward_oracle_spearman" in table:
         lines += [
