@@ -61,6 +61,20 @@ def test_win_rate_is_paired_and_counts_ties_half() -> None:
     assert "| | all | 0.100 [" in format_table(table)
 
 
+def test_degenerate_runs_are_named_in_the_table() -> None:
+    rows = [
+        {"prompt": "a red cube", "seed": 0, "method": "dreamfl", "groups": ["train"],
+         "oracle": 0.0, "degenerate": "empty"},
+        {"prompt": "a red cube", "seed": 0, "method": "sds", "groups": ["train"], "oracle": 0.7},
+    ]  # fmt: skip
+    table = summarise_runs(rows)
+    assert table["degenerate"] == [
+        {"method": "dreamfl", "prompt": "a red cube", "seed": 0, "why": "empty"}
+    ]
+    assert "Degenerate asset (empty): dreamfl, 'a red cube', seed 0" in format_table(table)
+    assert "degenerate" not in summarise_runs(rows[1:])
+
+
 def _tiny_setup(tmp_path):
     """A tiny DreamFL config (tiny saved prior, 3 steps) and a 2-prompt file."""
     _, prior_dir = _saved_minilm_prior(tmp_path)

@@ -62,6 +62,27 @@ def test_build_multiview_and_sample_commands(tmp_path, capsys):
     assert 0 <= result["oracle"][0] <= 1
 
 
+def test_sample_notes_a_degenerate_sample_instead_of_scoring_it(tmp_path, monkeypatch):
+    """A prior that returns noise: no oracle number, a note saying why."""
+    import torch
+
+    import dreamreward.sampling as sampling
+
+    class NoisePrior:
+        image_size, num_views = 32, 4
+
+        def sample(self, prompts, cameras, generator=None, **kwargs):
+            return torch.rand(len(prompts) * 4, 3, 32, 32, generator=generator)
+
+    monkeypatch.setattr(sampling, "load_prior", lambda path: NoisePrior())
+    result = sampling.sample_views("a red cube", out=str(tmp_path / "n.png"), num_samples=2)
+    assert result["oracle"] == [None, None]
+    assert result["degenerate"] == ["noise", "noise"]
+    free = sampling.sample_views("a photo of a dog", out=str(tmp_path / "d.png"))
+    assert "oracle" not in free  # free text: no ground truth, no number
+    assert free["degenerate"] == ["noise"]
+
+
 def test_sample_rejects_empty_prompt_and_missing_prior(tmp_path):
     with pytest.raises(ValueError, match="--prompt is empty"):
         main(["sample", "--prompt", "  "])

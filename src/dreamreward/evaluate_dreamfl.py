@@ -347,6 +347,14 @@ def summarise_runs(rows: list[dict[str, Any]]) -> dict[str, Any]:
             table["win_rate"][group] = mean_ci(wins).as_dict()
             # how much, not only how often: the paired oracle difference DreamFL - SDS
             table["oracle_gain"][group] = mean_ci([d - b for d, b in pairs]).as_dict()
+    # assets that are not assets at all (empty, frame-filling, noise): named, not hidden in a mean
+    degenerate = [
+        {"method": r["method"], "prompt": r["prompt"], "seed": r["seed"], "why": r["degenerate"]}
+        for r in rows
+        if r.get("degenerate")
+    ]
+    if degenerate:
+        table["degenerate"] = degenerate
     # how far the judge agrees with the truth on these assets (not on its own test set)
     scored = [r for r in rows if r["method"] in METHODS and "reward" in r and "oracle" in r]
     if len(scored) >= 3:
@@ -413,5 +421,11 @@ def format_table(table: dict[str, Any]) -> str:
             "",
             "Spearman correlation of Reward3D and oracle scores over all runs: "
             f"{table['reward_oracle_spearman']:.3f}",
+        ]
+    for run in table.get("degenerate", []):
+        lines += [
+            "",
+            f"Degenerate asset ({run['why']}): {run['method']}, {run['prompt']!r}, "
+            f"seed {run['seed']}",
         ]
     return "\n".join(lines) + "\n"

@@ -15,7 +15,7 @@ import torch
 
 from dreamreward.models.mvdiffusion.prior import load_prior
 from dreamreward.render.export import save_image_grid
-from dreamreward.world.oracle import oracle_score, view_consistency
+from dreamreward.world.oracle import degeneracy, oracle_score, view_consistency
 from dreamreward.world.prompts import parse_prompt
 from dreamreward.world.views import default_cameras
 
@@ -44,8 +44,10 @@ def sample_views(
         seed: seeds the initial noise.
 
     Returns:
-        ``{"grid": path, "oracle": [...], "consistency": [...]}`` (oracle only for prompts of
-        the primitives world).
+        ``{"grid": path, "oracle": [...], "consistency": [...]}``: oracle scores only for
+        prompts of the primitives world (free text has no ground truth), ``None`` for a sample
+        that is not an asset at all; then ``"degenerate"`` lists, per sample, why (``"empty"``,
+        ``"fills the frame"``, ``"noise"``) or ``None``.
     """
     if not prompt.strip():
         raise ValueError("--prompt is empty")
@@ -71,6 +73,12 @@ def sample_views(
     except ValueError:
         scene = None  # free text: no ground truth to judge by
     if scene is not None:
-        result["oracle"] = [round(oracle_score(v, scene, cams).total, 4) for v in views]
+        # a degenerate sample (empty, frame-filling, noise) gets a note, not a number that
+        # looks like a judgement
+        judged = [oracle_score(v, scene, cams) for v in views]
+        result["oracle"] = [None if j.degenerate else round(j.total, 4) for j in judged]
+    notes = [degeneracy(v) for v in views]
+    if any(notes):
+        result["degenerate"] = notes
     print(result)
     return result

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from dreamreward.guidance.reward_term import RewardGuidance
@@ -40,7 +41,7 @@ from dreamreward.render.dmtet import DMTetGeometry
 from dreamreward.render.export import save_image_grid
 from dreamreward.render.nerf import NeRFField
 from dreamreward.render.volume import VolumeRenderer
-from dreamreward.world.oracle import oracle_score
+from dreamreward.world.oracle import degeneracy, oracle_score
 from dreamreward.world.prompts import parse_prompt
 from dreamreward.world.views import default_cameras
 
@@ -378,6 +379,13 @@ class DreamFLModule(TwoStageAssetModule):
             "faces": mesh.num_faces,
             **scores,
         }
+        if self.scene is not None:
+            # an asset that is not one (empty, filling the frame, noise) is named as such,
+            # beside a score that is near 0 by the oracle's rules anyway
+            why = degeneracy(views.cpu())
+            if why is not None:
+                result["degenerate"] = why
+                rank_zero_warn(f"the exported asset is degenerate ({why}): {out_dir}")
         result.update(self._timings)
         (out_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
         return result

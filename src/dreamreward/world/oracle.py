@@ -89,38 +89,90 @@ def annotate(candidates: list[Candidate]) -> tuple[list[Ratings], list[int]]:
 _PALETTE_NAMES = tuple(COLORS)
 _PALETTE = torch.tensor([COLORS[n] for n in _PALETTE_NAMES])  # (K, 3)
 
+# The comparison's tolerance: within it an asset is moved onto the ground truth before the
+# comparison (a generator need not hit the exact placement); beyond it the difference counts.
+MAX_SHIFT = 0.08  # centroid shift forgiven, as a fraction of the frame's side (per axis)
+MAX_SCALE = 1.25  # size ratio forgiven, either way (a 2x asset keeps a 1.6x error)
+# Relative placement of two objects: the offset between their centroids may differ from the
+# ground truth's by RELATION_SIGMA of the frame's side for a factor exp(-1).
+RELATION_SIGMA = 0.15
+# Overlaps (see _overlap) below NO_CREDIT earn nothing, from FULL_CREDIT everything.
+NO_CREDIT = 0.5
+FULL_CREDIT = 1.0
+# The asset's score weighs its worst view this much (a Janus asset shows a wrong object in one).
+MIN_WEIGHT = 0.5
+# A pixel whose shaded fit to its nearest named colour leaves more than this is a mixed edge.
+MIXED_RESIDUAL = 0.12
+# A pixel is foreground from FOREGROUND_FLOOR darker than the background, fully from
+# FOREGROUND_FLOOR + FOREGROUND_RAMP (see foreground_mask).
+FOREGROUND_FLOOR = 0.05
+FOREGROUND_RAMP = 0.10
+# An object shows in a view of the ground truth with at least this many pixels (at 64 px);
+# a smaller sliver (the object hidden behind the other) weighs less in binding and relation.
+VISIBLE_PIXELS = 20
+# Views are judged at this size (pixels, longer side), whatever size they come in.
+JUDGING_SIZE = 64
+
 
 @dataclass
 class OracleScore:
     """The oracle's judgement of one 4-view asset; every score in [0, 1].
 
+    Both the asset and the ground truth (the prompt's scene rendered by the world's renderer
+    from the same cameras) are read the same way: a foreground mask, and each foreground
+    pixel's named colour (:func:`palette_labels`). Per view, the asset is laid over the ground
+    truth either as it is or moved and scaled towards it within the tolerance
+    (:data:`MAX_SHIFT`, :data:`MAX_SCALE`), whichever fits better, then:
+
+    - ``shape``: the overlap of the silhouettes (:func:`_overlap`: IoU, half-forgiving of a
+      one-pixel edge);
+    - ``binding``: for each colour the prompt names, the overlap of the asset's pixels of that
+      colour with the ground truth's -- the right colour on the right object, with the right
+      shape, in the right place; the mean over the prompt's colours, so a missing or
+      recoloured object costs its share (a colour the ground truth shows with fewer than
+      :data:`VISIBLE_PIXELS` pixels in a view, behind the other object, weighs less there);
+    - ``relation``: with two objects of different colours, ``exp(-(e / 0.15 W)^2)`` for the
+      error ``e`` between the asset's and the ground truth's offset from one object's
+      centroid to the other's (1 with one object, two of one colour, or where one object
+      hides all but :data:`VISIBLE_PIXELS` of the other in the ground truth's view; 0 where
+      the asset lacks one of them);
+    - the view's score is ``credit(shape) * credit(binding) * relation`` where ``credit`` maps
+      an overlap of 0.5 or less to 0 and 1 to 1, linearly: a view that fails on any axis
+      scores low whatever the others say, and half an overlap earns nothing.
+
+    "next to" names no side: the better of the two mirror layouts counts
+    (:func:`acceptable_layouts`). The ground truth scores exactly 1.
+
     Attributes:
-        total: the headline score, ``0.75 * mean(per_view) + 0.25 * min(per_view)`` (a view
+        total: the headline score, ``0.5 * mean(per_view) + 0.5 * min(per_view)`` (a view
             that shows something else, as in a Janus asset, costs more than its share).
-        shape: mean silhouette IoU after centroid/area alignment.
-        color: mean palette-histogram intersection with the ground truth.
-        binding: mean IoU of each ground-truth colour's region (right colour on the right part,
-            in the right place relative to the other object).
+        shape, binding, relation: the means over views of the terms above.
+        color: diagnostic only (not in ``total``): palette-histogram intersection of the
+            foregrounds, i.e. "are the right colours there at all", wherever they are.
         per_view: (V,) per-view scores.
+        degenerate: ``None``, or why the views are not an asset at all (see
+            :func:`degeneracy`); such views score near 0 by the rules above anyway.
     """
 
     total: float
     shape: float
     color: float
     binding: float
+    relation: float
     per_view: Tensor
+    degenerate: str | None = None
 
 
-def foreground_mask(rgb: Tensor, threshold: float = 0.12) -> Tensor:
+def foreground_mask(rgb: Tensor, threshold: float = 0.12, floor: float = 0.0) -> Tensor:
     """(N, H, W, 3) images on a light background -> (N, H, W) soft foreground in [0, 1].
 
     The background colour is each view's median border pixel (pure white for the world's own
     renders, which never touch the border; a diffusion sample's background is often an
     off-white, a little noisy): a pixel is foreground as far as it is darker than that, in
-    any channel, by up to ``threshold``. The pixel's own darkness is measured against the
-    lighter of the two, so a white object on a grey-ish background still shows.
+    any channel, from ``floor`` (nothing) to ``floor + threshold`` (all). The pixel's own
+    darkness is measured against the lighter of the two, so a white object on a grey-ish
+    background still shows.
     """
-    n, h, w, _ = rgb.shape
     border = torch.cat(
         [rgb[:, 0], rgb[:, -1], rgb[:, 1:-1, 0], rgb[:, 1:-1, -1]], dim=1
     )  # (N, 2W + 2(H - 2), 3)
@@ -129,7 +181,14 @@ def foreground_mask(rgb: Tensor, threshold: float = 0.12) -> Tensor:
     light = background.amin(dim=-1, keepdim=True) > 0.6
     background = torch.where(light, background, torch.ones_like(background))
     distance = (background[:, None, None, :] - rgb).clamp_min(0).amax(dim=-1)
-    return (distance / threshold).clamp(0, 1)
+    return ((distance - floor) / threshold).clamp(0, 1)
+
+
+def _solid_foreground(rgb: Tensor) -> Tensor:
+    """The foreground the oracle compares: :func:`foreground_mask` with a floor, so the faint
+    halo of a soft-edged sample (a pixel 10% object, 90% background) does not widen the
+    silhouette, as it does not in the ground truth's crisp render."""
+    return foreground_mask(rgb, threshold=FOREGROUND_RAMP, floor=FOREGROUND_FLOOR)
 
 
 def palette_labels(rgb: Tensor, min_shade: float = 0.35) -> Tensor:
@@ -162,12 +221,26 @@ def _moments(mask: Tensor) -> tuple[Tensor, Tensor]:
     return torch.stack([cx, cy], dim=-1), area
 
 
-def _align(images: Tensor, src_mask: Tensor, dst_mask: Tensor) -> Tensor:
-    """Warp ``images`` (N, C, H, W) so ``src_mask``'s centroid and area match ``dst_mask``'s."""
+def _align(
+    images: Tensor,
+    src_mask: Tensor,
+    dst_mask: Tensor,
+    max_shift: float | None = None,
+    max_scale: float = 2.0,
+) -> Tensor:
+    """Warp ``images`` (N, C, H, W) so ``src_mask``'s centroid and area match ``dst_mask``'s.
+
+    The scale is limited to ``[1 / max_scale, max_scale]`` and, with ``max_shift``, the
+    centroid's move to ``max_shift`` of the frame's side per axis: beyond that, the asset is
+    moved and scaled only as far as the tolerance allows.
+    """
     n, _, h, w = images.shape
     c_src, a_src = _moments(src_mask)
     c_dst, a_dst = _moments(dst_mask)
-    scale = (a_src / a_dst).sqrt().clamp(0.5, 2.0)  # >1 shrinks the source
+    scale = (a_src / a_dst).sqrt().clamp(1 / max_scale, max_scale)  # >1 shrinks the source
+    if max_shift is not None:
+        limit = torch.tensor([max_shift * w, max_shift * h])
+        c_dst = c_src + (c_dst - c_src).clamp(-limit, limit)
     to_ndc = torch.tensor([2.0 / w, 2.0 / h])
     c_src_ndc = (c_src + 0.5) * to_ndc - 1
     c_dst_ndc = (c_dst + 0.5) * to_ndc - 1
@@ -186,9 +259,195 @@ def _soft_iou(a: Tensor, b: Tensor) -> Tensor:
     return torch.where(union > 1e-6, inter / union.clamp_min(1e-6), torch.ones_like(union))
 
 
+def _colour_regions(rgb: Tensor, mask: Tensor) -> Tensor:
+    """(N, H, W, 3) images and their (N, H, W) foreground -> (N, H, W, K) soft foreground of
+    each named colour (K = len(COLORS)).
+
+    A pixel that no named colour explains well (residual of the shaded fit above
+    :data:`MIXED_RESIDUAL`: an antialiased or blurred edge mixing the object with the
+    background or with the other object) takes the colour of a well-explained neighbour, up to
+    two pixels away, so a soft edge does not read as a third colour.
+    """
+    palette = _PALETTE.to(rgb)
+    dots = rgb @ palette.t()  # (N, H, W, K)
+    scale = (dots / (palette * palette).sum(-1)).clamp(0.35, 1.05)
+    residual, labels = (rgb[..., None, :] - scale[..., None] * palette).norm(dim=-1).min(dim=-1)
+    k = len(_PALETTE_NAMES)
+    clear = residual < MIXED_RESIDUAL
+    for _ in range(2):
+        votes = (F.one_hot(labels, k).float() * clear[..., None]).permute(0, 3, 1, 2)
+        near = F.max_pool2d(votes, 3, stride=1, padding=1)  # (N, K, H, W)
+        has_clear_neighbour = near.amax(dim=1) > 0
+        take = ~clear & has_clear_neighbour
+        labels = torch.where(take, near.argmax(dim=1), labels)
+        clear = clear | take
+    return F.one_hot(labels, k).float() * mask[..., None]
+
+
+def _dilate(mask: Tensor, radius: int) -> Tensor:
+    """(N, H, W) -> (N, H, W): the max over a (2r + 1)^2 window."""
+    if radius < 1:
+        return mask
+    return F.max_pool2d(mask[:, None], 2 * radius + 1, stride=1, padding=radius)[:, 0]
+
+
+def _overlap(a: Tensor, b: Tensor) -> Tensor:
+    """Agreement of two soft regions (N, H, W) -> (N,) in [0, 1]: 1 when both are empty, 0
+    when only one is.
+
+    The mean of their IoU and of an F1 score that forgives one pixel (the harmonic mean of the
+    share of ``a`` within a pixel of ``b`` and the share of ``b`` within a pixel of ``a``).
+    The forgiving half keeps antialiasing, a slight blur or another renderer's rasterisation
+    from costing much; the strict half keeps a cube apart from a cylinder, whose silhouettes
+    differ by a pixel or two at 64 px.
+    """
+    mass_a, mass_b = a.sum(dim=(1, 2)), b.sum(dim=(1, 2))
+    precision = (a * _dilate(b, 1)).sum(dim=(1, 2)) / mass_a.clamp_min(1e-6)
+    recall = (b * _dilate(a, 1)).sum(dim=(1, 2)) / mass_b.clamp_min(1e-6)
+    f1 = 2 * precision * recall / (precision + recall).clamp_min(1e-6)
+    overlap = 0.5 * (f1 + _soft_iou(a, b))
+    empty_a, empty_b = mass_a < 0.5, mass_b < 0.5
+    return torch.where(
+        empty_a & empty_b,
+        torch.ones_like(overlap),
+        torch.where(empty_a | empty_b, torch.zeros_like(overlap), overlap),
+    )
+
+
+def _credit(overlap: Tensor) -> Tensor:
+    """Map an overlap in [0, 1] to credit: none below :data:`NO_CREDIT`, full from
+    :data:`FULL_CREDIT`, linear between (an asset half right is not half as good)."""
+    return ((overlap - NO_CREDIT) / (FULL_CREDIT - NO_CREDIT)).clamp(0, 1)
+
+
+def _centroid_offsets(
+    regions: Tensor, colors: list[int], min_pixels: float
+) -> tuple[Tensor, Tensor]:
+    """Offset (N, 2) between the centroids of two colour regions (x, y pixels) and whether
+    both are present (N,) bool (each with at least ``min_pixels`` pixels' worth of mass)."""
+    c0, a0 = _moments(regions[..., colors[0]])
+    c1, a1 = _moments(regions[..., colors[1]])
+    return c0 - c1, (a0 >= min_pixels) & (a1 >= min_pixels)
+
+
+@dataclass
+class _Terms:
+    """Per-view terms (each (V,)) of an asset against one ground-truth layout."""
+
+    shape: Tensor
+    binding: Tensor
+    relation: Tensor
+
+    @property
+    def per_view(self) -> Tensor:
+        return _credit(self.shape) * _credit(self.binding) * self.relation
+
+    @property
+    def total(self) -> Tensor:
+        return (1 - MIN_WEIGHT) * self.per_view.mean() + MIN_WEIGHT * self.per_view.min()
+
+
+def _compare(views: Tensor, mask: Tensor, reference: Tensor, scene: Scene) -> _Terms:
+    """Judge (V, H, W, 3) ``views`` with foreground ``mask`` against one ground-truth render
+    ``reference`` (V, H, W, 3) of ``scene``."""
+    v, h, w, _ = views.shape
+    ref_mask = _solid_foreground(reference)
+    ref_regions = _colour_regions(reference, ref_mask)
+    stacked = torch.cat([mask[:, None], views.permute(0, 3, 1, 2)], dim=1)
+    # Two ways to lay the asset over the truth, the better per view: as it is, or moved and
+    # scaled towards the truth within the tolerance.
+    best: tuple[Tensor, Tensor, Tensor] | None = None
+    for placed in (
+        stacked,
+        _align(stacked, mask, ref_mask, max_shift=MAX_SHIFT, max_scale=MAX_SCALE),
+    ):
+        p_mask, p_rgb = placed[:, 0], placed[:, 1:].permute(0, 2, 3, 1)
+        shape = _overlap(p_mask, ref_mask)
+        if best is None:
+            best = (shape, p_mask, p_rgb)
+            continue
+        better = shape > best[0]
+        best = (
+            torch.where(better, shape, best[0]),
+            torch.where(better[:, None, None], p_mask, best[1]),
+            torch.where(better[:, None, None, None], p_rgb, best[2]),
+        )
+    assert best is not None
+    shape, p_mask, p_rgb = best
+    regions = _colour_regions(p_rgb, p_mask)
+    colors = sorted({_PALETTE_NAMES.index(o.color) for o in scene.objects})
+    per_color = torch.stack([_overlap(regions[..., c], ref_regions[..., c]) for c in colors])
+    # a colour the ground truth shows as a sliver in this view (an object hidden behind the
+    # other) weighs less: a few pixels cannot be matched reliably
+    shown = torch.stack([ref_regions[..., c].sum(dim=(1, 2)) for c in colors])  # (C, V)
+    weight = (shown / VISIBLE_PIXELS).clamp(1e-3, 1)
+    binding = (per_color * weight).sum(dim=0) / weight.sum(dim=0)
+    relation = torch.ones(v)
+    if scene.num_objects == 2 and len(colors) == 2:
+        order = [_PALETTE_NAMES.index(o.color) for o in scene.objects]
+        offset, present = _centroid_offsets(regions, order, min_pixels=4)
+        # a sliver of an object mostly hidden behind the other has no reliable centroid
+        ref_offset, ref_present = _centroid_offsets(ref_regions, order, VISIBLE_PIXELS)
+        error = (offset - ref_offset).norm(dim=-1) / (RELATION_SIGMA * max(h, w))
+        placed_right = torch.where(present, torch.exp(-(error**2)), torch.zeros_like(error))
+        # where one object (nearly) hides the other in the truth, the view cannot show it
+        relation = torch.where(ref_present, placed_right, torch.ones_like(error))
+    return _Terms(shape, binding, relation)
+
+
+def acceptable_layouts(scene: Scene) -> list[Scene]:
+    """The ground-truth scenes an asset of ``scene`` may match: the scene itself, and for
+    "next to" (which names no side; the world lays it out as "left of") the mirror image."""
+    if scene.relation == "next to":
+        return [scene, scene.with_objects(*scene.objects, relation="right of")]
+    return [scene]
+
+
+@torch.no_grad()
+def degeneracy(views: Tensor) -> str | None:
+    """Why ``views`` (V, H, W, 3) in [0, 1] are not an asset at all, or ``None``.
+
+    - ``"empty"``: less than 0.2% of the pixels are clearly foreground;
+    - ``"fills the frame"``: more than 80% are (a flat colour, a frame-filling blob);
+    - ``"noise"``: the mean absolute difference from a 3x3 box blur exceeds 0.08 (white
+      renders of objects stay below 0.03; uniform noise is about 0.25).
+    """
+    views = views.detach().float().cpu().clamp(0, 1)
+    solid = (foreground_mask(views) > 0.5).float().mean()
+    if solid < 0.002:
+        return "empty"
+    t = views.permute(0, 3, 1, 2)
+    smooth = F.avg_pool2d(F.pad(t, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    if float((t - smooth).abs().mean()) > 0.08:
+        return "noise"
+    if solid > 0.8:
+        return "fills the frame"
+    return None
+
+
+def _at_judging_size(views: Tensor) -> Tensor:
+    """(V, H, W, 3) views at :data:`JUDGING_SIZE` on the longer side: the tolerances are in
+    pixels at that size, so a score means the same at any resolution (smaller views are
+    upsampled bilinearly, larger ones area-averaged)."""
+    v, h, w, _ = views.shape
+    scale = JUDGING_SIZE / max(h, w)
+    if scale == 1:
+        return views
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    channels_first = views.permute(0, 3, 1, 2)
+    if scale > 1:
+        resized = F.interpolate(channels_first, size=size, mode="bilinear", align_corners=False)
+    else:
+        resized = F.interpolate(channels_first, size=size, mode="area")
+    return resized.permute(0, 2, 3, 1).clamp(0, 1)
+
+
 @torch.no_grad()
 def oracle_score(views: Tensor, scene: Scene, cameras: Cameras) -> OracleScore:
-    """Judge an asset's renders against the ground-truth scene.
+    """Judge an asset's renders against the ground-truth scene (rules: :class:`OracleScore`).
+
+    A pure function of the views, the cameras and the scene: the ground truth is rendered from
+    the same cameras by the world's renderer. The ground truth scores 1 against itself.
 
     Args:
         views: (V, H, W, 3) renders in [0, 1] on a white background, from ``cameras``.
@@ -209,40 +468,40 @@ def oracle_score(views: Tensor, scene: Scene, cameras: Cameras) -> OracleScore:
     if not torch.isfinite(views).all() or views.min() < -1e-3 or views.max() > 1 + 1e-3:
         raise ValueError("views must be finite and in [0, 1]")
     views = views.detach().float().cpu().clamp(0, 1)
-    mesh, _ = scene_mesh(scene)
-    gt = render_views(mesh, cameras.to("cpu"))
-    gt_rgb, gt_mask = gt["rgb"], gt["mask"][..., 0]
-    mask = foreground_mask(views)
+    degenerate = degeneracy(views)
+    cams = cameras.to("cpu")
+    layouts = acceptable_layouts(scene)
+    # the ground truth at the views' own size, then both resized alike: like with like
+    references = [
+        _at_judging_size(render_views(scene_mesh(layout)[0], cams)["rgb"]) for layout in layouts
+    ]
+    views = _at_judging_size(views)
+    mask = _solid_foreground(views)
+    terms = max(
+        (
+            _compare(views, mask, ref, layout)
+            for ref, layout in zip(references, layouts, strict=True)
+        ),
+        key=lambda t: float(t.total),
+    )
 
-    # 1. shape: silhouettes aligned by centroid and area
-    aligned = _align(torch.cat([mask[:, None], views.permute(0, 3, 1, 2)], dim=1), mask, gt_mask)
-    a_mask, a_rgb = aligned[:, 0], aligned[:, 1:].permute(0, 2, 3, 1)
-    shape = _soft_iou(a_mask, gt_mask)
+    # diagnostic: are the right colours there at all, wherever they are
+    ref_regions = _colour_regions(references[0], _solid_foreground(references[0]))
+    regions = _colour_regions(views, mask)
+    hist = regions.sum(dim=(1, 2)) / mask.sum(dim=(1, 2)).clamp_min(1e-6)[:, None]
+    ref_hist = ref_regions.sum(dim=(1, 2))
+    ref_hist = ref_hist / ref_hist.sum(dim=-1, keepdim=True).clamp_min(1e-6)
+    color = torch.minimum(hist, ref_hist).sum(dim=-1)
 
-    # 2. colour: histogram of palette labels over the foreground, vs the ground truth's
-    k = len(_PALETTE_NAMES)
-    gt_labels = palette_labels(gt_rgb)
-    labels = palette_labels(a_rgb)
-    onehot_gt = F.one_hot(gt_labels, k).float() * gt_mask[..., None]
-    onehot = F.one_hot(labels, k).float() * a_mask[..., None]
-    hist_gt = onehot_gt.sum(dim=(1, 2)) / gt_mask.sum(dim=(1, 2)).clamp_min(1e-6)[:, None]
-    hist = onehot.sum(dim=(1, 2)) / a_mask.sum(dim=(1, 2)).clamp_min(1e-6)[:, None]
-    color = torch.minimum(hist, hist_gt).sum(dim=-1)
-
-    # 3. binding: each scene colour's region overlaps the ground truth's region of that colour
-    scene_colors = sorted({_PALETTE_NAMES.index(o.color) for o in scene.objects})
-    binding = torch.stack(
-        [_soft_iou(onehot[..., c], onehot_gt[..., c]) for c in scene_colors]
-    ).mean(dim=0)
-
-    per_view = 0.35 * shape + 0.30 * color + 0.35 * binding
-    total = 0.75 * per_view.mean() + 0.25 * per_view.min()
+    per_view = terms.per_view
     return OracleScore(
-        total=float(total),
-        shape=float(shape.mean()),
+        total=float(terms.total),
+        shape=float(terms.shape.mean()),
         color=float(color.mean()),
-        binding=float(binding.mean()),
+        binding=float(terms.binding.mean()),
+        relation=float(terms.relation.mean()),
         per_view=per_view,
+        degenerate=degenerate,
     )
 
 
