@@ -218,3 +218,17 @@ def test_recognise_object_reads_shape_and_colour() -> None:
     views = render_views(scene_mesh(parse_prompt("a blue cone"))[0], cams)["rgb"]
     seen = recognise_object(views, cams)
     assert (seen.shape, seen.color) == ("cone", "blue")
+
+
+def test_view_consistency_reads_agreement_and_ignores_degenerate_views() -> None:
+    from dreamreward.world.oracle import view_consistency
+
+    cams = default_cameras(64)
+    truth = render_views(scene_mesh(TWO)[0], cams)["rgb"]
+    assert view_consistency(truth) > 0.8
+    janus = truth.clone()
+    other = Scene((SceneObject("torus", "yellow"), SceneObject("cone", "green")), "next to")
+    janus[2] = render_views(scene_mesh(other)[0], cams[2])["rgb"][0]
+    assert view_consistency(janus) < view_consistency(truth) - 0.1
+    noise = torch.rand(4, 64, 64, 3, generator=torch.Generator().manual_seed(1))
+    assert view_consistency(noise) == 0.0  # four frames of noise agree, and say nothing

@@ -6,11 +6,13 @@ Two functions with different jobs:
   1-6 ratings for alignment, fidelity and consistency, an overall score and a ranking with ties,
   by written rules (``data_cards/primitives_preferences.md``).
 - :func:`oracle_score` judges *any* 4-view render (an optimised NeRF, a sampled image...)
-  against the prompt's ground-truth scene rendered from the same cameras: right shapes, right
-  colours bound to the right shapes in the right places, the same object in every view. This is
-  what the diffusion prior and DreamFL are evaluated by. It is robust to small shifts and scale
-  changes (silhouettes are aligned by their centroid and area before comparison) and to shading
-  (colours are compared with a shading factor fitted per pixel).
+  against the prompt's ground-truth scene rendered from the same cameras: the right shapes, the
+  right colours on the right objects in the right places, the same object in every view. This
+  is what the diffusion prior and DreamFL are evaluated by. Small shifts and scale changes are
+  forgiven within a stated tolerance, beyond it they count; degenerate views (empty, a frame
+  filled with one colour, noise) score about 0 and are named by :func:`degeneracy`. The rules
+  are in :class:`OracleScore` and ``data_cards/primitives_preferences.md``; the adversarial set
+  that keeps them honest is :mod:`dreamreward.world.adversarial`.
 """
 
 from __future__ import annotations
@@ -203,11 +205,16 @@ def palette_labels(rgb: Tensor, min_shade: float = 0.35) -> Tensor:
     Returns:
         (...,) long index into :data:`COLORS` order.
     """
+    return _palette_fit(rgb, min_shade)[1]
+
+
+def _palette_fit(rgb: Tensor, min_shade: float = 0.35) -> tuple[Tensor, Tensor]:
+    """(..., 3) -> the residual (...,) of the best shaded fit and its colour index (...,)."""
     palette = _PALETTE.to(rgb)
     dots = rgb @ palette.t()  # (..., K)
     scale = (dots / (palette * palette).sum(-1)).clamp(min_shade, 1.05)
     residual = (rgb[..., None, :] - scale[..., None] * palette).norm(dim=-1)
-    return residual.argmin(dim=-1)
+    return residual.min(dim=-1)
 
 
 def _moments(mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -268,10 +275,7 @@ def _colour_regions(rgb: Tensor, mask: Tensor) -> Tensor:
     background or with the other object) takes the colour of a well-explained neighbour, up to
     two pixels away, so a soft edge does not read as a third colour.
     """
-    palette = _PALETTE.to(rgb)
-    dots = rgb @ palette.t()  # (N, H, W, K)
-    scale = (dots / (palette * palette).sum(-1)).clamp(0.35, 1.05)
-    residual, labels = (rgb[..., None, :] - scale[..., None] * palette).norm(dim=-1).min(dim=-1)
+    residual, labels = _palette_fit(rgb)
     k = len(_PALETTE_NAMES)
     clear = residual < MIXED_RESIDUAL
     for _ in range(2):
@@ -512,7 +516,9 @@ def view_consistency(views: Tensor) -> float:
     The mean over view pairs of ``0.5 * (palette-histogram intersection of the foregrounds +
     min/max ratio of the foreground areas)``: a multi-view sample whose views show different
     objects, colours or sizes scores low. Renders of one real scene score about 0.95, not 1
-    (shading and the visible side change with the view).
+    (shading and the visible side change with the view). Degenerate views (see
+    :func:`degeneracy`: empty, filling the frame, noise) score 0: four frames of noise agree
+    with each other perfectly, and say nothing about an object.
 
     Args:
         views: (V, H, W, 3) images in [0, 1] on a white background, V >= 2.
@@ -520,6 +526,8 @@ def view_consistency(views: Tensor) -> float:
     if views.ndim != 4 or views.shape[-1] != 3 or views.shape[0] < 2:
         raise ValueError(f"views must be (V >= 2, H, W, 3), got {tuple(views.shape)}")
     views = views.detach().float().cpu().clamp(0, 1)
+    if degeneracy(views) is not None:
+        return 0.0
     mask = foreground_mask(views)
     k = len(_PALETTE_NAMES)
     onehot = F.one_hot(palette_labels(views), k).float() * mask[..., None]
