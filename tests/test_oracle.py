@@ -88,10 +88,10 @@ def test_correct_asset_scores_highest(scene, cameras):
 
 
 def _score(defect, cameras, **kwargs):
-    from dreamreward.world.candidates import _alter
+    from dreamreward.world.candidates import alter_scene
 
     scene = kwargs.pop("scene", TWO)
-    altered = _alter(scene, defect, random.Random(0)) if defect != "none" else scene
+    altered = alter_scene(scene, defect, random.Random(0)) if defect != "none" else scene
     cand = Candidate("x", altered, defect if defect != "none" else "none", **kwargs)
     return oracle_score(render_candidate(cand, cameras), scene, cameras)
 

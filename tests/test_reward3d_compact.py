@@ -616,3 +616,29 @@ def test_build_spec_round_trips_through_the_export_config():
 def test_build_from_config_refuses_classes_outside_reward3d(config):
     with pytest.raises(ValueError, match="refusing to build"):
         build_from_config(config)
+
+
+def test_mean_pooling_reads_every_word_and_ignores_padding(small_tokenizer):
+    """``text_pooling="mean"``: the per-view feature is the mean of the prompt's token states
+    (padding excluded, so padding to the longest prompt or to max_length gives the same
+    feature) and differs from the [CLS] state."""
+    texts = ["a red chair, front view", "a small wooden shiny blue car, side view"]
+    ids, mask = tokenize_prompts(small_tokenizer, texts, max_length=24)
+    ids_max, mask_max = tokenize_prompts(small_tokenizer, texts, 24, pad_to_max_length=True)
+    torch.manual_seed(0)
+    mean_model = random_compact(text_pooling="mean").eval()
+    cls_model = random_compact(text_pooling="cls").eval()
+    cls_model.load_state_dict(mean_model.state_dict())
+    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        short = mean_model.backbone(images, ids, mask)
+        full = mean_model.backbone(images, ids_max, mask_max)
+        torch.testing.assert_close(short, full, rtol=1e-5, atol=1e-5)
+        states = mean_model.backbone.text_encoder(
+            ids, mask, mean_model.backbone.visual_encoder(images)
+        )
+        weights = mask[..., None].float()
+        torch.testing.assert_close(short, (states * weights).sum(1) / weights.sum(1))
+        assert not torch.allclose(short, cls_model.backbone(images, ids, mask))
+    with pytest.raises(ValueError, match="text_pooling"):
+        CompactBackbone(pretrained=False, text_pooling="max")  # type: ignore[arg-type]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 
 import datasets
 import lightning as L
@@ -353,3 +354,78 @@ def test_resume_continues_the_schedule_and_weights_exactly(learnable_set, vocab_
             torch.testing.assert_close(
                 a, b, atol=1e-3, rtol=0, msg=lambda m, name=name: f"{name}: {m}"
             )
+
+
+@pytest.fixture(scope="module")
+def world_set(tmp_path_factory) -> str:
+    """The learnable set with world prompts and scenes: its correct assets have a text side."""
+    from dreamreward.world.prompts import describe, sample_scene
+
+    rows = synthetic_rows(num_prompts=12, assets_per_prompt=4, image_size=16, novel_prompts=2)
+    rng = random.Random(0)
+    scenes = {}
+    for row in rows:
+        if row["prompt_id"] not in scenes:
+            scenes[row["prompt_id"]] = sample_scene(rng, 2)
+        scene = scenes[row["prompt_id"]]
+        row["prompt"] = describe(scene)
+        row["scene"] = json.dumps(scene.to_dict())
+        row["defect"] = "none" if row["rank"] == 1 else "wrong_color"
+    columns = {name: [r[name] for r in rows] for name in PREFERENCE_FEATURES}
+    path = tmp_path_factory.mktemp("world_pref") / "ds"
+    datasets.Dataset.from_dict(columns, features=PREFERENCE_FEATURES).save_to_disk(str(path))
+    return str(path)
+
+
+@pytest.mark.filterwarnings("ignore:.*are truncated")
+def test_prompt_edit_term_and_text_side_report(world_set, vocab_dir, tmp_path):
+    """The edit term is the pairwise loss of true vs edited prompts on correct assets; the
+    text side (true prompt vs each edit kind, and an out-of-vocabulary prompt) is reported for
+    every model and written to the eval table."""
+    torch.manual_seed(0)
+    module = Reward3DModule(tiny_reward(vocab_dir), finetune="full", prompt_edit_weight=1.0)
+    module.eval()
+    dm = datamodule(world_set)
+    dm.setup("fit")
+    batch = pairs_as_asset_batch(next(iter(dm.train_dataloader())))
+    assert module._correct_assets(batch), "the batch has correct assets with scenes"
+    rewards = module(batch, with_tokens=True)
+    loss = module._prompt_edit_loss(batch, rewards)
+    assert loss is not None and torch.isfinite(loss)
+    no_scene = {**batch, "asset_scene": [""] * len(batch["views"])}
+    assert module._prompt_edit_loss(no_scene, rewards) is None
+
+    trainer_ = trainer(tmp_path, max_steps=2, logger=True, val_check_interval=2)
+    trainer_.fit(module, dm)
+    assert "train/prompt_edit_loss" in trainer_.logged_metrics
+    logged = set(trainer_.logged_metrics)
+    assert {"val/text_side/colour", "val/text_side/out of vocabulary"} <= logged
+    assert "val/zero_shot/text_side/colour" in logged
+    trainer_.test(module, dm, verbose=False)
+    table = (
+        (tmp_path / "reward3d_eval.md").read_text()
+        if (tmp_path / "reward3d_eval.md").exists()
+        else None
+    )
+    results = module._test_results
+    held_out = results["test"]["reward3d"]
+    assert 0.0 <= held_out["text_side/out of vocabulary"] <= 1.0
+    assert held_out["text_side_n/colour"] >= 1
+    if table is not None:
+        assert "Text side" in table
+
+
+def test_eval_table_lists_the_text_side(tmp_path):
+    from dreamreward.modules.reward3d import write_eval_table
+
+    results = {
+        "test": {
+            "reward3d": {"pairs": 10.0, "accuracy": 0.9, "ece": 0.01,
+                         "text_side/colour": 0.75, "text_side_n/colour": 4.0},
+            "zero_shot": {"pairs": 10.0, "accuracy": 0.5, "ece": 0.1,
+                          "text_side/colour": 0.5, "text_side_n/colour": 4.0},
+        }
+    }  # fmt: skip
+    write_eval_table(results, tmp_path)
+    table = (tmp_path / "reward3d_eval.md").read_text()
+    assert "| colour | test | 4 | 75.0% | 50.0% |" in table

@@ -90,9 +90,10 @@ class PairDataset(Dataset):
     """Item i: the i-th pair as tensors.
 
     Returns dicts with ``better_views`` / ``worse_views`` (4, 3, H, W) float in [0, 1],
-    ``better_cameras`` / ``worse_cameras`` (4, 4, 4) camera-to-world, and ``prompt``,
-    ``prompt_id``, ``defect``, ``axis`` (str); the default collate makes (B, ...) tensors and
-    lists of B strings.
+    ``better_cameras`` / ``worse_cameras`` (4, 4, 4) camera-to-world, ``better_defect`` /
+    ``worse_defect`` (what each asset's row says it shows), ``scene`` (the prompt's ground-truth
+    scene as JSON, "" without one), and ``prompt``, ``prompt_id``, ``defect``, ``axis`` (str);
+    the default collate makes (B, ...) tensors and lists of B strings.
 
     Args:
         dataset: the whole dataset in the schema (pair indices point into it).
@@ -111,6 +112,11 @@ class PairDataset(Dataset):
         # Only the columns an item needs are decoded.
         self.assets = dataset.select_columns(["views", "cameras"])
         self.pairs, self.prompts, self.image_size = pairs, prompts, image_size
+        # What each asset depicts, for the text side (prompt edits of correct assets): small
+        # string columns, read once. Data without a ground-truth scene gives "".
+        names = dataset.column_names
+        self.defects = dataset["defect"] if "defect" in names else [""] * len(dataset)
+        self.scenes = dataset["scene"] if "scene" in names else [""] * len(dataset)
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -128,6 +134,9 @@ class PairDataset(Dataset):
             "worse_views": worse_views,
             "better_cameras": better_cameras,
             "worse_cameras": worse_cameras,
+            "better_defect": self.defects[pair.better],
+            "worse_defect": self.defects[pair.worse],
+            "scene": self.scenes[pair.better],
             "prompt": self.prompts[pair.prompt_id],
             "prompt_id": pair.prompt_id,
             "defect": pair.defect,
@@ -142,10 +151,10 @@ class PromptGroupDataset(PairDataset):
     same loss as pair-by-pair batches at a fraction of the image-tower work (a prompt with 7
     assets has up to 21 pairs but only 7 assets).
 
-    Returns dicts with ``views`` (A, 4, 3, H, W), ``cameras`` (A, 4, 4, 4), ``asset_prompt``
-    (A prompts), ``better_index`` / ``worse_index`` (P,) int64 into the A assets, and ``prompt``,
-    ``prompt_id``, ``defect``, ``axis``: lists of P strings. Batch with
-    :func:`collate_asset_groups`.
+    Returns dicts with ``views`` (A, 4, 3, H, W), ``cameras`` (A, 4, 4, 4), ``asset_prompt``,
+    ``asset_defect`` and ``asset_scene`` (A strings each), ``better_index`` / ``worse_index``
+    (P,) int64 into the A assets, and ``prompt``, ``prompt_id``, ``defect``, ``axis``: lists of
+    P strings. Batch with :func:`collate_asset_groups`.
     """
 
     def __init__(
@@ -174,6 +183,8 @@ class PromptGroupDataset(PairDataset):
             "views": torch.stack(views),
             "cameras": torch.stack(cameras),
             "asset_prompt": [prompt] * len(rows),
+            "asset_defect": [self.defects[row] for row in rows],
+            "asset_scene": [self.scenes[row] for row in rows],
             "better_index": torch.tensor([local[p.better] for p in pairs], dtype=torch.long),
             "worse_index": torch.tensor([local[p.worse] for p in pairs], dtype=torch.long),
             "prompt": [prompt] * len(pairs),
@@ -192,7 +203,15 @@ def collate_asset_groups(items: list[dict[str, Any]]) -> dict[str, Any]:
     offsets = np.cumsum([0] + [len(it["views"]) for it in items[:-1]])
     for key in ("better_index", "worse_index"):
         out[key] = torch.cat([it[key] + int(o) for it, o in zip(items, offsets, strict=True)])
-    for key in ("asset_prompt", "prompt", "prompt_id", "defect", "axis"):
+    for key in (
+        "asset_prompt",
+        "asset_defect",
+        "asset_scene",
+        "prompt",
+        "prompt_id",
+        "defect",
+        "axis",
+    ):
         out[key] = [value for it in items for value in it[key]]
     return out
 
@@ -208,6 +227,8 @@ def pairs_as_asset_batch(batch: dict[str, Any]) -> dict[str, Any]:
         "views": torch.cat([batch["better_views"], batch["worse_views"]]),
         "cameras": torch.cat([batch["better_cameras"], batch["worse_cameras"]]),
         "asset_prompt": list(batch["prompt"]) * 2,
+        "asset_defect": list(batch["better_defect"]) + list(batch["worse_defect"]),
+        "asset_scene": list(batch["scene"]) * 2,
         "better_index": torch.arange(b),
         "worse_index": torch.arange(b, 2 * b),
         "prompt": list(batch["prompt"]),

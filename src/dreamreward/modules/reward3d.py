@@ -32,7 +32,9 @@ import copy
 import json
 import logging
 import math
+import random
 import re
+import zlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,12 +47,15 @@ from dreamreward.models.reward3d.backbone import count_parameters, freeze_bottom
 from dreamreward.models.reward3d.checkpoint import load_official_checkpoint
 from dreamreward.models.reward3d.export import save_reward3d
 from dreamreward.models.reward3d.model import Reward3D
-from dreamreward.models.reward3d.preprocess import asset_view_labels
+from dreamreward.models.reward3d.preprocess import asset_view_labels, view_prompts
 from dreamreward.modules.preference_metrics import (
     PreferenceMetrics,
     pairwise_correct,
     pairwise_logistic_loss,
 )
+from dreamreward.world.prompt_edits import EDIT_KINDS, OUT_OF_VOCABULARY_PROMPTS, edited_prompts
+from dreamreward.world.prompts import describe
+from dreamreward.world.scene import Scene
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +96,13 @@ class Reward3DModule(L.LightningModule):
             paper's loss alone). Preference pairs share their prompt, so without it nothing
             requires the reward to read the prompt; a backbone whose text encoder never saw
             images (the CPU one) needs it to learn grounding.
+        prompt_edit_weight: weight of the text-side term: the correct asset of a prompt with a
+            ground-truth scene must score higher under its own prompt or a paraphrase (a hard
+            positive) than under a minimally edited prompt (another colour or shape, swapped
+            colours, another relation, an object left out:
+            :mod:`dreamreward.world.prompt_edits`; a hard negative). 0 = off. Validation and
+            test always report the text side: how often the true prompt beats each kind of
+            edit, and a prompt from outside the world's vocabulary.
         seed: dropout in step k draws from ``seed`` and k alone, so a resumed run repeats an
             uninterrupted one (the global RNG is not in Lightning's checkpoints).
     """
@@ -116,6 +128,7 @@ class Reward3DModule(L.LightningModule):
         export_dir: str | None = None,
         test_after_fit: bool = True,
         prompt_swap_weight: float = 0.0,
+        prompt_edit_weight: float = 0.0,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -144,6 +157,8 @@ class Reward3DModule(L.LightningModule):
         self.metrics = nn.ModuleDict()
         self._groups: tuple[list[str], list[str]] = ([], [])
         self._test_results: dict[str, dict[str, dict[str, float]]] = {}
+        # (split, model, edit kind) -> [true prompt won, comparisons]
+        self._text_side: dict[tuple[str, str, str], list[int]] = {}
 
     # ------------------------------------------------------------------ fine-tuning set-up
     @property
@@ -251,7 +266,101 @@ class Reward3DModule(L.LightningModule):
             rewards |= self._baseline_rewards(images, ids, mask)
         if with_tokens:
             rewards["image_tokens"] = tokens
+            rewards["images"] = images
         return rewards
+
+    def _text_inputs(self, prompts: list[str], cameras: Tensor) -> tuple[Tensor, Tensor]:
+        """(A,) prompts and their assets' cameras (A, 4, 4, 4) -> input_ids, attention_mask
+        (A*4, L) of the view prompts."""
+        labels = asset_view_labels(cameras)
+        texts = [t for p, lab in zip(prompts, labels, strict=True) for t in view_prompts(p, lab)]
+        ids, mask = self.reward.tokenize(texts)
+        return ids.to(cameras.device), mask.to(cameras.device)
+
+    def _rewards_for_prompts(
+        self,
+        rewards: dict[str, Tensor],
+        batch: dict[str, Any],
+        assets: list[int],
+        prompts: list[str],
+        models: tuple[str, ...] = ("reward3d",),
+    ) -> dict[str, Tensor]:
+        """Rewards (len(assets),) of the given assets under other ``prompts``, per model,
+        reusing the image pass of ``rewards`` (from ``forward(batch, with_tokens=True)``)."""
+        ids, mask = self._text_inputs(prompts, batch["cameras"][assets])
+
+        def rows(t: Tensor) -> Tensor:  # (A*4, ...) -> the chosen assets' 4 rows each
+            return t.unflatten(0, (-1, 4))[assets].flatten(0, 1)
+
+        out = {}
+        if "reward3d" in models:
+            out["reward3d"] = self._reward_from_tokens(rows(rewards["image_tokens"]), ids, mask)
+        if self.baselines and {"zero_shot", "head_only"} & set(models):
+            with torch.no_grad():
+                features = self.reference_backbone(rows(rewards["images"]), ids, mask)
+                out["zero_shot"] = self.initial_head(features).squeeze(-1)
+                out["head_only"] = self.baseline_head(features).squeeze(-1)
+        return out
+
+    @staticmethod
+    def _correct_assets(batch: dict[str, Any]) -> list[tuple[int, Scene]]:
+        """(asset index, ground-truth scene) of the batch's correct assets with a scene."""
+        defects = batch.get("asset_defect") or [""] * len(batch["views"])
+        scenes = batch.get("asset_scene") or [""] * len(batch["views"])
+        return [
+            (a, Scene.from_dict(json.loads(scene)))
+            for a, (defect, scene) in enumerate(zip(defects, scenes, strict=True))
+            if defect == "none" and scene
+        ]
+
+    def _prompt_edit_loss(self, batch: dict[str, Any], rewards: dict[str, Tensor]) -> Tensor | None:
+        """-log sigmoid(r(asset, its prompt or a paraphrase) - r(asset, an edited prompt)) over
+        the batch's correct assets, one edit kind drawn per asset (see ``prompt_edit_weight``).
+        Training prompts are never edited into a held-out composition."""
+        rng = random.Random(self.hparams.seed * 1_000_003 + self.global_step)
+        assets, positives, negatives = [], [], []
+        for a, scene in self._correct_assets(batch):
+            edits = edited_prompts(scene, rng, allow_novel=False)
+            if not edits:
+                continue
+            assets.append(a)
+            own = batch["asset_prompt"][a]
+            positives.append(describe(scene, rng) if rng.random() < 0.5 else own)
+            negatives.append(edits[rng.choice(sorted(edits))])
+        if not assets:
+            return None
+        true = self._rewards_for_prompts(rewards, batch, assets, positives)["reward3d"]
+        edited = self._rewards_for_prompts(rewards, batch, assets, negatives)["reward3d"]
+        return pairwise_logistic_loss(true, edited)
+
+    @torch.no_grad()
+    def _evaluate_text_side(
+        self, split: str, batch: dict[str, Any], rewards: dict[str, Tensor]
+    ) -> None:
+        """For each correct asset: does its own prompt outscore each kind of minimal edit, and
+        a prompt from outside the vocabulary? Edits are seeded by the prompt (the same ones for
+        every model and epoch); held-out compositions are allowed here."""
+        assets, prompts, kinds = [], [], []
+        for a, scene in self._correct_assets(batch):
+            own = batch["asset_prompt"][a]
+            rng = random.Random(zlib.crc32(own.encode()))
+            edits = edited_prompts(scene, rng, allow_novel=True)
+            edits["out of vocabulary"] = OUT_OF_VOCABULARY_PROMPTS[
+                zlib.crc32(own.encode()) % len(OUT_OF_VOCABULARY_PROMPTS)
+            ]
+            for kind, prompt in edits.items():
+                assets.append(a)
+                prompts.append(prompt)
+                kinds.append(kind)
+        if not assets:
+            return
+        edited = self._rewards_for_prompts(rewards, batch, assets, prompts, self._model_names())
+        for model, values in edited.items():
+            won = (rewards[model][assets] > values).tolist()
+            for kind, w in zip(kinds, won, strict=True):
+                count = self._text_side.setdefault((split, model, kind), [0, 0])
+                count[0] += int(w)
+                count[1] += 1
 
     def _prompt_swap_loss(self, batch: dict[str, Any], rewards: dict[str, Tensor]) -> Tensor | None:
         """-log sigmoid(r(asset, own prompt) - r(asset, another prompt of the batch)).
@@ -291,7 +400,8 @@ class Reward3DModule(L.LightningModule):
         batch = pairs_as_asset_batch(batch)
         torch.manual_seed(self.hparams.seed * 1_000_003 + self.global_step)
         swap_weight = self.hparams.prompt_swap_weight
-        rewards = self(batch, with_tokens=swap_weight > 0)
+        edit_weight = self.hparams.prompt_edit_weight
+        rewards = self(batch, with_tokens=swap_weight > 0 or edit_weight > 0)
         better, worse = batch["better_index"], batch["worse_index"]
         n_pairs = int(better.numel())
         loss = pairwise_logistic_loss(rewards["reward3d"][better], rewards["reward3d"][worse])
@@ -306,6 +416,11 @@ class Reward3DModule(L.LightningModule):
             if swap_loss is not None:
                 self.log("train/prompt_swap_loss", swap_loss, batch_size=len(batch["views"]))
                 total = total + swap_weight * swap_loss
+        if edit_weight > 0:
+            edit_loss = self._prompt_edit_loss(batch, rewards)
+            if edit_loss is not None:
+                self.log("train/prompt_edit_loss", edit_loss, batch_size=len(batch["views"]))
+                total = total + edit_weight * edit_loss
         if self.baselines:
             head_only = rewards["head_only"]
             baseline_loss = pairwise_logistic_loss(head_only[better], head_only[worse])
@@ -321,7 +436,8 @@ class Reward3DModule(L.LightningModule):
     # -------------------------------------------------------------------------- evaluation
     def _evaluate(self, split: str, batch: dict[str, Any]) -> None:
         batch = pairs_as_asset_batch(batch)
-        rewards = self(batch)
+        rewards = self(batch, with_tokens=True)
+        self._evaluate_text_side(split, batch, rewards)
         better, worse = batch["better_index"], batch["worse_index"]
         for model in self._model_names():
             self.metrics[f"{split}_{model}"].update(
@@ -342,19 +458,41 @@ class Reward3DModule(L.LightningModule):
             metrics.reset()
             if not values["pairs"]:
                 continue
+            for kind in (*EDIT_KINDS, "out of vocabulary"):
+                won, total = self._text_side.pop((split, model, kind), (0, 0))
+                if total:
+                    values[f"text_side/{kind}"] = won / total
+                    values[f"text_side_n/{kind}"] = float(total)
             results[model] = values
             prefix = split if model == "reward3d" else f"{split}/{model}"
             for name, value in values.items():
-                if name == "pairs":
+                if name == "pairs" or name.startswith("text_side_n/"):
                     continue
                 bar = model == "reward3d" and name in ("loss", "accuracy")
                 self.log(f"{prefix}/{name}", value, prog_bar=bar, sync_dist=False)
         return results
 
+    def _gather_text_side(self) -> None:
+        """Sum the text-side counts of every process (each saw its share of the batches)."""
+        trainer = self._trainer
+        if trainer is None or trainer.world_size < 2 or not torch.distributed.is_initialized():
+            return
+        parts: list[Any] = [None] * trainer.world_size
+        torch.distributed.all_gather_object(parts, self._text_side)
+        total: dict[tuple[str, str, str], list[int]] = {}
+        for part in parts:
+            for key, (won, n) in part.items():
+                count = total.setdefault(key, [0, 0])
+                count[0] += won
+                count[1] += n
+        self._text_side = total
+
     def on_validation_epoch_end(self) -> None:
+        self._gather_text_side()
         self._log_split("val")
 
     def on_test_epoch_end(self) -> None:
+        self._gather_text_side()
         self._test_results = {split: self._log_split(split) for split in TEST_DATALOADERS}
         if self.trainer.is_global_zero and self.trainer.log_dir:
             write_eval_table(self._test_results, Path(self.trainer.log_dir))
@@ -463,4 +601,30 @@ def write_eval_table(results: dict[str, dict[str, dict[str, float]]], folder: Pa
                     for m in models
                 ]
                 lines.append(f"| {name} | {split} | " + " | ".join(cells) + " |")
+    kinds = [
+        k.split("/", 1)[1]
+        for k in dict.fromkeys(
+            k for by_model in results.values() for r in by_model.values() for k in r
+        )
+        if k.startswith("text_side/")
+    ]
+    if kinds:
+        lines += [
+            "",
+            "Text side: on correct assets, how often the true prompt outscores an edited one.",
+            "",
+            "| edit | split | n | " + " | ".join(models) + " |",
+            "|---|---|---:|" + "---:|" * len(models),
+        ]
+        for split, by_model in results.items():
+            for kind in kinds:
+                key = f"text_side/{kind}"
+                n = next((r[f"text_side_n/{kind}"] for r in by_model.values() if key in r), 0)
+                if not n:
+                    continue
+                cells = [
+                    f"{by_model[m][key]:.1%}" if m in by_model and key in by_model[m] else "-"
+                    for m in models
+                ]
+                lines.append(f"| {kind} | {split} | {int(n)} | " + " | ".join(cells) + " |")
     (folder / "reward3d_eval.md").write_text("\n".join(lines) + "\n")

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from dreamreward.render.cameras import Cameras
 from dreamreward.render.mesh import Mesh
-from dreamreward.world.candidates import _alter
+from dreamreward.world.candidates import alter_scene
 from dreamreward.world.layout import merge_meshes, object_meshes, scene_mesh
 from dreamreward.world.scene import COLORS, RELATIONS, SHAPES, Scene
 from dreamreward.world.shapes import primitive_mesh
@@ -104,7 +104,7 @@ def swapped_colors(scene: Scene, cameras: Cameras, seed: int) -> Tensor | None:
     a, b = scene.objects
     if scene.relation == "next to" and (a.shape, a.size) == (b.shape, b.size):
         return None  # the swap is the mirror layout, which "next to" allows: a correct asset
-    swapped = _alter(scene, "swapped_attributes", random.Random(seed))
+    swapped = alter_scene(scene, "swapped_attributes", random.Random(seed))
     assert swapped is not None
     return _render(scene_mesh(swapped)[0], cameras)
 

@@ -82,7 +82,7 @@ def _other(options: tuple[str, ...] | list[str], current: str, rng: random.Rando
     return rng.choice([o for o in options if o != current])
 
 
-def _alter(scene: Scene, defect: str, rng: random.Random) -> Scene | None:
+def alter_scene(scene: Scene, defect: str, rng: random.Random) -> Scene | None:
     """The scene a content defect depicts, or ``None`` when the defect cannot apply."""
     objs = list(scene.objects)
     if defect == "wrong_color":
@@ -162,7 +162,7 @@ def make_candidates(
 def _make(scene: Scene, defect: str, asset_id: str, rng: random.Random) -> Candidate | None:
     seed = rng.randrange(2**31)
     if defect in CONTENT_DEFECTS:
-        altered = _alter(scene, defect, rng)
+        altered = alter_scene(scene, defect, rng)
         if altered is None or altered == scene:
             return None
         return Candidate(asset_id, altered, defect, seed=seed)

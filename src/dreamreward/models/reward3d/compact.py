@@ -19,7 +19,7 @@ top blocks (peft supports ``Conv2d``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -112,6 +112,10 @@ class CompactBackbone(Reward3DBackbone):
             few objects would give poor batch statistics).
         fine_tokens: add the stride-16 feature map's cells as image tokens (see
             :class:`~dreamreward.models.reward3d.efficientnet.EfficientNetTokens`).
+        text_pooling: the per-view feature: ``"cls"`` (BLIP's and Reward3D's: the [CLS] state)
+            or ``"mean"`` (the mean over the prompt's tokens, padding excluded:
+            all-MiniLM-L6-v2 was trained with mean pooling, so its [CLS] output was never a
+            sentence summary, while every word's state cross-attends to the image).
     """
 
     image_mean = IMAGENET_MEAN
@@ -140,8 +144,12 @@ class CompactBackbone(Reward3DBackbone):
         attention_dropout: float = 0.0,
         freeze_batchnorm: bool = True,
         fine_tokens: bool = True,
+        text_pooling: Literal["cls", "mean"] = "cls",
     ) -> None:
         super().__init__()
+        if text_pooling not in ("cls", "mean"):
+            raise ValueError(f"text_pooling must be 'cls' or 'mean', got {text_pooling!r}")
+        self.text_pooling = text_pooling
         self.init_args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         self.image_size = image_size
         self.max_length = max_length
@@ -166,6 +174,19 @@ class CompactBackbone(Reward3DBackbone):
         if pretrained:
             folder = text_weights_path or default_tokenizer_dir()
             load_bert_into_text_encoder(self.text_encoder, read_minilm_state_dict(folder))
+
+    def encode_text(
+        self, image_tokens: Tensor, input_ids: Tensor, attention_mask: Tensor | None
+    ) -> Tensor:
+        """(N, T, width) image tokens and (N, L) view prompts -> (N, D) per-view features,
+        pooled as ``text_pooling`` says."""
+        states = self.text_encoder(input_ids, attention_mask, image_tokens)  # (N, L, D)
+        if self.text_pooling == "cls":
+            return states[:, 0]
+        if attention_mask is None:
+            return states.mean(dim=1)
+        weights = attention_mask.to(states.dtype).unsqueeze(-1)  # padding weighs nothing
+        return (states * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
 
     @torch.no_grad()
     def _init_cross_attention(self) -> None:

@@ -1,0 +1,85 @@
+"""Minimal edits of a prompt: the text side of grounding.
+
+A preference pair fixes the prompt and changes the asset, so it never requires a reward to read
+the prompt. A *prompt pair* fixes the asset and changes the prompt: the correct asset of a
+scene must score higher under its own prompt (or a paraphrase, a hard positive) than under a
+prompt that differs in exactly one thing (a hard negative):
+
+- ``colour``: one object in another colour (one the scene does not use);
+- ``shape``: one object in another shape;
+- ``swapped colours``: the two objects' colours exchanged;
+- ``relation``: a visibly different relation (vertical <-> horizontal: the world's cameras
+  turn freely, so one horizontal relation is another seen from elsewhere);
+- ``object left out``: a two-object scene described by one of its objects alone (the asset
+  shows an object the prompt does not ask for).
+
+Edits that would still describe the asset are never made (swapped colours of two identical
+shapes "next to" each other is the mirror image, which "next to" allows).
+"""
+
+from __future__ import annotations
+
+import random
+
+from dreamreward.world.candidates import alter_scene
+from dreamreward.world.prompts import describe, is_novel
+from dreamreward.world.scene import Scene
+
+EDIT_KINDS: tuple[str, ...] = (
+    "colour",
+    "shape",
+    "swapped colours",
+    "relation",
+    "object left out",
+)
+# Prompts from outside the world's vocabulary: a reward that reads the prompt scores any asset
+# of the world lower under them than under its own prompt.
+OUT_OF_VOCABULARY_PROMPTS: tuple[str, ...] = (
+    "a photo of a dog",
+    "a bowl of soup on a wooden table",
+    "asdf qwerty",
+    "a castle on a hill at sunset",
+)
+_DEFECT_OF_KIND = {
+    "colour": "wrong_color",
+    "shape": "wrong_shape",
+    "swapped colours": "swapped_attributes",
+    "relation": "wrong_relation",
+    "object left out": "missing_object",
+}
+
+
+def edit_scene(scene: Scene, kind: str, rng: random.Random) -> Scene | None:
+    """The scene with one ``kind`` of edit (:data:`EDIT_KINDS`), or ``None`` where the kind
+    does not apply (a two-object edit of one object, swapped colours of one colour) or would
+    still describe the same asset."""
+    if kind not in _DEFECT_OF_KIND:
+        raise ValueError(f"unknown edit kind {kind!r}; choose from {EDIT_KINDS}")
+    edited = alter_scene(scene, _DEFECT_OF_KIND[kind], rng)
+    if edited is None or edited == scene:
+        return None
+    if kind == "swapped colours" and scene.relation == "next to":
+        a, b = scene.objects
+        if (a.shape, a.size) == (b.shape, b.size):
+            return None  # the mirror image, which "next to" allows
+    return edited
+
+
+def edited_prompts(scene: Scene, rng: random.Random, allow_novel: bool = True) -> dict[str, str]:
+    """One minimally edited prompt per applicable kind (phrased by :func:`describe` with
+    ``rng``: a paraphrase, not always the canonical wording).
+
+    Args:
+        allow_novel: whether an edit may name a held-out (novel) composition; training prompts
+            pass False so no held-out pairing is ever seen in training, not even as a negative.
+    """
+    out = {}
+    for kind in EDIT_KINDS:
+        for _ in range(8):  # a few draws: an edit may land on a held-out composition
+            edited = edit_scene(scene, kind, rng)
+            if edited is None:
+                break
+            if allow_novel or not is_novel(edited):
+                out[kind] = describe(edited, rng)
+                break
+    return out

@@ -1,0 +1,76 @@
+"""Minimal prompt edits: each parses, differs from the scene in exactly the named way, never
+names a held-out composition when told not to, and never still describes the asset."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from dreamreward.world.prompt_edits import EDIT_KINDS, edit_scene, edited_prompts
+from dreamreward.world.prompts import is_novel, parse_prompt, sample_scene
+from dreamreward.world.scene import Scene, SceneObject
+
+
+def _differences(a: Scene, b: Scene) -> set[str]:
+    out = set()
+    if a.relation != b.relation:
+        out.add("relation")
+    for x, y in zip(a.objects, b.objects, strict=False):
+        if x.color != y.color:
+            out.add("color")
+        if x.shape != y.shape:
+            out.add("shape")
+    return out
+
+
+def test_each_edit_changes_exactly_one_thing():
+    rng = random.Random(0)
+    for _ in range(60):
+        scene = sample_scene(rng)
+        for kind in EDIT_KINDS:
+            edited = edit_scene(scene, kind, rng)
+            if edited is None:  # only a two-object edit of one object, or a swap that is none
+                two_object_kind = kind in ("swapped colours", "relation", "object left out")
+                assert two_object_kind, (kind, scene)
+                assert scene.num_objects == 1 or kind == "swapped colours", (kind, scene)
+                continue
+            assert edited != scene
+            if kind == "object left out":
+                assert edited.num_objects == 1 and edited.objects[0] in scene.objects
+            elif kind == "relation":
+                assert _differences(scene, edited) == {"relation"}
+            elif kind == "colour":
+                assert _differences(scene, edited) == {"color"}
+            elif kind == "shape":
+                assert _differences(scene, edited) == {"shape"}
+            else:  # swapped colours: both colours move, shapes stay
+                assert _differences(scene, edited) == {"color"}
+                assert [o.color for o in edited.objects] == [o.color for o in scene.objects][::-1]
+
+
+def test_edited_prompts_parse_to_the_edited_scene_and_respect_the_split():
+    rng = random.Random(1)
+    for _ in range(80):
+        scene = sample_scene(rng, split="train")
+        for kind, prompt in edited_prompts(scene, rng, allow_novel=False).items():
+            edited = parse_prompt(prompt)
+            assert edited != scene, (kind, prompt)
+            assert not is_novel(edited), (kind, prompt)
+    assert set(edited_prompts(sample_scene(random.Random(2), 2), random.Random(0))) >= {
+        "colour",
+        "shape",
+        "relation",
+        "object left out",
+    }
+
+
+def test_no_edit_that_still_describes_the_asset():
+    """Two identical cones "next to" each other with their colours swapped are the mirror
+    image, which "next to" allows: not an edit."""
+    twins = Scene((SceneObject("cone", "red"), SceneObject("cone", "blue")), "next to")
+    assert edit_scene(twins, "swapped colours", random.Random(0)) is None
+    one_colour = Scene((SceneObject("cone", "red"), SceneObject("cube", "red")), "on top of")
+    assert edit_scene(one_colour, "swapped colours", random.Random(0)) is None
+    with pytest.raises(ValueError, match="unknown edit kind"):
+        edit_scene(twins, "size", random.Random(0))
