@@ -8,8 +8,9 @@ shipped prior's samples, against the annotator, and its cost: one run, one JSON.
    prompts where the ground truth beats the kind (by any margin, and by 0.05).
 2. The world's candidates (``make_candidates``, rendered from the preference set's random
    cameras) for ``--num-candidate-prompts`` prompts: how often the correct asset ranks first by
-   the oracle, whether a flat frame ever outscores a correct asset, and how often the
-   preference set's annotator (``rate``) and ``oracle_score`` order two candidates differently.
+   the oracle, whether a flat frame (any of the 10 colours) ever scores at or above a correct
+   asset, and how often the preference set's annotator (``rate``) and ``oracle_score`` order
+   two candidates differently.
 3. The shipped prior's one-object samples (32 px, DDIM 50, guidance 1) of train-split and novel
    prompts: their oracle scores, split by whether the oracle's reading (``recognise_object``)
    finds the prompt's shape and colour ("good" samples).
@@ -41,6 +42,7 @@ from dreamreward.world.adversarial import (  # noqa: E402
 from dreamreward.world.candidates import make_candidates, render_candidate  # noqa: E402
 from dreamreward.world.oracle import oracle_score, rate, recognise_object  # noqa: E402
 from dreamreward.world.prompts import describe, sample_scene  # noqa: E402
+from dreamreward.world.scene import COLORS  # noqa: E402
 from dreamreward.world.views import default_cameras, ground_truth_views  # noqa: E402
 
 MARGIN = 0.05
@@ -116,8 +118,8 @@ def candidate_ranking(num_prompts: int, image_size: int) -> dict:
         correct = oracle[0]
         first += all(correct > o for o in oracle[1:])
         flats = [
-            oracle_score(make_adversary(f"flat {o.color}", scene, cams), scene, cams).total
-            for o in scene.objects
+            oracle_score(make_adversary(f"flat {color}", scene, cams), scene, cams).total
+            for color in COLORS
         ]
         flat_over_correct += max(flats) >= correct
         top_differs += max(range(len(cands)), key=oracle.__getitem__) != max(

@@ -66,10 +66,13 @@ def test_edited_prompts_parse_to_the_edited_scene_and_respect_the_split():
 
 
 def test_no_edit_that_still_describes_the_asset():
-    """Two identical cones "next to" each other with their colours swapped are the mirror
-    image, which "next to" allows: not an edit."""
-    twins = Scene((SceneObject("cone", "red"), SceneObject("cone", "blue")), "next to")
-    assert edit_scene(twins, "swapped colours", random.Random(0)) is None
+    """Two identical cones side by side with their colours swapped are the same asset seen
+    from the other side (the world's cameras turn freely): not an edit. Stacked, they are."""
+    for relation in ("next to", "left of", "behind"):
+        twins = Scene((SceneObject("cone", "red"), SceneObject("cone", "blue")), relation)
+        assert edit_scene(twins, "swapped colours", random.Random(0)) is None, relation
+    stacked = Scene(twins.objects, "on top of")
+    assert edit_scene(stacked, "swapped colours", random.Random(0)) is not None
     one_colour = Scene((SceneObject("cone", "red"), SceneObject("cube", "red")), "on top of")
     assert edit_scene(one_colour, "swapped colours", random.Random(0)) is None
     with pytest.raises(ValueError, match="unknown edit kind"):

@@ -33,6 +33,30 @@ def test_reward3d_configs_parse(config, capsys):
     assert backbone.endswith(("CompactBackbone", "BlipBackbone"))
 
 
+@pytest.mark.parametrize(
+    "preset",
+    sorted((ROOT / "configs" / "reward3d" / "presets").glob("*.yaml")),
+    ids=lambda p: p.name,
+)
+def test_reward3d_presets_lay_over_the_cpu_config(preset, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "fit",
+                "--config",
+                str(ROOT / "configs" / "reward3d" / "primitives.yaml"),
+                "--config",
+                str(preset),
+                "--print_config",
+            ]
+        )
+    assert exit_info.value.code == 0
+    parsed = yaml.safe_load(capsys.readouterr().out)
+    assert parsed["model"]["init_args"]["reward"]["init_args"]["backbone"]["class_path"].endswith(
+        "CompactBackbone"
+    )
+
+
 @pytest.fixture(scope="module")
 def tiny_set(tmp_path_factory) -> str:
     rows = synthetic_rows(num_prompts=8, assets_per_prompt=3, image_size=16, novel_prompts=2)

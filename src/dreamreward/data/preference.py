@@ -115,8 +115,10 @@ class PairDataset(Dataset):
         # What each asset depicts, for the text side (prompt edits of correct assets): small
         # string columns, read once. Data without a ground-truth scene gives "".
         names = dataset.column_names
-        self.defects = dataset["defect"] if "defect" in names else [""] * len(dataset)
-        self.scenes = dataset["scene"] if "scene" in names else [""] * len(dataset)
+        defects = dataset["defect"] if "defect" in names else [None] * len(dataset)
+        scenes = dataset["scene"] if "scene" in names else [None] * len(dataset)
+        self.defects = [d or "" for d in defects]  # the schema allows a missing value
+        self.scenes = [s or "" for s in scenes]
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -227,8 +229,9 @@ def pairs_as_asset_batch(batch: dict[str, Any]) -> dict[str, Any]:
         "views": torch.cat([batch["better_views"], batch["worse_views"]]),
         "cameras": torch.cat([batch["better_cameras"], batch["worse_cameras"]]),
         "asset_prompt": list(batch["prompt"]) * 2,
-        "asset_defect": list(batch["better_defect"]) + list(batch["worse_defect"]),
-        "asset_scene": list(batch["scene"]) * 2,
+        "asset_defect": list(batch.get("better_defect", [""] * b))
+        + list(batch.get("worse_defect", [""] * b)),
+        "asset_scene": list(batch.get("scene", [""] * b)) * 2,
         "better_index": torch.arange(b),
         "worse_index": torch.arange(b, 2 * b),
         "prompt": list(batch["prompt"]),

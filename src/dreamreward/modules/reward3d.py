@@ -40,6 +40,7 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from dreamreward.data.preference import TEST_DATALOADERS, pairs_as_asset_batch
@@ -157,8 +158,10 @@ class Reward3DModule(L.LightningModule):
         self.metrics = nn.ModuleDict()
         self._groups: tuple[list[str], list[str]] = ([], [])
         self._test_results: dict[str, dict[str, dict[str, float]]] = {}
-        # (split, model, edit kind) -> [true prompt won, comparisons]
+        # (split, model, edit kind) -> [true prompt won, comparisons]; prompts counted so far
         self._text_side: dict[tuple[str, str, str], list[int]] = {}
+        self._text_side_seen: set[tuple[str, str]] = set()
+        self._warned_no_text_side = False
 
     # ------------------------------------------------------------------ fine-tuning set-up
     @property
@@ -304,14 +307,17 @@ class Reward3DModule(L.LightningModule):
 
     @staticmethod
     def _correct_assets(batch: dict[str, Any]) -> list[tuple[int, Scene]]:
-        """(asset index, ground-truth scene) of the batch's correct assets with a scene."""
+        """(asset index, ground-truth scene) of the batch's correct assets with a scene, one
+        per prompt (in the pair layout a correct asset appears once for each of its pairs)."""
         defects = batch.get("asset_defect") or [""] * len(batch["views"])
         scenes = batch.get("asset_scene") or [""] * len(batch["views"])
-        return [
-            (a, Scene.from_dict(json.loads(scene)))
-            for a, (defect, scene) in enumerate(zip(defects, scenes, strict=True))
-            if defect == "none" and scene
-        ]
+        out, seen = [], set()
+        for a, (defect, scene) in enumerate(zip(defects, scenes, strict=True)):
+            prompt = batch["asset_prompt"][a]
+            if defect == "none" and scene and prompt not in seen:
+                seen.add(prompt)
+                out.append((a, Scene.from_dict(json.loads(scene))))
+        return out
 
     def _prompt_edit_loss(self, batch: dict[str, Any], rewards: dict[str, Tensor]) -> Tensor | None:
         """-log sigmoid(r(asset, its prompt or a paraphrase) - r(asset, an edited prompt)) over
@@ -328,6 +334,13 @@ class Reward3DModule(L.LightningModule):
             positives.append(describe(scene, rng) if rng.random() < 0.5 else own)
             negatives.append(edits[rng.choice(sorted(edits))])
         if not assets:
+            if not self._warned_no_text_side:
+                self._warned_no_text_side = True
+                rank_zero_warn(
+                    "prompt_edit_weight > 0 but a training batch has no correct asset with a "
+                    "ground-truth scene (columns defect == 'none' and scene): the text-side "
+                    "term only applies to data of the primitives world"
+                )
             return None
         true = self._rewards_for_prompts(rewards, batch, assets, positives)["reward3d"]
         edited = self._rewards_for_prompts(rewards, batch, assets, negatives)["reward3d"]
@@ -343,6 +356,9 @@ class Reward3DModule(L.LightningModule):
         assets, prompts, kinds = [], [], []
         for a, scene in self._correct_assets(batch):
             own = batch["asset_prompt"][a]
+            if (split, own) in self._text_side_seen:
+                continue  # each prompt once per evaluation, whatever the batch layout
+            self._text_side_seen.add((split, own))
             rng = random.Random(zlib.crc32(own.encode()))
             edits = edited_prompts(scene, rng, allow_novel=True)
             edits["out of vocabulary"] = OUT_OF_VOCABULARY_PROMPTS[
@@ -451,6 +467,7 @@ class Reward3DModule(L.LightningModule):
         self._evaluate(TEST_DATALOADERS[dataloader_idx], batch)
 
     def _log_split(self, split: str) -> dict[str, dict[str, float]]:
+        self._text_side_seen = {key for key in self._text_side_seen if key[0] != split}
         results = {}
         for model in self._model_names():
             metrics = self.metrics[f"{split}_{model}"]

@@ -158,7 +158,8 @@ def scaled(factor: float) -> AdversaryFn:
 
 
 def small_shift(scene: Scene, cameras: Cameras, seed: int) -> Tensor:
-    """The asset moved by 0.05-0.06 scene units (about 4% of the frame at the default cameras)."""
+    """The asset moved by 0.04-0.06 scene units along each axis (a few % of the frame at the
+    default cameras)."""
     rng = random.Random(seed)
     shift = tuple(rng.choice((-1, 1)) * rng.uniform(0.04, 0.06) for _ in range(3))
     return _transformed(scene, cameras, 1.0, shift)

@@ -272,19 +272,20 @@ def _colour_regions(rgb: Tensor, mask: Tensor) -> Tensor:
 
     A pixel that no named colour explains well (residual of the shaded fit above
     :data:`MIXED_RESIDUAL`: an antialiased or blurred edge mixing the object with the
-    background or with the other object) takes the colour of a well-explained neighbour, up to
-    two pixels away, so a soft edge does not read as a third colour.
+    background or with the other object) takes the colour its 3x3 neighbourhood shows most
+    clearly (each neighbour's vote weighted by how well its colour fits it), twice over, so a
+    soft edge up to two pixels wide does not read as a third colour.
     """
     residual, labels = _palette_fit(rgb)
     k = len(_PALETTE_NAMES)
-    clear = residual < MIXED_RESIDUAL
+    # how clearly a pixel shows its colour: 1 for an exact shaded fit, 0 from MIXED_RESIDUAL
+    clarity = (1 - residual / MIXED_RESIDUAL).clamp_min(0)
     for _ in range(2):
-        votes = (F.one_hot(labels, k).float() * clear[..., None]).permute(0, 3, 1, 2)
-        near = F.max_pool2d(votes, 3, stride=1, padding=1)  # (N, K, H, W)
-        has_clear_neighbour = near.amax(dim=1) > 0
-        take = ~clear & has_clear_neighbour
+        votes = (F.one_hot(labels, k).float() * clarity[..., None]).permute(0, 3, 1, 2)
+        near = F.avg_pool2d(votes, 3, stride=1, padding=1)  # (N, K, H, W) summed clarity / 9
+        take = (clarity <= 0) & (near.amax(dim=1) > 0)
         labels = torch.where(take, near.argmax(dim=1), labels)
-        clear = clear | take
+        clarity = torch.where(take, near.amax(dim=1), clarity)
     return F.one_hot(labels, k).float() * mask[..., None]
 
 
@@ -306,8 +307,9 @@ def _overlap(a: Tensor, b: Tensor) -> Tensor:
     differ by a pixel or two at 64 px.
     """
     mass_a, mass_b = a.sum(dim=(1, 2)), b.sum(dim=(1, 2))
-    precision = (a * _dilate(b, 1)).sum(dim=(1, 2)) / mass_a.clamp_min(1e-6)
-    recall = (b * _dilate(a, 1)).sum(dim=(1, 2)) / mass_b.clamp_min(1e-6)
+    # min, not a product: a soft region lies wholly within a pixel of itself
+    precision = torch.minimum(a, _dilate(b, 1)).sum(dim=(1, 2)) / mass_a.clamp_min(1e-6)
+    recall = torch.minimum(b, _dilate(a, 1)).sum(dim=(1, 2)) / mass_b.clamp_min(1e-6)
     f1 = 2 * precision * recall / (precision + recall).clamp_min(1e-6)
     overlap = 0.5 * (f1 + _soft_iou(a, b))
     empty_a, empty_b = mass_a < 0.5, mass_b < 0.5

@@ -14,7 +14,7 @@ prompt that differs in exactly one thing (a hard negative):
   shows an object the prompt does not ask for).
 
 Edits that would still describe the asset are never made (swapped colours of two identical
-shapes "next to" each other is the mirror image, which "next to" allows).
+objects side by side is the same asset seen from the other side).
 """
 
 from __future__ import annotations
@@ -58,10 +58,12 @@ def edit_scene(scene: Scene, kind: str, rng: random.Random) -> Scene | None:
     edited = alter_scene(scene, _DEFECT_OF_KIND[kind], rng)
     if edited is None or edited == scene:
         return None
-    if kind == "swapped colours" and scene.relation == "next to":
+    if kind == "swapped colours" and scene.relation != "on top of":
         a, b = scene.objects
         if (a.shape, a.size) == (b.shape, b.size):
-            return None  # the mirror image, which "next to" allows
+            # two twins side by side with their colours swapped: the same asset seen from the
+            # other side (the world's cameras turn freely)
+            return None
     return edited
 
 
