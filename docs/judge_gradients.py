@@ -28,11 +28,9 @@ import torch
 
 from dreamreward.models.reward3d.export import load_reward3d
 from dreamreward.render.cameras import view_labels_from_c2w
+from dreamreward.render.export import read_image_row
 from dreamreward.world.reference_judge import GroundTruthJudge, gaussian_blur
 from dreamreward.world.views import default_cameras
-
-sys.path.insert(0, str(Path(__file__).parent))
-from make_dreamfl_figure import grid_tiles  # noqa: E402
 
 
 def low_frequency_share(grad: torch.Tensor, sigma: float = 2.0) -> float:
@@ -47,7 +45,7 @@ def main(runs_dir: str, sigma: float = 2.0) -> None:
     rows = []
     for result_file in sorted(Path(runs_dir).glob("*/seed0/result.json")):
         prompt = json.loads(result_file.read_text())["prompt"]
-        views = grid_tiles(result_file.parent / "views.png", 64)  # (4, 64, 64, 3)
+        views = read_image_row(result_file.parent / "views.png", 4)  # (4, 64, 64, 3)
         assets = views.permute(0, 3, 1, 2)[None].clone().requires_grad_()  # (1, 4, 3, H, W)
         (g_reward,) = torch.autograd.grad(reward3d.score(assets, [prompt], [labels]).sum(), assets)
         truth_score = judge.score(assets, [prompt], [labels], cams).sum()

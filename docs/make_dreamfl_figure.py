@@ -25,34 +25,17 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
-import yaml
-from PIL import Image
 
-from dreamreward.render.export import file_slug, save_image_grid
+from dreamreward.render.export import file_slug, read_image_row, save_image_grid
 from dreamreward.world.prompts import parse_prompt
 from dreamreward.world.views import default_cameras, ground_truth_views
-
-
-def grid_tiles(path: Path, size: int, count: int = 4, padding: int = 2) -> torch.Tensor:
-    """The ``count`` tiles of a one-row ``save_image_grid`` PNG: (count, size, size, 3)."""
-    image = torch.from_numpy(np.asarray(Image.open(path).convert("RGB"))).float() / 255
-    tiles = []
-    for i in range(count):
-        x = padding + i * (size + padding)
-        tiles.append(image[padding : padding + size, x : x + size])
-    return torch.stack(tiles)
 
 
 def main(sds_run: str, dreamfl_run: str, out: str = "docs/images/dreamfl_main_job.png") -> None:
     rows = []
     for run in (sds_run, dreamfl_run):
-        config = Path(run) / "config.yaml"
-        size = 64
-        if config.is_file():
-            size = yaml.safe_load(config.read_text())["model"]["init_args"]["eval_resolution"]
-        rows.append(grid_tiles(Path(run) / "views.png", size))
+        rows.append(read_image_row(Path(run) / "views.png", 4))
         prompt = json.loads((Path(run) / "result.json").read_text())["prompt"]
     cams = default_cameras(rows[0].shape[1])
     rows.append(ground_truth_views(parse_prompt(prompt), cams))
@@ -81,7 +64,7 @@ def runs_figure(methods: list[Path], prompts: tuple[str, ...], out: str) -> None
     rows = []
     for prompt in prompts:
         for method in methods:
-            rows.append(grid_tiles(method / file_slug(prompt) / "seed0" / "views.png", 64))
+            rows.append(read_image_row(method / file_slug(prompt) / "seed0" / "views.png", 4))
         rows.append(ground_truth_views(parse_prompt(prompt), default_cameras(64)))
     print(save_image_grid(torch.cat(rows), out, ncols=4 * (len(methods) + 1)))
 

@@ -185,3 +185,29 @@ def test_dreamfl_overlays_reach_the_dreamfl_runs_only(monkeypatch, tmp_path) -> 
     config = str(ROOT / "configs" / "dreamfl" / "primitives.yaml")
     with pytest.raises(FileNotFoundError, match="no config at nope.yaml"):
         main(["evaluate-dreamfl", "--dreamfl_config", config, "--dreamfl_overlays", "[nope.yaml]"])
+
+
+def test_rescore_oracle_judges_the_saved_views_by_the_current_rules(tmp_path) -> None:
+    import torch
+
+    from dreamreward.evaluate_dreamfl import rescore_oracle
+    from dreamreward.render.export import save_image_grid
+    from dreamreward.world.prompts import parse_prompt
+    from dreamreward.world.views import default_cameras, ground_truth_views
+
+    prompt = "a red cube on top of a blue sphere"
+    truth = ground_truth_views(parse_prompt(prompt), default_cameras(64))
+    save_image_grid(truth, tmp_path / "good" / "views.png", ncols=4)
+    row = {"prompt": prompt, "oracle": 0.123, "degenerate": "empty"}  # stale values
+    good = rescore_oracle(row, tmp_path / "good")
+    assert good["oracle"] > 0.95 and "degenerate" not in good and good["oracle_from"] == "views.png"
+    flat = torch.tensor([0.85, 0.12, 0.10]).expand(4, 64, 64, 3)
+    save_image_grid(flat, tmp_path / "flat" / "views.png", ncols=4)
+    bad = rescore_oracle({"prompt": prompt, "oracle": 0.9}, tmp_path / "flat")
+    assert bad["oracle"] < 0.05 and bad["degenerate"] == "fills the frame"
+    # free text and runs without views keep what they have
+    assert (
+        rescore_oracle({"prompt": "a photo of a dog", "oracle": 0.5}, tmp_path / "good")["oracle"]
+        == 0.5
+    )
+    assert rescore_oracle(row, tmp_path / "missing") == row

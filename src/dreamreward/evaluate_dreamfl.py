@@ -13,7 +13,9 @@ mean paired oracle gain (how much, beside how often). A
 ``result.json`` exists are reused, so an interrupted evaluation continues where it stopped.
 ``--workers N`` shares the runs among N processes (CPU) or devices (GPUs) launched by Lightning
 Fabric, each taking the next unclaimed run; the table is gathered from the runs' ``result.json``
-files.
+files, with each run's oracle score recomputed by the current oracle from the canonical views
+it saved (``views.png``), so runs made before a change of the oracle's rules are judged by the
+same rules as the rest.
 """
 
 from __future__ import annotations
@@ -142,7 +144,8 @@ def evaluate_dreamfl(
         if not result_file.is_file():
             raise RuntimeError(f"run {job} wrote no {result_file}")
         result = json.loads(result_file.read_text())
-        rows.append({**result, "method": job["method"], "groups": _groups(job["prompt"])})
+        row = {**result, "method": job["method"], "groups": _groups(job["prompt"])}
+        rows.append(rescore_oracle(row, Path(job["dir"])))
     rows += reference_rows(dreamfl_config, prompt_list, extra_args or [])
     table = summarise_runs(rows)
     table["setup"] = {  # what was measured, next to the figures
@@ -159,6 +162,30 @@ def evaluate_dreamfl(
     (root / "dreamfl_eval.md").write_text(format_table(table))
     print(format_table(table))
     return table
+
+
+def rescore_oracle(row: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """The run's oracle score (and degeneracy note) by the current oracle, from the canonical
+    views the run saved (``views.png``): a table compares runs by one set of rules, whenever
+    each run was made. Free-text prompts and runs without ``views.png`` keep what they have."""
+    from dreamreward.render.export import read_image_row
+    from dreamreward.world.oracle import oracle_score
+    from dreamreward.world.views import default_cameras
+
+    views_file = run_dir / "views.png"
+    try:
+        scene = parse_prompt(row["prompt"])
+    except ValueError:
+        return row
+    if not views_file.is_file():
+        return row
+    views = read_image_row(views_file, 4)
+    judged = oracle_score(views, scene, default_cameras(views.shape[1]))
+    row = {**row, "oracle": judged.total, "oracle_from": "views.png"}
+    row.pop("degenerate", None)
+    if judged.degenerate:
+        row["degenerate"] = judged.degenerate
+    return row
 
 
 def reference_rows(

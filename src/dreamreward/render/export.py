@@ -216,6 +216,34 @@ def file_slug(text: str, max_length: int = 60) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:max_length] or "prompt"
 
 
+def read_image_row(path: str | Path, count: int, padding: int = 2) -> Tensor:
+    """The ``count`` tiles of a one-row :func:`save_image_grid` PNG (e.g. a run's
+    ``views.png``): (count, H, W, 3) float in [0, 1], the tile size read off the image.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the image is not ``count`` square tiles in a row with that padding.
+    """
+    from PIL import Image
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no image grid at {path}")
+    image = torch.from_numpy(np.asarray(Image.open(path).convert("RGB"))).float() / 255
+    height, width = image.shape[:2]
+    size = height - 2 * padding
+    if size < 1 or width != count * size + (count + 1) * padding:
+        raise ValueError(
+            f"{path} ({width}x{height}) is not one row of {count} square tiles with "
+            f"{padding}-pixel padding"
+        )
+    tiles = [
+        image[padding : padding + size, padding + i * (size + padding) :][:, :size]
+        for i in range(count)
+    ]
+    return torch.stack(tiles)
+
+
 def save_image_grid(
     images: ImagesLike,
     path: str | Path,
