@@ -229,7 +229,7 @@ def read_image_row(path: str | Path, count: int, padding: int = 2) -> Tensor:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no image grid at {path}")
-    image = torch.from_numpy(np.asarray(Image.open(path).convert("RGB"))).float() / 255
+    image = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).float() / 255
     height, width = image.shape[:2]
     size = height - 2 * padding
     if size < 1 or width != count * size + (count + 1) * padding:
