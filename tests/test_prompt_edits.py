@@ -77,3 +77,14 @@ def test_no_edit_that_still_describes_the_asset():
     assert edit_scene(one_colour, "swapped colours", random.Random(0)) is None
     with pytest.raises(ValueError, match="unknown edit kind"):
         edit_scene(twins, "size", random.Random(0))
+
+
+def test_canonical_edits_differ_from_the_prompt_in_content_alone():
+    """paraphrase=False: the canonical wording, as describe(scene) gives the true prompt, so an
+    evaluation compares content and not phrasing."""
+    from dreamreward.world.prompts import describe
+
+    scene = Scene((SceneObject("cube", "red"), SceneObject("sphere", "blue")), "on top of")
+    for kind, prompt in edited_prompts(scene, random.Random(3), paraphrase=False).items():
+        assert prompt == describe(parse_prompt(prompt)), kind
+        assert prompt != describe(scene), kind

@@ -350,9 +350,11 @@ class Reward3DModule(L.LightningModule):
     def _evaluate_text_side(
         self, split: str, batch: dict[str, Any], rewards: dict[str, Tensor]
     ) -> None:
-        """For each correct asset: does its own prompt outscore each kind of minimal edit, and
-        a prompt from outside the vocabulary? Edits are seeded by the prompt (the same ones for
-        every model and epoch); held-out compositions are allowed here."""
+        """For each correct asset: does its prompt outscore each kind of minimal edit, and a
+        prompt from outside the vocabulary? The prompt and its edits are all in the canonical
+        wording (:func:`describe`), so they differ in content alone (a reward that prefers one
+        phrasing must not pass for one that reads the content). Edits are seeded by the prompt
+        (the same ones for every model and epoch); held-out compositions are allowed here."""
         assets, prompts, kinds = [], [], []
         for a, scene in self._correct_assets(batch):
             own = batch["asset_prompt"][a]
@@ -360,7 +362,8 @@ class Reward3DModule(L.LightningModule):
                 continue  # each prompt once per evaluation, whatever the batch layout
             self._text_side_seen.add((split, own))
             rng = random.Random(zlib.crc32(own.encode()))
-            edits = edited_prompts(scene, rng, allow_novel=True)
+            edits = {"own": describe(scene)}
+            edits |= edited_prompts(scene, rng, allow_novel=True, paraphrase=False)
             edits["out of vocabulary"] = OUT_OF_VOCABULARY_PROMPTS[
                 zlib.crc32(own.encode()) % len(OUT_OF_VOCABULARY_PROMPTS)
             ]
@@ -372,10 +375,13 @@ class Reward3DModule(L.LightningModule):
             return
         edited = self._rewards_for_prompts(rewards, batch, assets, prompts, self._model_names())
         for model, values in edited.items():
-            won = (rewards[model][assets] > values).tolist()
-            for kind, w in zip(kinds, won, strict=True):
+            scores = values.tolist()
+            own = {a: v for a, v, k in zip(assets, scores, kinds, strict=True) if k == "own"}
+            for a, v, kind in zip(assets, scores, kinds, strict=True):
+                if kind == "own":
+                    continue
                 count = self._text_side.setdefault((split, model, kind), [0, 0])
-                count[0] += int(w)
+                count[0] += int(own[a] > v)
                 count[1] += 1
 
     def _prompt_swap_loss(self, batch: dict[str, Any], rewards: dict[str, Tensor]) -> Tensor | None:

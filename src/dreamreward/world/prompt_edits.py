@@ -67,13 +67,17 @@ def edit_scene(scene: Scene, kind: str, rng: random.Random) -> Scene | None:
     return edited
 
 
-def edited_prompts(scene: Scene, rng: random.Random, allow_novel: bool = True) -> dict[str, str]:
-    """One minimally edited prompt per applicable kind (phrased by :func:`describe` with
-    ``rng``: a paraphrase, not always the canonical wording).
+def edited_prompts(
+    scene: Scene, rng: random.Random, allow_novel: bool = True, paraphrase: bool = True
+) -> dict[str, str]:
+    """One minimally edited prompt per applicable kind.
 
     Args:
         allow_novel: whether an edit may name a held-out (novel) composition; training prompts
             pass False so no held-out pairing is ever seen in training, not even as a negative.
+        paraphrase: phrase each edit with :func:`describe` and ``rng`` (a paraphrase, not always
+            the canonical wording); False gives the canonical wording, so an edit differs from
+            ``describe(scene)`` in its content alone (what an evaluation should compare).
     """
     out = {}
     for kind in EDIT_KINDS:
@@ -82,6 +86,6 @@ def edited_prompts(scene: Scene, rng: random.Random, allow_novel: bool = True) -
             if edited is None:
                 break
             if allow_novel or not is_novel(edited):
-                out[kind] = describe(edited, rng)
+                out[kind] = describe(edited, rng) if paraphrase else describe(edited)
                 break
     return out
