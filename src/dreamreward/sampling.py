@@ -77,7 +77,9 @@ def sample_views(
         # looks like a judgement
         judged = [oracle_score(v, scene, cams) for v in views]
         result["oracle"] = [None if j.degenerate else round(j.total, 4) for j in judged]
-    notes = [degeneracy(v) for v in views]
+        notes = [j.degenerate for j in judged]
+    else:
+        notes = [degeneracy(v) for v in views]
     if any(notes):
         result["degenerate"] = notes
     print(result)

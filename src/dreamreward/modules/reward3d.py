@@ -361,11 +361,11 @@ class Reward3DModule(L.LightningModule):
             if (split, own) in self._text_side_seen:
                 continue  # each prompt once per evaluation, whatever the batch layout
             self._text_side_seen.add((split, own))
-            rng = random.Random(zlib.crc32(own.encode()))
+            seed = zlib.crc32(own.encode())
             edits = {"own": describe(scene)}
-            edits |= edited_prompts(scene, rng, allow_novel=True, paraphrase=False)
+            edits |= edited_prompts(scene, random.Random(seed), allow_novel=True, paraphrase=False)
             edits["out of vocabulary"] = OUT_OF_VOCABULARY_PROMPTS[
-                zlib.crc32(own.encode()) % len(OUT_OF_VOCABULARY_PROMPTS)
+                seed % len(OUT_OF_VOCABULARY_PROMPTS)
             ]
             for kind, prompt in edits.items():
                 assets.append(a)
@@ -479,10 +479,14 @@ class Reward3DModule(L.LightningModule):
             metrics = self.metrics[f"{split}_{model}"]
             values = metrics.compute()  # on every process (it syncs), even one without data
             metrics.reset()
+            # taken out whether or not reported, so no count carries over to the next epoch
+            text_side = {
+                kind: self._text_side.pop((split, model, kind), (0, 0))
+                for kind in (*EDIT_KINDS, "out of vocabulary")
+            }
             if not values["pairs"]:
                 continue
-            for kind in (*EDIT_KINDS, "out of vocabulary"):
-                won, total = self._text_side.pop((split, model, kind), (0, 0))
+            for kind, (won, total) in text_side.items():
                 if total:
                     values[f"text_side/{kind}"] = won / total
                     values[f"text_side_n/{kind}"] = float(total)

@@ -31,7 +31,7 @@ from dreamreward.world.candidates import alter_scene
 from dreamreward.world.layout import merge_meshes, object_meshes, scene_mesh
 from dreamreward.world.scene import COLORS, RELATIONS, SHAPES, Scene
 from dreamreward.world.shapes import primitive_mesh
-from dreamreward.world.views import render_views
+from dreamreward.world.views import ground_truth_views, render_views
 
 AdversaryFn = Callable[[Scene, Cameras, int], "Tensor | None"]
 
@@ -85,7 +85,7 @@ def wrong_shape(scene: Scene, cameras: Cameras, seed: int) -> Tensor:
     i = seed % len(objs)
     shape = SHAPES[(SHAPES.index(objs[i].shape) + 1 + seed % (len(SHAPES) - 1)) % len(SHAPES)]
     objs[i] = replace(objs[i], shape=shape)
-    return _render(scene_mesh(scene.with_objects(*objs))[0], cameras)
+    return ground_truth_views(scene.with_objects(*objs), cameras)
 
 
 def missing_object(scene: Scene, cameras: Cameras, seed: int) -> Tensor | None:
@@ -106,7 +106,7 @@ def swapped_colors(scene: Scene, cameras: Cameras, seed: int) -> Tensor | None:
         return None  # the swap is the mirror layout, which "next to" allows: a correct asset
     swapped = alter_scene(scene, "swapped_attributes", random.Random(seed))
     assert swapped is not None
-    return _render(scene_mesh(swapped)[0], cameras)
+    return ground_truth_views(swapped, cameras)
 
 
 def wrong_relation(scene: Scene, cameras: Cameras, seed: int) -> Tensor | None:
@@ -118,7 +118,7 @@ def wrong_relation(scene: Scene, cameras: Cameras, seed: int) -> Tensor | None:
         relation = rng.choice([r for r in RELATIONS if r != "on top of"])
     else:
         relation = "on top of"
-    return _render(scene_mesh(scene.with_objects(*scene.objects, relation=relation))[0], cameras)
+    return ground_truth_views(scene.with_objects(*scene.objects, relation=relation), cameras)
 
 
 def janus(scene: Scene, cameras: Cameras, seed: int) -> Tensor:
@@ -129,15 +129,15 @@ def janus(scene: Scene, cameras: Cameras, seed: int) -> Tensor:
             for o in scene.objects
         )
     )
-    views = _render(scene_mesh(scene)[0], cameras)
+    views = ground_truth_views(scene, cameras)
     k = seed % len(cameras)
-    views[k] = _render(scene_mesh(other)[0], cameras[k])[0]
+    views[k] = ground_truth_views(other, cameras[k])[0]
     return views
 
 
 def shifted_out(scene: Scene, cameras: Cameras, seed: int) -> Tensor:
     """The asset slid half a frame sideways in every view (half of it out of the frame)."""
-    views = _render(scene_mesh(scene)[0], cameras)
+    views = ground_truth_views(scene, cameras)
     w = cameras.width
     out = torch.ones_like(views)
     step = w // 2
@@ -169,7 +169,7 @@ def slight_blur(scene: Scene, cameras: Cameras, seed: int) -> Tensor:
     """A Gaussian blur of 0.6 px per 64 px of image side."""
     from dreamreward.world.candidates import _gaussian_blur
 
-    views = _render(scene_mesh(scene)[0], cameras)
+    views = ground_truth_views(scene, cameras)
     return _gaussian_blur(views, 0.6 * cameras.height / 64).clamp(0, 1)
 
 

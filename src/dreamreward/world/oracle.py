@@ -27,7 +27,7 @@ from dreamreward.render.cameras import Cameras
 from dreamreward.world.candidates import Candidate
 from dreamreward.world.layout import scene_mesh
 from dreamreward.world.scene import COLORS, Scene
-from dreamreward.world.views import render_views
+from dreamreward.world.views import ground_truth_views, render_views
 
 # ----------------------------------------------------------------------------- annotation
 # (alignment, fidelity, consistency) per defect, before severity adjustments.
@@ -289,11 +289,9 @@ def _colour_regions(rgb: Tensor, mask: Tensor) -> Tensor:
     return F.one_hot(labels, k).float() * mask[..., None]
 
 
-def _dilate(mask: Tensor, radius: int) -> Tensor:
-    """(N, H, W) -> (N, H, W): the max over a (2r + 1)^2 window."""
-    if radius < 1:
-        return mask
-    return F.max_pool2d(mask[:, None], 2 * radius + 1, stride=1, padding=radius)[:, 0]
+def _dilate(mask: Tensor) -> Tensor:
+    """(N, H, W) -> (N, H, W): the max over each pixel's 3x3 neighbourhood."""
+    return F.max_pool2d(mask[:, None], 3, stride=1, padding=1)[:, 0]
 
 
 def _overlap(a: Tensor, b: Tensor) -> Tensor:
@@ -308,8 +306,8 @@ def _overlap(a: Tensor, b: Tensor) -> Tensor:
     """
     mass_a, mass_b = a.sum(dim=(1, 2)), b.sum(dim=(1, 2))
     # min, not a product: a soft region lies wholly within a pixel of itself
-    precision = torch.minimum(a, _dilate(b, 1)).sum(dim=(1, 2)) / mass_a.clamp_min(1e-6)
-    recall = torch.minimum(b, _dilate(a, 1)).sum(dim=(1, 2)) / mass_b.clamp_min(1e-6)
+    precision = torch.minimum(a, _dilate(b)).sum(dim=(1, 2)) / mass_a.clamp_min(1e-6)
+    recall = torch.minimum(b, _dilate(a)).sum(dim=(1, 2)) / mass_b.clamp_min(1e-6)
     f1 = 2 * precision * recall / (precision + recall).clamp_min(1e-6)
     overlap = 0.5 * (f1 + _soft_iou(a, b))
     empty_a, empty_b = mass_a < 0.5, mass_b < 0.5
@@ -353,33 +351,24 @@ class _Terms:
         return (1 - MIN_WEIGHT) * self.per_view.mean() + MIN_WEIGHT * self.per_view.min()
 
 
-def _compare(views: Tensor, mask: Tensor, reference: Tensor, scene: Scene) -> _Terms:
-    """Judge (V, H, W, 3) ``views`` with foreground ``mask`` against one ground-truth render
-    ``reference`` (V, H, W, 3) of ``scene``."""
+def _compare(
+    views: Tensor, mask: Tensor, ref_mask: Tensor, ref_regions: Tensor, scene: Scene
+) -> _Terms:
+    """Judge (V, H, W, 3) ``views`` with foreground ``mask`` (V, H, W) against one ground-truth
+    layout of ``scene``, read as its foreground ``ref_mask`` (V, H, W) and colour regions
+    ``ref_regions`` (V, H, W, K)."""
     v, h, w, _ = views.shape
-    ref_mask = _solid_foreground(reference)
-    ref_regions = _colour_regions(reference, ref_mask)
-    stacked = torch.cat([mask[:, None], views.permute(0, 3, 1, 2)], dim=1)
-    # Two ways to lay the asset over the truth, the better per view: as it is, or moved and
-    # scaled towards the truth within the tolerance.
-    best: tuple[Tensor, Tensor, Tensor] | None = None
-    for placed in (
-        stacked,
-        _align(stacked, mask, ref_mask, max_shift=MAX_SHIFT, max_scale=MAX_SCALE),
-    ):
-        p_mask, p_rgb = placed[:, 0], placed[:, 1:].permute(0, 2, 3, 1)
-        shape = _overlap(p_mask, ref_mask)
-        if best is None:
-            best = (shape, p_mask, p_rgb)
-            continue
-        better = shape > best[0]
-        best = (
-            torch.where(better, shape, best[0]),
-            torch.where(better[:, None, None], p_mask, best[1]),
-            torch.where(better[:, None, None, None], p_rgb, best[2]),
-        )
-    assert best is not None
-    shape, p_mask, p_rgb = best
+    stacked = torch.cat([mask[:, None], views.permute(0, 3, 1, 2)], dim=1)  # (V, 4, H, W)
+    # Two ways to lay the asset over the truth, the better per view (ties: as it is): as it is,
+    # or moved and scaled towards the truth within the tolerance.
+    placements = torch.stack(
+        [stacked, _align(stacked, mask, ref_mask, max_shift=MAX_SHIFT, max_scale=MAX_SCALE)]
+    )  # (2, V, 4, H, W)
+    fits = torch.stack([_overlap(p[:, 0], ref_mask) for p in placements])  # (2, V)
+    best = fits.argmax(dim=0)
+    placed = placements[best, torch.arange(v)]  # (V, 4, H, W)
+    shape = fits[best, torch.arange(v)]
+    p_mask, p_rgb = placed[:, 0], placed[:, 1:].permute(0, 2, 3, 1)
     regions = _colour_regions(p_rgb, p_mask)
     colors = sorted({_PALETTE_NAMES.index(o.color) for o in scene.objects})
     per_color = torch.stack([_overlap(regions[..., c], ref_regions[..., c]) for c in colors])
@@ -478,21 +467,23 @@ def oracle_score(views: Tensor, scene: Scene, cameras: Cameras) -> OracleScore:
     cams = cameras.to("cpu")
     layouts = acceptable_layouts(scene)
     # the ground truth at the views' own size, then both resized alike: like with like
-    references = [
-        _at_judging_size(render_views(scene_mesh(layout)[0], cams)["rgb"]) for layout in layouts
-    ]
+    readings = []  # each layout's ground truth, read once: (foreground, colour regions)
+    for layout in layouts:
+        reference = _at_judging_size(ground_truth_views(layout, cams))
+        ref_mask = _solid_foreground(reference)
+        readings.append((ref_mask, _colour_regions(reference, ref_mask)))
     views = _at_judging_size(views)
     mask = _solid_foreground(views)
     terms = max(
         (
-            _compare(views, mask, ref, layout)
-            for ref, layout in zip(references, layouts, strict=True)
+            _compare(views, mask, ref_mask, ref_regions, layout)
+            for (ref_mask, ref_regions), layout in zip(readings, layouts, strict=True)
         ),
         key=lambda t: float(t.total),
     )
 
     # diagnostic: are the right colours there at all, wherever they are
-    ref_regions = _colour_regions(references[0], _solid_foreground(references[0]))
+    ref_regions = readings[0][1]
     regions = _colour_regions(views, mask)
     hist = regions.sum(dim=(1, 2)) / mask.sum(dim=(1, 2)).clamp_min(1e-6)[:, None]
     ref_hist = ref_regions.sum(dim=(1, 2))
