@@ -195,3 +195,19 @@ def test_save_turntable_mp4_with_optional_ffmpeg(tmp_path):
     meta = next(reader)
     assert meta["size"] == (22, 16)  # padded to even sizes for H.264
     assert sum(1 for _ in reader) == 5
+
+
+def test_read_image_row_returns_the_tiles_and_names_a_bad_file(tmp_path):
+    import torch
+
+    from dreamreward.render.export import read_image_row, save_image_grid
+
+    tiles = torch.rand(4, 16, 16, 3, generator=torch.Generator().manual_seed(0))
+    path = save_image_grid(tiles, tmp_path / "views.png", ncols=4)
+    read = read_image_row(path, 4)
+    assert read.shape == (4, 16, 16, 3)
+    assert (read - tiles).abs().max() <= 1 / 255 + 1e-6  # 8-bit PNG
+    with pytest.raises(ValueError, match="not one row of 3 square tiles"):
+        read_image_row(path, 3)
+    with pytest.raises(FileNotFoundError, match="no image grid"):
+        read_image_row(tmp_path / "missing.png", 4)
