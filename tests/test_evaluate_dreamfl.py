@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from dreamreward.cli import main
-from dreamreward.evaluate_dreamfl import format_table, read_prompt_file, spearman, summarise_runs
+from dreamreward.evaluate_dreamfl import format_table, read_prompt_file, summarise_runs
+from dreamreward.stats import spearman
 from test_mvdiffusion import _saved_minilm_prior
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -642,3 +642,46 @@ def test_mean_pooling_reads_every_word_and_ignores_padding(small_tokenizer):
         assert not torch.allclose(short, cls_model.backbone(images, ids, mask))
     with pytest.raises(ValueError, match="text_pooling"):
         CompactBackbone(pretrained=False, text_pooling="max")  # type: ignore[arg-type]
+
+
+def test_cell_patches_follow_the_fine_token_order():
+    """Each fine cell's patch holds its own pixels, channel-major, cells row-major."""
+    from dreamreward.models.reward3d.efficientnet import PATCH_PIXELS, cell_patches
+
+    side = 2 * PATCH_PIXELS
+    images = torch.arange(2 * 3 * side * side, dtype=torch.float32).reshape(2, 3, side, side)
+    patches = cell_patches(images, (2, 2))  # at this size pooling is the identity
+    assert patches.shape == (2, 4, 3 * PATCH_PIXELS**2)
+    p = PATCH_PIXELS
+    top_right = images[0, :, :p, p:].flatten()
+    bottom_left = images[1, :, p:, :p].flatten()
+    assert torch.equal(patches[0, 1], top_right)
+    assert torch.equal(patches[1, 2], bottom_left)
+
+
+def test_pixel_patches_make_colour_reach_the_tokens():
+    """With ``pixel_patches`` each fine token gains its cell's pixel embedding (a new, saved
+    layer): exactly that term separates it from the same model without the embedding, and a
+    colour change in one cell moves that cell's token by the embedding of the change."""
+    from dreamreward.models.reward3d.efficientnet import cell_patches
+
+    torch.manual_seed(0)
+    model = random_compact(pixel_patches=True).eval()
+    vis = model.backbone.visual_encoder
+    assert "pixel_patch_embed" in vis.new_modules()
+    assert "visual_encoder.pixel_patch_embed" in model.backbone.new_module_names()
+    images = torch.zeros(2, 3, 64, 64)
+    images[1, 0, :16, :16] = 2.0  # the first fine cell turns red
+    coarse = 1 + 2 * 2  # at 64 px: a pooled token and a 2 x 2 grid, then 4 x 4 fine cells
+    with torch.no_grad():
+        tokens = vis(images)
+        patch_terms = vis.pixel_patch_embed(cell_patches(images, (4, 4)))
+        vis.pixel_patches = False
+        without = vis(images)
+        vis.pixel_patches = True
+    torch.testing.assert_close(tokens[:, coarse:] - without[:, coarse:], patch_terms)
+    torch.testing.assert_close(tokens[:, :coarse], without[:, :coarse])
+    red_shift = (patch_terms[1, 0] - patch_terms[0, 0]).norm()
+    assert red_shift > 0.5 * without[0, coarse].norm()  # colour is not a rounding error
+    with pytest.raises(ValueError, match="fine_tokens"):
+        CompactBackbone(pretrained=False, fine_tokens=False, pixel_patches=True)

@@ -26,6 +26,8 @@ from dreamreward.modules.preference_metrics import (
     pairwise_logistic_loss,
 )
 from dreamreward.modules.reward3d import Reward3DModule
+from dreamreward.world.prompt_edits import edited_prompts
+from dreamreward.world.prompts import describe
 
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "red", "blue", "cube", "sphere"]
 WORDS += [",", "front", "side", "back", "overhead", "view", "prompt", "0", "1", "2", "3"]
@@ -380,9 +382,9 @@ def world_set(tmp_path_factory) -> str:
 
 @pytest.mark.filterwarnings("ignore:.*are truncated")
 def test_prompt_edit_term_and_text_side_report(world_set, vocab_dir, tmp_path):
-    """The edit term is the pairwise loss of true vs edited prompts on correct assets; the
-    text side (true prompt vs each edit kind, and an out-of-vocabulary prompt) is reported for
-    every model and written to the eval table."""
+    """The edit term is a softmax over the true prompt, every kind of edit and another prompt
+    of the batch, per correct asset; the text side (true prompt vs each edit kind, and an
+    out-of-vocabulary prompt) is reported for every model and written to the eval table."""
     torch.manual_seed(0)
     module = Reward3DModule(tiny_reward(vocab_dir), finetune="full", prompt_edit_weight=1.0)
     module.eval()
@@ -395,6 +397,26 @@ def test_prompt_edit_term_and_text_side_report(world_set, vocab_dir, tmp_path):
     assert loss is not None and torch.isfinite(loss)
     no_scene = {**batch, "asset_scene": [""] * len(batch["views"])}
     assert module._prompt_edit_loss(no_scene, rewards) is None
+
+    # Listwise: per correct asset, its own prompt (or a paraphrase) first, then one edit per
+    # applicable kind and one other prompt of the batch; -log softmax of the first.
+    seen: list[tuple[list[int], list[str]]] = []
+
+    def true_prompt_wins(rewards_, batch_, assets, prompts, models=("reward3d",)):
+        seen.append((assets, prompts))
+        first = [i == 0 or assets[i - 1] != assets[i] for i in range(len(assets))]
+        return {"reward3d": torch.tensor([10.0 if f else -10.0 for f in first])}
+
+    module._rewards_for_prompts = true_prompt_wins  # type: ignore[method-assign]
+    assert module._prompt_edit_loss(batch, rewards) < 1e-6
+    assets, prompts = seen[0]
+    correct = dict(module._correct_assets(batch))
+    for a, scene in correct.items():
+        listed = [p for b, p in zip(assets, prompts, strict=True) if b == a]
+        n_edits = len(listed) - 1 - (len(correct) > 1)  # minus the true and the other prompt
+        assert 1 <= n_edits <= len(edited_prompts(scene, random.Random(0), allow_novel=True))
+        assert describe(scene) not in listed[1:]
+    del module._rewards_for_prompts
 
     trainer_ = trainer(tmp_path, max_steps=2, logger=True, val_check_interval=2)
     trainer_.fit(module, dm)

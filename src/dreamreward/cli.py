@@ -5,7 +5,10 @@ Extra subcommands: ``python -m dreamreward build-primitives --out DIR [--num_pro
 ``python -m dreamreward score --prompt TEXT --inputs PATH [PATH ...] --out scores.csv``;
 ``python -m dreamreward build-multiview --out DIR`` (the prior's render set);
 ``python -m dreamreward sample --prompt TEXT --out grid.png`` (4 views from the prior);
-``python -m dreamreward evaluate-dreamfl --out DIR`` (DreamFL vs SDS over a prompt set).
+``python -m dreamreward evaluate-dreamfl --out DIR`` (DreamFL vs SDS over a prompt set);
+``python -m dreamreward build-generated --out DIR`` (the prior's samples of a split's prompts,
+ranked by the oracle) and ``evaluate-reward3d --data DIR`` (does a Reward3D rank them as the
+oracle does).
 
 Components are chosen in YAML by ``class_path`` (LightningCLI subclass mode), never by a string
 registry: any LightningModule / LightningDataModule importable from Python can be configured.
@@ -52,20 +55,24 @@ class DreamRewardCLI(LightningCLI):
 
 def _extra_commands() -> dict[str, Callable[..., object]]:
     """Subcommands beside Lightning's, each a typed function (jsonargparse builds the parser)."""
+    from dreamreward.data.build_generated import build_generated
     from dreamreward.data.build_primitives import build_primitives
     from dreamreward.data.multiview import build_multiview
     from dreamreward.data.rewarddb import convert_rewarddb
     from dreamreward.evaluate_dreamfl import evaluate_dreamfl
+    from dreamreward.evaluate_reward3d import evaluate_reward3d
     from dreamreward.sampling import sample_views
     from dreamreward.scoring import score_files
 
     return {
         "build-primitives": build_primitives,
+        "build-generated": build_generated,
         "build-multiview": build_multiview,
         "convert-rewarddb": convert_rewarddb,
         "score": score_files,
         "sample": sample_views,
         "evaluate-dreamfl": evaluate_dreamfl,
+        "evaluate-reward3d": evaluate_reward3d,
     }
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from dreamreward.render.export import file_slug
-from dreamreward.stats import mean_ci
+from dreamreward.stats import mean_ci, spearman
 from dreamreward.world.prompts import is_novel, parse_prompt
 
 METHODS = ("dreamfl", "sds")
@@ -389,29 +389,6 @@ def summarise_runs(rows: list[dict[str, Any]]) -> dict[str, Any]:
             [r["reward"] for r in scored], [r["oracle"] for r in scored]
         )
     return table
-
-
-def spearman(a: list[float], b: list[float]) -> float:
-    """Spearman rank correlation of two equally long lists (average ranks for ties)."""
-
-    def ranks(values: list[float]) -> list[float]:
-        order = sorted(range(len(values)), key=values.__getitem__)
-        out = [0.0] * len(values)
-        i = 0
-        while i < len(order):
-            j = i
-            while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-                j += 1
-            for k in range(i, j + 1):
-                out[order[k]] = (i + j) / 2.0
-            i = j + 1
-        return out
-
-    ra, rb = ranks(a), ranks(b)
-    ma, mb = sum(ra) / len(ra), sum(rb) / len(rb)
-    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb, strict=True))
-    var = (sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb)) ** 0.5
-    return cov / var if var > 0 else 0.0
 
 
 def format_table(table: dict[str, Any]) -> str:

@@ -116,6 +116,8 @@ class CompactBackbone(Reward3DBackbone):
             or ``"mean"`` (the mean over the prompt's tokens, padding excluded:
             all-MiniLM-L6-v2 was trained with mean pooling, so its [CLS] output was never a
             sentence summary, while every word's state cross-attends to the image).
+        pixel_patches: add a linear embedding of each fine cell's pixels to its token (see
+            :class:`~dreamreward.models.reward3d.efficientnet.EfficientNetTokens`).
     """
 
     image_mean = IMAGENET_MEAN
@@ -145,6 +147,7 @@ class CompactBackbone(Reward3DBackbone):
         freeze_batchnorm: bool = True,
         fine_tokens: bool = True,
         text_pooling: Literal["cls", "mean"] = "cls",
+        pixel_patches: bool = False,
     ) -> None:
         super().__init__()
         if text_pooling not in ("cls", "mean"):
@@ -162,6 +165,7 @@ class CompactBackbone(Reward3DBackbone):
             weights_path=vision_weights_path,
             frozen_batchnorm=freeze_batchnorm,
             fine_tokens=fine_tokens,
+            pixel_patches=pixel_patches,
         )
         self.text_encoder = BlipTextEncoder(
             **MINILM_SIZES,

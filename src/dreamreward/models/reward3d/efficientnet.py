@@ -35,6 +35,8 @@ LOW_BLOCK = 4
 FINE_WIDTH = 112 + 40 + 3
 """Channels of a fine token before its adapter: stage 5, pooled stage 3, and the cell's mean
 input colour."""
+PATCH_PIXELS = 4
+"""Pixels per side of a fine cell in its pixel-patch embedding (4 x 4 x RGB = 48 numbers)."""
 
 
 @dataclass(frozen=True)
@@ -244,6 +246,16 @@ class EfficientNetLite0(nn.Module):
         return F.relu6(self._bn1(self._conv_final(x))), fine, low
 
 
+def cell_patches(images: Tensor, side: tuple[int, int] | torch.Size) -> Tensor:
+    """(N, 3, S, S) -> (N, h*w, 3*P*P): each cell of an (h, w) grid as P x P average-pooled
+    pixels (P = ``PATCH_PIXELS``), channel-major, cells row-major (the fine tokens' order)."""
+    h, w = int(side[0]), int(side[1])
+    pooled = F.adaptive_avg_pool2d(images, (h * PATCH_PIXELS, w * PATCH_PIXELS))
+    n = images.shape[0]
+    cells = pooled.reshape(n, 3, h, PATCH_PIXELS, w, PATCH_PIXELS)
+    return cells.permute(0, 2, 4, 1, 3, 5).reshape(n, h * w, 3 * PATCH_PIXELS**2)
+
+
 def feature_side(image_size: int, stride: int = 32) -> int:
     """Side of the feature map at ``stride`` (16 or 32): stride-2 layers with "same" padding."""
     side = image_size
@@ -301,6 +313,10 @@ class EfficientNetTokens(nn.Module):
         weights_path: explicit path of the weights file.
         frozen_batchnorm: BatchNorm always uses (and keeps) its running statistics
             (:class:`FrozenBatchNorm2d`).
+        pixel_patches: add to each fine token a linear embedding of its cell's pixels (the input
+            average-pooled to 4 x 4 per cell: 48 numbers), as a ViT's patch embedding does. The
+            cell's mean colour alone is 3 of the adapter's 155 normalised inputs; this gives
+            colour, and where in the cell it sits, a path of its own. Needs ``fine_tokens``.
 
     Forward: (N, 3, S, S) ImageNet-normalised -> (N, T, width): a mean-pooled token, one token
     per cell of the last (1280-channel) feature map, then (``fine_tokens``) one per cell of the
@@ -315,10 +331,14 @@ class EfficientNetTokens(nn.Module):
         weights_path: str | None = None,
         frozen_batchnorm: bool = True,
         fine_tokens: bool = True,
+        pixel_patches: bool = False,
     ) -> None:
         super().__init__()
+        if pixel_patches and not fine_tokens:
+            raise ValueError("pixel_patches embeds the fine tokens' cells: set fine_tokens=True")
         self.image_size = image_size
         self.fine_tokens = fine_tokens
+        self.pixel_patches = pixel_patches
         self.width = width
         self.gradient_checkpointing = False
         self.trunk = EfficientNetLite0(frozen_batchnorm)
@@ -330,6 +350,11 @@ class EfficientNetTokens(nn.Module):
         self.token_adapter = TokenAdapter(coarse, HEAD_WIDTH, width)
         if fine_tokens:
             self.fine_token_adapter = TokenAdapter(fine, FINE_WIDTH, width)
+        if pixel_patches:
+            self.pixel_patch_embed = nn.Linear(3 * PATCH_PIXELS**2, width)
+            # Fan-in scale: the patch's colour moves the token as much as the adapter's output.
+            nn.init.normal_(self.pixel_patch_embed.weight, std=(3 * PATCH_PIXELS**2) ** -0.5)
+            nn.init.zeros_(self.pixel_patch_embed.bias)
 
     def prepare_frozen(self) -> None:
         """Rewrite a frozen tower for speed, same outputs to float rounding: BatchNorm folded
@@ -341,7 +366,11 @@ class EfficientNetTokens(nn.Module):
 
     def new_modules(self) -> list[str]:
         """Names (relative to this module) of submodules no pretrained file provides."""
-        return ["token_adapter", *(["fine_token_adapter"] if self.fine_tokens else [])]
+        return [
+            "token_adapter",
+            *(["fine_token_adapter"] if self.fine_tokens else []),
+            *(["pixel_patch_embed"] if self.pixel_patches else []),
+        ]
 
     def forward(self, images: Tensor) -> Tensor:
         if images.ndim != 4 or images.shape[1] != 3:
@@ -369,5 +398,7 @@ class EfficientNetTokens(nn.Module):
                 dim=1,
             )  # (N, 155, 2h, 2w)
             fine_tokens = self.fine_token_adapter(stacked.flatten(2).transpose(1, 2))
+            if self.pixel_patches:
+                fine_tokens = fine_tokens + self.pixel_patch_embed(cell_patches(images, side))
             tokens = torch.cat([tokens, fine_tokens], dim=1)
         return tokens
