@@ -1,6 +1,6 @@
 """Where the two judges' gradients point, on the assets of the positive-control runs (README).
 
-    python docs/judge_gradients.py runs/dreamfl_control/gt_judge_1.0/sds
+    python docs/judge_gradients.py runs/dreamfl_control/gt_judge_1.0/sds [--reward EXPORT_FOLDER]
 
 For every run folder under the given one (``<prompt slug>/seed0/`` with ``views.png`` and
 ``result.json``), takes the 4 canonical views of the final asset and the gradient of each judge's
@@ -20,8 +20,8 @@ score with respect to them: the shipped Reward3D and the ground-truth judge
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
@@ -38,8 +38,8 @@ def low_frequency_share(grad: torch.Tensor, sigma: float = 2.0) -> float:
     return float(gaussian_blur(grad, sigma).norm() / grad.norm().clamp_min(1e-12))
 
 
-def main(runs_dir: str, sigma: float = 2.0) -> None:
-    reward3d, judge = load_reward3d(), GroundTruthJudge()
+def main(runs_dir: str, sigma: float = 2.0, reward: str | None = None) -> None:
+    reward3d, judge = load_reward3d(reward), GroundTruthJudge()
     cams = default_cameras(64)
     labels = view_labels_from_c2w(cams.c2w)
     rows = []
@@ -78,4 +78,9 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("runs_dir")
+    parser.add_argument("--sigma", type=float, default=2.0)
+    parser.add_argument("--reward", default=None, help="a Reward3D export (default: shipped)")
+    args = parser.parse_args()
+    main(args.runs_dir, args.sigma, args.reward)

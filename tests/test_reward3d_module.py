@@ -17,7 +17,12 @@ from PIL import Image
 from _reward3d_tiny import TINY_BACKBONE, TINY_HEAD, randomise
 from dreamreward.data.preference import PreferenceDataModule, pairs_as_asset_batch
 from dreamreward.data.schema import PREFERENCE_FEATURES, synthetic_rows
-from dreamreward.models.reward3d import BlipBackbone, CompactBackbone, Reward3D
+from dreamreward.models.reward3d import (
+    BlipBackbone,
+    CheckpointMismatchError,
+    CompactBackbone,
+    Reward3D,
+)
 from dreamreward.models.reward3d.export import load_reward3d, save_reward3d
 from dreamreward.modules.preference_metrics import (
     GroupedAccuracy,
@@ -256,8 +261,6 @@ def test_load_reward3d_errors(tmp_path):
 def test_load_reward3d_names_mis_shaped_weights(vocab_dir, tmp_path):
     from safetensors.torch import load_file, save_file
 
-    from dreamreward.models.reward3d import CheckpointMismatchError
-
     folder = save_reward3d(tiny_reward(vocab_dir), tmp_path / "export")
     state = load_file(str(folder / "model.safetensors"))
     state["head.fc3.weight"] = torch.zeros(2, 64)
@@ -446,3 +449,55 @@ def test_eval_table_lists_the_text_side(tmp_path):
     write_eval_table(results, tmp_path)
     table = (tmp_path / "reward3d_eval.md").read_text()
     assert "| colour | test | 4 | 75.0% | 50.0% |" in table
+
+
+@pytest.mark.filterwarnings("ignore:.*are truncated")
+def test_text_side_alone_on_correct_assets(world_set, vocab_dir, tmp_path):
+    """``train_assets="correct"``: training batches hold each prompt's correct asset alone (no
+    pairs) and ``preference_weight: 0`` trains the text side on them; validation keeps pairs."""
+    dm = PreferenceDataModule(
+        world_set, val_fraction=0.2, test_fraction=0.2, batch_size=3, grouping="prompt",
+        train_assets="correct",
+    )  # fmt: skip
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert set(batch["asset_defect"]) == {"none"} and batch["better_index"].numel() == 0
+    assert len(batch["views"]) == 3 and all(batch["asset_scene"])
+    assert next(iter(dm.val_dataloader()))["better_index"].numel() > 0
+    module = Reward3DModule(
+        tiny_reward(vocab_dir), finetune="full", prompt_edit_weight=1.0, preference_weight=0.0,
+        baselines=False,
+    )  # fmt: skip
+    fit = trainer(tmp_path, max_steps=2, logger=True, limit_val_batches=0)
+    fit.fit(module, dm)
+    assert "train/prompt_edit_loss" in fit.logged_metrics
+    assert "train/loss" not in fit.logged_metrics
+    # without a text-side term such a batch has nothing to learn from: a clear error
+    module.hparams.prompt_edit_weight = 0.0
+    with pytest.raises(ValueError, match="no loss term"):
+        module.training_step(batch, 0)
+    with pytest.raises(ValueError, match="grouping='prompt'"):
+        PreferenceDataModule(world_set, grouping="pair", train_assets="correct")
+    with pytest.raises(ValueError, match="train_assets"):
+        PreferenceDataModule(world_set, grouping="prompt", train_assets="best")  # type: ignore[arg-type]
+
+
+def test_init_weights_start_from_another_runs_model(learnable_set, vocab_dir, tmp_path):
+    """``init_weights`` loads a checkpoint's model weights strictly (optimizer and step start
+    afresh); a missing file or a different model is a clear error."""
+    first = Reward3DModule(tiny_reward(vocab_dir), finetune="lora", baselines=False)
+    fit = trainer(tmp_path, max_steps=2, limit_val_batches=0)
+    fit.fit(first, datamodule(learnable_set))
+    ckpt = tmp_path / "first.ckpt"
+    fit.save_checkpoint(ckpt)
+    second = Reward3DModule(
+        tiny_reward(vocab_dir, seed=1), finetune="lora", baselines=False, init_weights=str(ckpt)
+    )
+    for (name, a), (_, b) in zip(
+        first.model.state_dict().items(), second.model.state_dict().items(), strict=True
+    ):
+        torch.testing.assert_close(a, b, msg=lambda m, name=name: f"{name}: {m}")
+    with pytest.raises(FileNotFoundError, match="init_weights"):
+        Reward3DModule(tiny_reward(vocab_dir), init_weights=str(tmp_path / "missing.ckpt"))
+    with pytest.raises(CheckpointMismatchError, match="init_weights"):
+        Reward3DModule(tiny_reward(vocab_dir), lora_rank=4, init_weights=str(ckpt))

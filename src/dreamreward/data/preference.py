@@ -165,22 +165,40 @@ class PromptGroupDataset(PairDataset):
         pairs: list[PreferencePair],
         prompts: dict[str, str],
         image_size: int | None = None,
+        correct_only: bool = False,
     ) -> None:
         super().__init__(dataset, pairs, prompts, image_size)
         grouped: dict[str, list[PreferencePair]] = defaultdict(list)
         for pair in pairs:
             grouped[pair.prompt_id].append(pair)
         self.groups = [grouped[p] for p in sorted(grouped)]
+        self.correct_only = correct_only
+        if correct_only:
+            # Only prompts whose correct asset (defect "none", with its scene) is in a pair.
+            self.groups = [g for g in self.groups if self._correct_rows(g)]
+            if not self.groups:
+                raise ValueError(
+                    "correct_only: no prompt has a correct asset with a ground-truth scene "
+                    "(columns defect == 'none' and scene): only primitives data has them"
+                )
+
+    def _correct_rows(self, pairs: list[PreferencePair]) -> list[int]:
+        rows = sorted({p.better for p in pairs} | {p.worse for p in pairs})
+        return [r for r in rows if self.defects[r] == "none" and self.scenes[r]]
 
     def __len__(self) -> int:
         return len(self.groups)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         pairs = self.groups[i]
-        rows = sorted({p.better for p in pairs} | {p.worse for p in pairs})
+        if self.correct_only:
+            rows = self._correct_rows(pairs)
+            pairs = []  # the correct asset alone: a text-side item, no preference pairs
+        else:
+            rows = sorted({p.better for p in pairs} | {p.worse for p in pairs})
         local = {row: k for k, row in enumerate(rows)}
         views, cameras = zip(*(self._asset(row) for row in rows), strict=True)
-        prompt = self.prompts[pairs[0].prompt_id]
+        prompt = self.prompts[self.groups[i][0].prompt_id]
         return {
             "views": torch.stack(views),
             "cameras": torch.stack(cameras),
@@ -326,6 +344,10 @@ class PreferenceDataModule(L.LightningDataModule):
         cache_dir: where parquet input is converted to Arrow (default: the ``datasets`` cache).
         grouping: ``"pair"`` (one item per pair) or ``"prompt"`` (one item per prompt, each asset
             decoded and scored once; the same pairs and loss, far less image-tower work).
+        train_assets: ``"all"`` (every asset in a pair) or ``"correct"`` (each training prompt's
+            correct asset alone, no pairs: for text-side training, ``Reward3DModule`` with
+            ``preference_weight: 0``; needs ``grouping="prompt"`` and primitives data). Validation
+            and test are unchanged.
         build_primitives_if_missing: when ``path`` does not exist, generate the primitives
             preference set there first (``build-primitives`` with ``build_num_prompts`` prompts
             and seed 0; 300 prompts take under a minute), so a config runs on a fresh clone.
@@ -345,10 +367,16 @@ class PreferenceDataModule(L.LightningDataModule):
         grouping: Literal["pair", "prompt"] = "pair",
         build_primitives_if_missing: bool = False,
         build_num_prompts: int = 300,
+        train_assets: Literal["all", "correct"] = "all",
     ) -> None:
         super().__init__()
         if grouping not in ("pair", "prompt"):
             raise ValueError(f"grouping must be 'pair' or 'prompt', got {grouping!r}")
+        if train_assets not in ("all", "correct"):
+            raise ValueError(f"train_assets must be 'all' or 'correct', got {train_assets!r}")
+        if train_assets == "correct" and grouping != "prompt":
+            raise ValueError("train_assets='correct' needs grouping='prompt'")
+        self.train_assets = train_assets
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if image_size is not None and image_size < 1:
@@ -406,8 +434,14 @@ class PreferenceDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if self.dataset is None:
             raise RuntimeError("call setup() before requesting a dataloader")
-        kind = PromptGroupDataset if self.grouping == "prompt" else PairDataset
-        items = kind(self.dataset, self.pairs[split], self._prompts, self.image_size)
+        items: PairDataset
+        if self.grouping == "prompt":
+            correct_only = split == "train" and self.train_assets == "correct"
+            items = PromptGroupDataset(
+                self.dataset, self.pairs[split], self._prompts, self.image_size, correct_only
+            )
+        else:
+            items = PairDataset(self.dataset, self.pairs[split], self._prompts, self.image_size)
         sampler = None
         if shuffle:
             sampler = EpochShuffleSampler(len(items), self.seed)

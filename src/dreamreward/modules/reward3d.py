@@ -46,6 +46,7 @@ from torch import Tensor, nn
 from dreamreward.data.preference import TEST_DATALOADERS, pairs_as_asset_batch
 from dreamreward.models.reward3d.backbone import count_parameters, freeze_bottom_fraction
 from dreamreward.models.reward3d.checkpoint import load_official_checkpoint
+from dreamreward.models.reward3d.errors import check_state_dict
 from dreamreward.models.reward3d.export import save_reward3d
 from dreamreward.models.reward3d.model import Reward3D
 from dreamreward.models.reward3d.preprocess import asset_view_labels, view_prompts
@@ -104,6 +105,12 @@ class Reward3DModule(L.LightningModule):
             :mod:`dreamreward.world.prompt_edits`; a hard negative). 0 = off. Validation and
             test always report the text side: how often the true prompt beats each kind of
             edit, and a prompt from outside the world's vocabulary.
+        preference_weight: weight of the paper's preference loss (0: train the text side alone,
+            e.g. on ``PreferenceDataModule(train_assets="correct")`` batches of correct assets).
+        init_weights: a Lightning checkpoint of a ``Reward3DModule`` with the same model and
+            fine-tuning set-up (e.g. a text-side run's ``last.ckpt``): its model weights
+            (adapters, new layers, head) are loaded strictly before training; the optimizer,
+            schedule and step start afresh. The baselines are not taken from it.
         seed: dropout in step k draws from ``seed`` and k alone, so a resumed run repeats an
             uninterrupted one (the global RNG is not in Lightning's checkpoints).
     """
@@ -130,6 +137,8 @@ class Reward3DModule(L.LightningModule):
         test_after_fit: bool = True,
         prompt_swap_weight: float = 0.0,
         prompt_edit_weight: float = 0.0,
+        preference_weight: float = 1.0,
+        init_weights: str | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -155,6 +164,8 @@ class Reward3DModule(L.LightningModule):
             self.initial_head = copy.deepcopy(reward.head).requires_grad_(False)
             self.baseline_head = copy.deepcopy(reward.head)
         self.model = self._configure_finetuning(reward)
+        if init_weights is not None:
+            self._load_init_weights(init_weights)
         self.metrics = nn.ModuleDict()
         self._groups: tuple[list[str], list[str]] = ([], [])
         self._test_results: dict[str, dict[str, dict[str, float]]] = {}
@@ -221,6 +232,25 @@ class Reward3DModule(L.LightningModule):
             for name in new_modules:
                 peft_model.get_base_model().get_submodule(name).requires_grad_(False)
         return peft_model
+
+    def _load_init_weights(self, path: str) -> None:
+        """The ``model.*`` tensors of a Reward3DModule checkpoint, loaded strictly."""
+        file = Path(path)
+        if not file.is_file():
+            raise FileNotFoundError(f"init_weights: no checkpoint at {file}")
+        checkpoint = torch.load(file, map_location="cpu", weights_only=True)
+        if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+            raise ValueError(f"init_weights: {file} is not a Lightning checkpoint (no state_dict)")
+        state = {
+            key.removeprefix("model."): value
+            for key, value in checkpoint["state_dict"].items()
+            if key.startswith("model.")
+        }
+        check_state_dict(
+            self.model.state_dict(), state, "init_weights do not fit this model", path=file
+        )
+        self.model.load_state_dict(state, strict=True)
+        log.info("loaded the model weights of %s", file)
 
     def trainable_summary(self) -> dict[str, int]:
         return {
@@ -432,7 +462,7 @@ class Reward3DModule(L.LightningModule):
         return MODELS if self.baselines else MODELS[:1]
 
     # ---------------------------------------------------------------------------- training
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
         batch = pairs_as_asset_batch(batch)
         torch.manual_seed(self.hparams.seed * 1_000_003 + self.global_step)
         swap_weight = self.hparams.prompt_swap_weight
@@ -440,28 +470,40 @@ class Reward3DModule(L.LightningModule):
         rewards = self(batch, with_tokens=swap_weight > 0 or edit_weight > 0)
         better, worse = batch["better_index"], batch["worse_index"]
         n_pairs = int(better.numel())
-        loss = pairwise_logistic_loss(rewards["reward3d"][better], rewards["reward3d"][worse])
-        with torch.no_grad():
-            accuracy = pairwise_correct(rewards["reward3d"][better], rewards["reward3d"][worse])
-            accuracy = accuracy.mean()
-        self.log("train/loss", loss, prog_bar=True, batch_size=n_pairs)
-        self.log("train/accuracy", accuracy, prog_bar=True, batch_size=n_pairs)
-        total = loss
+        terms: list[Tensor] = []
+        # A batch of correct assets alone (``train_assets: correct``) has no pairs.
+        if n_pairs and self.hparams.preference_weight > 0:
+            loss = pairwise_logistic_loss(rewards["reward3d"][better], rewards["reward3d"][worse])
+            with torch.no_grad():
+                accuracy = pairwise_correct(
+                    rewards["reward3d"][better], rewards["reward3d"][worse]
+                ).mean()
+            self.log("train/loss", loss, prog_bar=True, batch_size=n_pairs)
+            self.log("train/accuracy", accuracy, prog_bar=True, batch_size=n_pairs)
+            terms.append(self.hparams.preference_weight * loss)
         if swap_weight > 0:
             swap_loss = self._prompt_swap_loss(batch, rewards)
             if swap_loss is not None:
                 self.log("train/prompt_swap_loss", swap_loss, batch_size=len(batch["views"]))
-                total = total + swap_weight * swap_loss
+                terms.append(swap_weight * swap_loss)
         if edit_weight > 0:
             edit_loss = self._prompt_edit_loss(batch, rewards)
             if edit_loss is not None:
-                self.log("train/prompt_edit_loss", edit_loss, batch_size=len(batch["views"]))
-                total = total + edit_weight * edit_loss
-        if self.baselines:
+                n_assets = len(batch["views"])
+                self.log("train/prompt_edit_loss", edit_loss, prog_bar=True, batch_size=n_assets)
+                terms.append(edit_weight * edit_loss)
+        if self.baselines and n_pairs:
             head_only = rewards["head_only"]
             baseline_loss = pairwise_logistic_loss(head_only[better], head_only[worse])
             self.log("train/head_only_loss", baseline_loss, batch_size=n_pairs)
-            total = total + baseline_loss  # disjoint parameters: the sum trains both
+            terms.append(baseline_loss)  # disjoint parameters: the sum trains both
+        if not terms:
+            raise ValueError(
+                f"training batch {batch_idx} gives no loss term: it has no preference pairs "
+                f"({n_pairs}) or preference_weight is 0, and no text-side term applies "
+                "(prompt_edit_weight / prompt_swap_weight 0, or no correct asset with a scene)"
+            )
+        total = torch.stack(terms).sum()
         if not torch.isfinite(total):
             raise FloatingPointError(
                 f"non-finite Reward3D loss at step {self.global_step} (batch {batch_idx}); the "
