@@ -426,6 +426,9 @@ def test_prompt_edit_term_and_text_side_report(world_set, vocab_dir, tmp_path):
     assert "train/prompt_edit_loss" in trainer_.logged_metrics
     logged = set(trainer_.logged_metrics)
     assert {"val/text_side/colour", "val/text_side/out of vocabulary"} <= logged
+    kinds = [k for k in logged if k.startswith("val/text_side/")]
+    mean = sum(float(trainer_.logged_metrics[k]) for k in kinds) / len(kinds)
+    assert float(trainer_.logged_metrics["val/text_side_mean"]) == pytest.approx(mean)
     assert "val/zero_shot/text_side/colour" in logged
     trainer_.test(module, dm, verbose=False)
     held_out = module._test_results["test"]["reward3d"]

@@ -546,6 +546,10 @@ class Reward3DModule(L.LightningModule):
                 if total:
                     values[f"text_side/{kind}"] = won / total
                     values[f"text_side_n/{kind}"] = float(total)
+            rates = [won / total for kind, (won, total) in text_side.items() if total]
+            if rates:
+                # one number to select a text-side run's checkpoint by (presets/grounding.yaml)
+                values["text_side_mean"] = sum(rates) / len(rates)
             results[model] = values
             prefix = split if model == "reward3d" else f"{split}/{model}"
             for name, value in values.items():

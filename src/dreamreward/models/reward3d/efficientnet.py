@@ -385,6 +385,14 @@ class EfficientNetTokens(nn.Module):
         else:
             # (N, 1280, h, w), (N, 112, 2h, 2w), (N, 40, 4h, 4w)
             feats, fine, low = self.trunk.forward_features(images)
+        return self.tokens_from_features(images, feats, fine, low)
+
+    def tokens_from_features(
+        self, images: Tensor, feats: Tensor, fine: Tensor, low: Tensor
+    ) -> Tensor:
+        """The part of :meth:`forward` after the trunk: the trunk's three feature maps ((N, 1280,
+        h, w), (N, 112, 2h, 2w), (N, 40, 4h, 4w)) and the input images -> (N, T, width) tokens.
+        Lets a caller with a frozen trunk compute its features once and train the adapters."""
         cells = feats.flatten(2).transpose(1, 2)  # (N, h*w, 1280)
         tokens = self.token_adapter(torch.cat([cells.mean(1, keepdim=True), cells], dim=1))
         if self.fine_tokens:
