@@ -21,7 +21,6 @@ import argparse
 import json
 import random
 import time
-import zlib
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +28,7 @@ import torch.nn.functional as F
 from dreamreward.data.preference import PairDataset, PreferenceDataModule
 from dreamreward.models.reward3d import CompactBackbone, Reward3D
 from dreamreward.models.reward3d.preprocess import asset_view_labels, view_prompts
-from dreamreward.world.prompt_edits import OUT_OF_VOCABULARY_PROMPTS, edited_prompts
+from dreamreward.world.prompt_edits import edited_prompts, text_side_prompts
 from dreamreward.world.prompts import describe
 from dreamreward.world.scene import Scene
 
@@ -57,7 +56,7 @@ class Probe:
         self.tokens = backbone.visual_encoder
         self.tokens.trunk.eval().requires_grad_(False)
         assert self.data.dataset is not None
-        scenes = self.data.dataset["scene"]
+        scenes, prompt_ids = self.data.dataset["scene"], self.data.dataset["prompt_id"]
         reader = PairDataset(self.data.dataset, [], self.data._prompts, None)
         self.splits: dict[str, dict] = {}
         for split in ("train", "test", "novel"):
@@ -74,7 +73,7 @@ class Probe:
                 "features": tuple(torch.cat(f) for f in zip(*chunks, strict=True)),
                 "labels": asset_view_labels(torch.stack(cams)),
                 "scenes": [Scene.from_dict(json.loads(scenes[r])) for r in rows],
-                "prompts": [self.data._prompts[self.data.dataset[r]["prompt_id"]] for r in rows],
+                "prompts": [self.data._prompts[prompt_ids[r]] for r in rows],
             }
 
     def rewards(self, split: str, assets: list[int], prompts: list[list[str]]) -> torch.Tensor:
@@ -101,13 +100,7 @@ class Probe:
         wins: dict[str, list[int]] = {}
         self.model.eval()
         for a in range(len(d["scenes"]))[:limit]:
-            own = d["prompts"][a]
-            seed = zlib.crc32(own.encode())
-            prompts = {"own": describe(d["scenes"][a])}
-            prompts |= edited_prompts(d["scenes"][a], random.Random(seed), paraphrase=False)
-            prompts["out of vocabulary"] = OUT_OF_VOCABULARY_PROMPTS[
-                seed % len(OUT_OF_VOCABULARY_PROMPTS)
-            ]
+            prompts = text_side_prompts(d["scenes"][a], d["prompts"][a])
             r = self.rewards(split, [a], [list(prompts.values())])[0]
             for kind, value in zip(list(prompts)[1:], r[1:], strict=True):
                 wins.setdefault(kind, []).append(int(r[0] > value))

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from dreamreward.world.prompt_edits import EDIT_KINDS, edit_scene, edited_prompts
-from dreamreward.world.prompts import is_novel, parse_prompt, sample_scene
+from dreamreward.world.prompts import describe, is_novel, parse_prompt, sample_scene
 from dreamreward.world.scene import Scene, SceneObject
 
 
@@ -88,3 +88,18 @@ def test_canonical_edits_differ_from_the_prompt_in_content_alone():
     for kind, prompt in edited_prompts(scene, random.Random(3), paraphrase=False).items():
         assert prompt == describe(parse_prompt(prompt)), kind
         assert prompt != describe(scene), kind
+
+
+def test_text_side_prompts_are_canonical_and_seeded_by_the_key():
+    """The evaluation's prompt set: the own prompt and every edit in the canonical wording, an
+    out-of-vocabulary prompt, the same set for the same key."""
+    from dreamreward.world.prompt_edits import OUT_OF_VOCABULARY_PROMPTS, text_side_prompts
+
+    scene = Scene((SceneObject("cube", "red"), SceneObject("sphere", "blue")), "on top of")
+    prompts = text_side_prompts(scene, "a red cube on top of a blue sphere")
+    assert prompts["own"] == describe(scene)
+    assert prompts["out of vocabulary"] in OUT_OF_VOCABULARY_PROMPTS
+    edits = {k: v for k, v in prompts.items() if k not in ("own", "out of vocabulary")}
+    assert set(edits) == set(EDIT_KINDS)
+    assert all(describe(parse_prompt(v)) == v for v in edits.values())  # canonical wording
+    assert text_side_prompts(scene, "a red cube on top of a blue sphere") == prompts

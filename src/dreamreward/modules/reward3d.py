@@ -34,7 +34,6 @@ import logging
 import math
 import random
 import re
-import zlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -55,7 +54,7 @@ from dreamreward.modules.preference_metrics import (
     pairwise_correct,
     pairwise_logistic_loss,
 )
-from dreamreward.world.prompt_edits import EDIT_KINDS, OUT_OF_VOCABULARY_PROMPTS, edited_prompts
+from dreamreward.world.prompt_edits import EDIT_KINDS, edited_prompts, text_side_prompts
 from dreamreward.world.prompts import describe
 from dreamreward.world.scene import Scene
 
@@ -405,13 +404,7 @@ class Reward3DModule(L.LightningModule):
             if (split, own) in self._text_side_seen:
                 continue  # each prompt once per evaluation, whatever the batch layout
             self._text_side_seen.add((split, own))
-            seed = zlib.crc32(own.encode())
-            edits = {"own": describe(scene)}
-            edits |= edited_prompts(scene, random.Random(seed), allow_novel=True, paraphrase=False)
-            edits["out of vocabulary"] = OUT_OF_VOCABULARY_PROMPTS[
-                seed % len(OUT_OF_VOCABULARY_PROMPTS)
-            ]
-            for kind, prompt in edits.items():
+            for kind, prompt in text_side_prompts(scene, own).items():
                 assets.append(a)
                 prompts.append(prompt)
                 kinds.append(kind)
@@ -462,7 +455,7 @@ class Reward3DModule(L.LightningModule):
         return MODELS if self.baselines else MODELS[:1]
 
     # ---------------------------------------------------------------------------- training
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         batch = pairs_as_asset_batch(batch)
         torch.manual_seed(self.hparams.seed * 1_000_003 + self.global_step)
         swap_weight = self.hparams.prompt_swap_weight
@@ -546,7 +539,7 @@ class Reward3DModule(L.LightningModule):
                 if total:
                     values[f"text_side/{kind}"] = won / total
                     values[f"text_side_n/{kind}"] = float(total)
-            rates = [won / total for kind, (won, total) in text_side.items() if total]
+            rates = [won / total for won, total in text_side.values() if total]
             if rates:
                 # one number to select a text-side run's checkpoint by (presets/grounding.yaml)
                 values["text_side_mean"] = sum(rates) / len(rates)

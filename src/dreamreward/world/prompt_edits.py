@@ -20,6 +20,7 @@ objects side by side is the same asset seen from the other side).
 from __future__ import annotations
 
 import random
+import zlib
 
 from dreamreward.world.candidates import alter_scene
 from dreamreward.world.prompts import describe, is_novel
@@ -89,3 +90,16 @@ def edited_prompts(
                 out[kind] = describe(edited, rng) if paraphrase else describe(edited)
                 break
     return out
+
+
+def text_side_prompts(scene: Scene, key: str) -> dict[str, str]:
+    """The prompts a text-side evaluation scores a correct asset under: ``"own"`` (the scene in
+    the canonical wording), one edit per applicable kind in the canonical wording too (they
+    differ from ``own`` in content alone) and ``"out of vocabulary"``. Seeded by ``key`` (e.g.
+    the asset's prompt), so every model and epoch is judged on the same edits; held-out
+    compositions are allowed (nothing here is trained on)."""
+    seed = zlib.crc32(key.encode())
+    prompts = {"own": describe(scene)}
+    prompts |= edited_prompts(scene, random.Random(seed), allow_novel=True, paraphrase=False)
+    prompts["out of vocabulary"] = OUT_OF_VOCABULARY_PROMPTS[seed % len(OUT_OF_VOCABULARY_PROMPTS)]
+    return prompts
