@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from dreamreward.render.export import file_slug, read_image_row, save_image_grid
+from dreamreward.render.export import file_slug, read_image_row, save_image_grid, unique_slug
 from dreamreward.world.prompts import parse_prompt
 from dreamreward.world.views import default_cameras, ground_truth_views
 
@@ -64,7 +64,10 @@ def runs_figure(methods: list[Path], prompts: tuple[str, ...], out: str) -> None
     rows = []
     for prompt in prompts:
         for method in methods:
-            rows.append(read_image_row(method / file_slug(prompt) / "seed0" / "views.png", 4))
+            folder = method / unique_slug(prompt)
+            if not folder.is_dir():  # an evaluation made before run folders were unique
+                folder = method / file_slug(prompt)
+            rows.append(read_image_row(folder / "seed0" / "views.png", 4))
         rows.append(ground_truth_views(parse_prompt(prompt), default_cameras(64)))
     print(save_image_grid(torch.cat(rows), out, ncols=4 * (len(methods) + 1)))
 

@@ -9,6 +9,7 @@ from dreamreward.render.cameras import (
     look_at,
     orbit_cameras,
     view_labels,
+    view_labels_from_c2w,
 )
 from dreamreward.render.rays import generate_pinhole_rays, pixel_centers_ndc
 
@@ -138,3 +139,12 @@ def test_mvdream_embedding_normalises_translation_without_mutating():
 def test_aspect_ratio_sets_horizontal_fov():
     cams = orbit_cameras(0.0, torch.tensor([0.0]), 2.0, 60.0, width=16, height=8)
     assert math.isclose(float(cams.tan_half_fovx[0]), 2 * math.tan(math.radians(30)), rel_tol=1e-6)
+
+
+def test_view_labels_refuse_nan_cameras():
+    """A broken camera has no view to name (it used to fall through every test as "side")."""
+    with pytest.raises(ValueError, match=r"cameras \[1\] have a NaN"):
+        view_labels(torch.tensor([10.0, float("nan")]), torch.tensor([0.0, 0.0]))
+    c2w = torch.full((2, 4, 4), float("nan"))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        view_labels_from_c2w(c2w)

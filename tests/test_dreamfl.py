@@ -273,7 +273,7 @@ def test_missing_full_scale_weights_name_the_path(tmp_path) -> None:
 
     config = Path(__file__).resolve().parents[1] / "configs" / "dreamfl" / "mvdream_sd21.yaml"
     missing = tmp_path / "nothing.pt"
-    with pytest.raises(SystemExit, match=f"no MVDream weights at {missing}"):
+    with pytest.raises(FileNotFoundError, match=f"no MVDream weights at {missing}"):
         main(
             [
                 "fit",
@@ -287,3 +287,15 @@ def test_missing_full_scale_weights_name_the_path(tmp_path) -> None:
                 "--model.dmtet.init_args.grid_resolution=8",  # not 12.6 M tets on a CPU
             ]
         )
+
+
+def test_bad_stage_settings_are_refused_before_training() -> None:
+    for kw, message in (
+        ({"nerf_steps": -5}, "model.nerf_steps must be a finite number >= 0, got -5"),
+        ({"mesh_resolution": 0}, "model.mesh_resolution must be an integer >= 1, got 0"),
+        ({"eval_resolution": 0}, "model.eval_resolution must be an integer >= 1"),
+        ({"lr_grid": float("nan")}, "model.lr_grid must be a finite number > 0, got nan"),
+        ({"isosurface_threshold": float("inf")}, "model.isosurface_threshold must be a finite"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            tiny_dreamfl(**kw)

@@ -212,3 +212,16 @@ def test_rescore_oracle_judges_the_saved_views_by_the_current_rules(tmp_path) ->
         == 0.5
     )
     assert rescore_oracle(row, tmp_path / "missing") == row
+
+
+def test_run_folders_are_unique_per_exact_prompt() -> None:
+    """Prompts that one slug folds together ("a red cube" / "A red cube!", emoji-only
+    prompts) get folders of their own: one run never overwrites another."""
+    from dreamreward.render.export import file_slug, unique_slug
+
+    folded = ["a red cube", "A red cube!", "🎲", "🧊"]
+    assert len({file_slug(p) for p in folded}) == 2
+    names = [unique_slug(p) for p in folded]
+    assert len(set(names)) == 4
+    assert names[0].startswith("a_red_cube_") and names[2].startswith("prompt_")
+    assert unique_slug("a red cube") == names[0]  # stable: a rerun finds its folder

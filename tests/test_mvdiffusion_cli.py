@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from dreamreward.cli import main
+from dreamreward.sampling import sample_views
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "mvdiffusion" / "primitives.yaml"
@@ -88,3 +89,13 @@ def test_sample_rejects_empty_prompt_and_missing_prior(tmp_path):
         main(["sample", "--prompt", "  "])
     with pytest.raises(FileNotFoundError, match="not a saved multi-view prior"):
         main(["sample", "--prompt", "a red cube", "--prior", str(tmp_path)])
+    # checked before the prior is loaded or anything is sampled
+    for args, message in (
+        (["--steps", "-5"], "--steps must be >= 1"),
+        (["--steps", "0"], "--steps must be >= 1"),
+        (["--out", str(tmp_path / "x.txt")], "--out must name a .png file"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            main(["sample", "--prompt", "a red cube", "--prior", str(tmp_path), *args])
+    with pytest.raises(ValueError, match="--guidance_scale must be a finite number"):
+        sample_views("a red cube", prior=str(tmp_path), guidance_scale=float("nan"))

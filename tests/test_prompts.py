@@ -142,3 +142,16 @@ def test_split_disjointness_and_sampling() -> None:
     assert a[0] == a[1] == a[2]
     with pytest.raises(ValueError, match="split"):
         sample_scene(rng, split="test")
+
+
+def test_a_tail_that_asks_for_more_than_the_scene_is_refused() -> None:
+    """Style tags pass; a clause asking for something else is not judged as the shorter prompt."""
+    red_cube = parse_prompt("a red cube")
+    for tagged in ("a red cube, 3D render", "a red cube, front view", "a red cube, high-quality"):
+        assert parse_prompt(tagged) == red_cube
+    for extra in (
+        "a red cube on top of a blue sphere, with a dog on top",
+        "a red cube, in a forest",
+    ):
+        with pytest.raises(ValueError, match="neither part of the scene nor a style tag"):
+            parse_prompt(extra)

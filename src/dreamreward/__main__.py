@@ -1,6 +1,6 @@
-"""``python -m dreamreward`` runs the LightningCLI."""
+"""``python -m dreamreward`` runs the command line behind its error boundary."""
 
-from dreamreward.cli import main
+from dreamreward.cli import entry
 
 if __name__ == "__main__":
-    main()
+    entry()

@@ -10,6 +10,9 @@ Extra subcommands: ``python -m dreamreward build-primitives --out DIR [--num_pro
 ranked by the oracle) and ``evaluate-reward3d --data DIR`` (does a Reward3D rank them as the
 oracle does).
 
+Run as a command (``entry``), everything sits behind ``error_boundary``: a mistake in the input is
+one line naming the field or file, exit code 2; a bug keeps its traceback.
+
 Components are chosen in YAML by ``class_path`` (LightningCLI subclass mode), never by a string
 registry: any LightningModule / LightningDataModule importable from Python can be configured.
 """
@@ -19,10 +22,18 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import lightning as L
 from jsonargparse import CLI
 from lightning.pytorch.cli import LightningCLI
+
+from dreamreward.checkpointing import (
+    CKPT_PATH_KEYWORDS,
+    check_checkpoint_file,
+    install_atomic_checkpoint_io,
+)
+from dreamreward.error_boundary import run_with_error_boundary, user_error
 
 
 class DreamRewardCLI(LightningCLI):
@@ -33,17 +44,37 @@ class DreamRewardCLI(LightningCLI):
     ``test_final_weights``), so one command trains, evaluates and writes the results table.
     """
 
+    def _parse_ckpt_path(self) -> None:
+        """Check ``--ckpt_path`` before any work, and keep the command line's config.
+
+        LightningCLI would load the checkpoint here and merge its hyper-parameters into the
+        config, over the command line: ``--model.init_args.prompt X --ckpt_path <a run of
+        Y>`` silently optimised Y. The config stays as given; the module compares it with the
+        checkpoint when it is restored and refuses one of another run, naming what differs.
+        """
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        ckpt_path = self.config[subcommand].get("ckpt_path")
+        if ckpt_path and str(ckpt_path) not in CKPT_PATH_KEYWORDS:
+            check_checkpoint_file(ckpt_path)
+
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        install_atomic_checkpoint_io(trainer)  # a kill mid-write never truncates a checkpoint
+        return trainer
+
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
-        except ValueError as error:
-            cause = _missing_file(error)
-            if cause is None:
+        except Exception as error:
+            cause = user_error(error)
+            if cause is None or cause is error:
                 raise
             # jsonargparse reports a class that failed to build as "does not validate against
-            # any of the Union subtypes" followed by the whole config; the missing file (a
-            # weights path in the config) is what the user needs to see
-            raise SystemExit(f"error: {cause}") from error
+            # any of the Union subtypes" followed by the whole config; the project's own check
+            # (a missing weights file, a bad field) is what the user needs to see
+            raise cause from None
 
     def after_fit(self) -> None:
         if getattr(self.model, "test_after_fit", False) and not self.trainer.interrupted:
@@ -112,18 +143,11 @@ def main(args: list[str] | None = None) -> DreamRewardCLI | object:
     )
 
 
-def _missing_file(error: BaseException) -> FileNotFoundError | None:
-    """The FileNotFoundError a config's class raised while being built, if that caused
-    ``error`` (followed through explicit causes and implicit contexts, each exception once)."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        if isinstance(current, FileNotFoundError):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None
+def entry() -> None:
+    """The ``dreamreward`` / ``python -m dreamreward`` command: :func:`main` behind the error
+    boundary (a user's mistake is one line and exit code 2; see ``error_boundary``)."""
+    run_with_error_boundary(main, sys.argv[1:])
 
 
 if __name__ == "__main__":
-    main()
+    entry()

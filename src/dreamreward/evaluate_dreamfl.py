@@ -25,7 +25,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from dreamreward.render.export import file_slug
+from dreamreward.render.export import unique_slug
 from dreamreward.stats import mean_ci, spearman
 from dreamreward.world.prompts import is_novel, parse_prompt
 
@@ -118,11 +118,14 @@ def evaluate_dreamfl(
     prompt_list = read_prompt_file(prompts)
     root = Path(out)
     jobs = [
-        {"prompt": p, "seed": s, "method": m, "dir": str(root / m / file_slug(p) / f"seed{s}")}
+        # one folder per exact prompt (a slug alone folds "a red cube" and "A red cube!")
+        {"prompt": p, "seed": s, "method": m, "dir": str(root / m / unique_slug(p) / f"seed{s}")}
         for p in prompt_list
         for s in seeds
         for m in METHODS
     ]
+    if len({j["dir"] for j in jobs}) != len(jobs):  # a hash collision: never overwrite a run
+        raise RuntimeError("two prompts map to one run folder; rename one of them")
     common = (dreamfl_config, baseline_overlay, dreamfl_overlays, extra_args or [])
     todo = [j for j in jobs if not (Path(j["dir"]) / "result.json").is_file()]
     for job in jobs:

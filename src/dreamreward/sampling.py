@@ -9,6 +9,7 @@ fit). For a primitives-world prompt the oracle's score of the views is printed t
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -53,6 +54,12 @@ def sample_views(
         raise ValueError("--prompt is empty")
     if num_samples < 1:
         raise ValueError(f"--num_samples must be >= 1, got {num_samples}")
+    if steps < 1:
+        raise ValueError(f"--steps must be >= 1 (DDIM steps), got {steps}")
+    if not math.isfinite(guidance_scale):
+        raise ValueError(f"--guidance_scale must be a finite number, got {guidance_scale}")
+    if Path(out).suffix.lower() != ".png":
+        raise ValueError(f"--out must name a .png file (the grid of views), got {out!r}")
     model = load_prior(prior)
     cams = default_cameras(model.image_size)
     images = model.sample(

@@ -145,6 +145,7 @@ class DreamFLModule(TwoStageAssetModule):
                 "cameras",
             ]
         )
+        self.check_settings()
         self.prompt = prompt
         self.guidance = guidance
         self.reward = reward

@@ -88,6 +88,7 @@ class MeshReconstructionModule(TwoStageAssetModule):
             field, volume_renderer, dmtet, background, nerf_steps, isosurface_threshold
         )
         self.save_hyperparameters(ignore=["field", "volume_renderer", "dmtet", "background"])
+        self.check_settings()
 
     # ------------------------------------------------------------------ helpers
     def _cameras(self, batch: dict[str, Tensor]) -> Cameras:

@@ -54,6 +54,7 @@ from dreamreward.modules.preference_metrics import (
     pairwise_correct,
     pairwise_logistic_loss,
 )
+from dreamreward.modules.resume_check import check_resume_matches
 from dreamreward.world.prompt_edits import EDIT_KINDS, edited_prompts, text_side_prompts
 from dreamreward.world.prompts import describe
 from dreamreward.world.scene import Scene
@@ -435,6 +436,16 @@ class Reward3DModule(L.LightningModule):
         _, ids, mask = self._inputs(batch, [following[p] for p in prompts])
         swapped = self._reward_from_tokens(rewards["image_tokens"], ids, mask)
         return pairwise_logistic_loss(rewards["reward3d"], swapped)
+
+    # ------------------------------------------------------------------------- resuming
+    # What makes a checkpoint this run's: the fine-tuning layout (the trained tensors' keys and
+    # shapes are compared too).
+    _RESUME_MUST_MATCH = ("finetune", "lora_rank", "lora_alpha", "lora_target_modules")
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        trainer = self._trainer
+        source = str(trainer.ckpt_path) if trainer is not None and trainer.ckpt_path else None
+        check_resume_matches(self, checkpoint, self._RESUME_MUST_MATCH, source)
 
     # ---------------------------------------------------------------------------- metrics
     def setup(self, stage: str) -> None:

@@ -10,6 +10,7 @@ rendering, the optimizer groups, per-step generators, image logging and mesh exp
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,31 @@ class TwoStageAssetModule(L.LightningModule):
         self.isosurface_threshold = isosurface_threshold
         # Saved in checkpoints: a run resumed in stage 2 must not re-initialise DMTet.
         self.register_buffer("dmtet_initialized", torch.zeros((), dtype=torch.bool))
+
+    def check_settings(self) -> None:
+        """Refuse settings that would fail (or silently do nothing) only once training runs:
+        call after ``save_hyperparameters``. Checks the hyper-parameters present by name."""
+        hp = self.hparams
+        problems = []
+        for name, value in hp.items():
+            if name.endswith("_resolution") or name in ("turntable_size", "mesh_supersample"):
+                ok = isinstance(value, int) and value >= 1
+                need = "an integer >= 1"
+            elif name.startswith("lr_"):
+                ok = isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+                need = "a finite number > 0"
+            elif name.endswith("_weight") or name in ("nerf_steps", "turntable_frames"):
+                ok = isinstance(value, (int, float)) and math.isfinite(value) and value >= 0
+                need = "a finite number >= 0"
+            elif name == "isosurface_threshold":
+                ok = isinstance(value, (int, float)) and math.isfinite(value)
+                need = "a finite number"
+            else:
+                continue
+            if not ok:
+                problems.append(f"model.{name} must be {need}, got {value!r}")
+        if problems:
+            raise ValueError(f"{type(self).__name__}: " + "; ".join(problems))
 
     # ------------------------------------------------------------------ representation
     @property

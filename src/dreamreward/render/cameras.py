@@ -266,7 +266,17 @@ def view_labels(
 
     ``overhead`` above ``overhead_above_deg`` elevation, else ``front`` within
     ±``front_half_width_deg`` of azimuth 0, ``back`` within that of 180, otherwise ``side``.
+
+    Raises:
+        ValueError: a NaN or infinite angle (a broken camera has no view to name; it would
+            otherwise fall through every test and be called ``side``).
     """
+    bad = ~(torch.isfinite(elevation_deg) & torch.isfinite(azimuth_deg))
+    if bad.any():
+        raise ValueError(
+            f"cameras {bad.nonzero().flatten().tolist()[:8]} have a NaN or infinite elevation / "
+            "azimuth (a camera-to-world matrix with NaN or infinite entries?)"
+        )
     azim = torch.remainder(azimuth_deg + 180.0, 360.0) - 180.0  # (-180, 180]
     labels = []
     for elev, a in zip(elevation_deg.tolist(), azim.tolist(), strict=True):

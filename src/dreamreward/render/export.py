@@ -18,6 +18,7 @@ Colours are quantised to 8 bits in both formats. Images use Pillow only (no ffmp
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import warnings
@@ -214,6 +215,14 @@ def _to_pil(image: np.ndarray):  # -> PIL.Image.Image
 def file_slug(text: str, max_length: int = 60) -> str:
     """A file-name-safe form of a prompt: lower-case letters and digits joined by ``_``."""
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:max_length] or "prompt"
+
+
+def unique_slug(text: str, max_length: int = 48) -> str:
+    """A file-name-safe name that differs for every distinct ``text``: :func:`file_slug` (which
+    maps "a red cube" and "A red cube!" to one name, and every emoji-only prompt to "prompt")
+    followed by 8 hex digits of the exact text's SHA-1."""
+    digest = hashlib.sha1(text.encode()).hexdigest()[:8]
+    return f"{file_slug(text, max_length)}_{digest}"
 
 
 def read_image_row(path: str | Path, count: int, padding: int = 2) -> Tensor:

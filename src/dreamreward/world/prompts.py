@@ -12,8 +12,9 @@ cube"; the size word is omitted for medium); ``describe(scene, rng)`` a paraphra
 the synonym tables below, whose meaning :func:`parse_prompt` recovers exactly. The parser also
 takes a few phrasings :func:`describe` never emits, for prompts typed by users: "on"/"atop"
 (on top of), "under"/"below"/"beneath" (on top of with the objects swapped), "and"/"with"
-(next to), "the"/"one" as articles, and any comma-separated tail without colour or shape words
-(", 3D render", ", front view").
+(next to), "the"/"one" as articles, and comma-separated style tags made of
+:data:`STYLE_WORDS` alone (", 3D render", ", front view", ", high quality"). Any other tail
+(", with a dog on top") is refused: the prompt asks for more than the scene.
 
 The **novel-composition split** holds out :data:`NOVEL_COLOR_SHAPE` (10 of the 50 colour-shape
 pairs: each colour once, each shape twice, so every colour and shape is still seen in training)
@@ -104,6 +105,43 @@ TEMPLATES: tuple[str, ...] = (
     "a 3D render of {}",
     "{}, 3D render",
     "{}, 3D asset",
+)
+# Words a comma-separated style tag may consist of: a tail made of other words asks for
+# something the scene does not describe.
+STYLE_WORDS: frozenset[str] = frozenset(
+    [
+        "3d",
+        "render",
+        "rendering",
+        "rendered",
+        "asset",
+        "model",
+        "object",
+        "photo",
+        "picture",
+        "image",
+        "front",
+        "side",
+        "back",
+        "overhead",
+        "top",
+        "view",
+        "high",
+        "quality",
+        "highly",
+        "detailed",
+        "hd",
+        "4k",
+        "8k",
+        "photorealistic",
+        "realistic",
+        "studio",
+        "lighting",
+        "centered",
+        "isolated",
+        "simple",
+        "clean",
+    ]
 )
 _ARTICLES = ("a", "an", "the", "one")
 _PREFIX_RE = re.compile(
@@ -319,6 +357,13 @@ def parse_prompt(text: str) -> Scene:
             f"cannot parse prompt {text!r}: {what}; expected {_GRAMMAR} with colours "
             f"{tuple(COLORS)} and shapes {SHAPES} (or their synonyms)"
         )
+    for part in parts:
+        if part not in scene_parts and not set(part.replace("-", " ").split()) <= STYLE_WORDS:
+            raise ValueError(
+                f"cannot parse prompt {text!r}: {part!r} is neither part of the scene nor a style "
+                f"tag (words such as 3D render, front view, high quality); the primitives world "
+                "describes scenes of one or two objects, nothing more"
+            )
     core = scene_parts[0]
     while (prefix := _PREFIX_RE.match(core)) is not None:
         core = core[prefix.end() :]
