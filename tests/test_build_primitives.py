@@ -56,11 +56,20 @@ def test_build_refuses_to_overwrite(tmp_path):
         build_primitives(str(tmp_path / "x"), num_prompts=1, progress=False)
 
 
-def test_bad_arguments_raise():
+def test_bad_arguments_raise(tmp_path):
     with pytest.raises(ValueError, match="num_prompts"):
         next(generate_rows(0))
     with pytest.raises(ValueError, match="min_candidates"):
         next(generate_rows(1, min_candidates=6, max_candidates=5))
+    # before any work, not as a generic DatasetGenerationError from inside the generator
+    for kw, message in (
+        ({"num_prompts": 0}, "--num_prompts must be >= 1"),
+        ({"image_size": 0}, "--image_size must be >= 16"),
+        ({"two_object_fraction": 1.5}, "--two_object_fraction must be in"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            build_primitives(str(tmp_path / "never"), **{"num_prompts": 1, **kw})
+    assert not (tmp_path / "never").exists()
 
 
 def test_cli_subcommand(tmp_path):

@@ -299,3 +299,26 @@ def test_bad_stage_settings_are_refused_before_training() -> None:
     ):
         with pytest.raises(ValueError, match=message):
             tiny_dreamfl(**kw)
+
+
+def test_a_field_that_misses_the_threshold_gets_the_right_advice() -> None:
+    """A density above the threshold everywhere is not told to lower the threshold."""
+    with pytest.raises(RuntimeError, match="fills the whole grid.*raise model.isosurface"):
+        tiny_dreamfl(isosurface_threshold=1e-12).current_mesh()
+    with pytest.raises(RuntimeError, match="lower model.isosurface_threshold or raise"):
+        tiny_dreamfl(isosurface_threshold=1e9).current_mesh()
+
+
+def test_a_ground_truth_judge_refuses_free_text_when_the_run_is_built() -> None:
+    from dreamreward.world.reference_judge import GroundTruthJudge
+
+    class RednessSource:  # the run's scorer: any source with load()
+        def load(self):
+            return Redness()
+
+    with pytest.raises(ValueError, match="GroundTruthJudge only judges primitives-world"):
+        tiny_dreamfl(
+            RewardGuidance(GroundTruthJudge()),
+            prompt="a photo of a dog",
+            eval_reward=RednessSource(),
+        )

@@ -201,3 +201,21 @@ def test_resumed_run_equals_uninterrupted_run(sphere_ply, tmp_path):
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_a_run_stopped_in_stage_one_warns_and_keeps_its_checkpoint(sphere_ply, tmp_path):
+    """max_steps <= nerf_steps: no half-made mesh is forced out of the field after the run
+    (it used to fail there, with a traceback); the run's checkpoint stays to resume from."""
+    module = _module()
+    trainer = L.Trainer(
+        max_steps=2,
+        default_root_dir=tmp_path,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
+    with pytest.warns(UserWarning, match="before the mesh stage .* no mesh exported"):
+        trainer.fit(module, _datamodule(sphere_ply))
+    assert not (tmp_path / "metrics.json").exists()
+    assert list(tmp_path.rglob("*.ckpt"))  # something to resume from

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import datasets
@@ -16,7 +17,14 @@ from PIL import Image
 from dreamreward.cli import main
 from dreamreward.data.schema import PREFERENCE_FEATURES, synthetic_rows
 from dreamreward.render.mesh import bundled_mesh_path
-from dreamreward.scoring import read_view_folder, resolve_inputs, score, score_batch, score_files
+from dreamreward.scoring import (
+    read_view_folder,
+    render_mesh_file,
+    resolve_inputs,
+    score,
+    score_batch,
+    score_files,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs" / "reward3d").glob("*.yaml"))
@@ -127,6 +135,8 @@ def test_score_api_with_the_shipped_model():
     assert batch.shape == (2,) and torch.isfinite(batch).all()
     single = score("a red cube", views[0])
     assert single == pytest.approx(float(batch[0]), abs=1e-5)
+    # float64 views (numpy's default) are scored in the model's dtype, not a dtype crash
+    assert score("a red cube", views[0].double()) == pytest.approx(single, abs=1e-5)
     with pytest.raises(ValueError, match="4 views"):
         score("a red cube", views[0, :3])
     with pytest.raises(ValueError, match="non-empty prompt"):
@@ -183,3 +193,38 @@ def test_score_inputs_bad_input_is_named(tmp_path):
         score_files([str(plain)], str(tmp_path / "s.csv"))
     with pytest.raises(ValueError, match=r"\.csv or \.json"):
         score_files([str(plain)], str(tmp_path / "s.txt"), prompt="a cube")
+
+
+def test_score_refuses_views_and_meshes_it_would_silently_misjudge(tmp_path):
+    """Tiny, huge or strip-shaped views are not resized into a "view"; a FIFO named like a
+    view is never opened (it would block forever); broken meshes name their file."""
+    for name, size in (("tiny", (1, 1)), ("strip", (4000, 30)), ("huge", (4100, 4100))):
+        folder = _view_folder(tmp_path / name, 0.5)
+        Image.new("RGB", size).save(folder / "view_3.png")
+        with pytest.raises(ValueError, match=rf"view_3.png: {size[0]}x{size[1]} px is"):
+            read_view_folder(folder)
+    fifo_folder = _view_folder(tmp_path / "fifo", 0.5)
+    (fifo_folder / "view_3.png").unlink()
+    os.mkfifo(fifo_folder / "view_3.png")
+    with pytest.raises(ValueError, match=r"\['view_3.png'\] are not regular files"):
+        read_view_folder(fifo_folder)
+    with pytest.raises(ValueError, match="--image_size must be between"):
+        score_files([str(tmp_path / "tiny")], str(tmp_path / "s.csv"), "a cube", image_size=0)
+
+    empty = tmp_path / "empty.glb"
+    empty.write_bytes(b"")
+    noise = tmp_path / "noise.ply"
+    noise.write_bytes(os.urandom(512))
+    nan_mesh = tmp_path / "nan.obj"
+    nan_mesh.write_text("v nan 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
+    flat = tmp_path / "point.obj"
+    flat.write_text("v 0 0 0\nv 0 0 0\nv 0 0 0\nf 1 2 3\n")
+    for path, message in (
+        (empty, "empty file"),
+        (noise, "not a mesh file trimesh can read|no triangle faces"),
+        (nan_mesh, "NaN or infinite vertex"),
+        (flat, "no extent"),
+    ):
+        with pytest.raises(ValueError, match=message) as info:
+            render_mesh_file(path)
+        assert str(path) in str(info.value)

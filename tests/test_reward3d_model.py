@@ -298,3 +298,13 @@ def test_score_rejects_bad_input(tokenizer):
         model.score(torch.rand(2, 4, 24, 24, 3), ["a chair"], labels, tokenizer)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         model.score(torch.rand(1, 4, 24, 24, 3) * 255, ["a chair"], labels, tokenizer)
+
+
+def test_infinite_pixels_are_not_called_a_0_255_image() -> None:
+    from dreamreward.models.reward3d.preprocess import check_unit_range
+
+    views = torch.rand(4, 3, 8, 8)
+    views[0, 0, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match="infinite values") as info:
+        check_unit_range(views)
+    assert "255" not in str(info.value)

@@ -233,6 +233,12 @@ def test_pretrained_lora_export_is_a_small_adapter_that_reloads_exactly(tmp_path
         expected = module.reward.score(renders, ["a red cube"], labels)
         got = loaded.score(renders, ["a red cube"], labels)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    # pickled weights in place of the safetensors file are refused, never unpickled
+    adapter = folder / "adapter"
+    torch.save({"x": torch.zeros(1)}, adapter / "adapter_model.bin")
+    (adapter / "adapter_model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="no adapter_model.safetensors"):
+        load_reward3d(folder)
 
 
 def test_load_reward3d_errors(tmp_path):
@@ -360,6 +366,12 @@ def test_resume_continues_the_schedule_and_weights_exactly(learnable_set, vocab_
             torch.testing.assert_close(
                 a, b, atol=1e-3, rtol=0, msg=lambda m, name=name: f"{name}: {m}"
             )
+    # the checkpoint of another fine-tuning layout is refused, naming what differs
+    other = Reward3DModule(tiny_reward(vocab_dir), finetune="lora", lora_rank=4, warmup_steps=2)
+    with pytest.raises(ValueError, match="lora_rank: 8 in the checkpoint, 4 in the config"):
+        trainer(tmp_path / "other", max_steps=5, limit_val_batches=0).fit(
+            other, datamodule(learnable_set), ckpt_path=str(tmp_path / "split" / "last.ckpt")
+        )
 
 
 @pytest.fixture(scope="module")

@@ -191,6 +191,14 @@ def test_camera_and_image_errors(rewarddb, tmp_path) -> None:
         pickle.dump({"intrinsics": np.eye(3)}, fh)
     with pytest.raises(ValueError, match=r"cam_1\.pkl: camera dict has keys \['intrinsics'\]"):
         load_rewarddb(rewarddb, cache_dir=str(tmp_path / "cache"))
+    # a few KB of shared nested lists that would spell out ~10^9 numbers: refused by count
+    row = [0.0] * 16
+    nested = [[[row] * 1000] * 1000] * 4
+    with cam.open("wb") as fh:
+        pickle.dump(nested, fh)
+    assert cam.stat().st_size < 20_000
+    with pytest.raises(ValueError, match=r"cam_1\.pkl: refusing a camera structure of more than"):
+        load_rewarddb(rewarddb, cache_dir=str(tmp_path / "cache"))
 
 
 class _Shell:

@@ -96,12 +96,16 @@ def score_batch(
     if len(prompts) != views.shape[0]:
         raise ValueError(f"{len(prompts)} prompts for {views.shape[0]} assets")
     labels = _labels(cameras, views.shape[0])
-    device = next(model.parameters()).device
+    weight = next(model.parameters())
+    if views.is_floating_point():  # float64 (numpy's default) or half views: the model's dtype
+        views = views.to(dtype=weight.dtype)
     out = []
     for start in range(0, len(prompts), batch_size):
         stop = start + batch_size
         out.append(
-            model.score(views[start:stop].to(device), prompts[start:stop], labels[start:stop])
+            model.score(
+                views[start:stop].to(weight.device), prompts[start:stop], labels[start:stop]
+            )
         )
     return torch.cat(out)
 
@@ -138,10 +142,38 @@ class AssetViews:
     source: Literal["images", "mesh"]
 
 
+MIN_VIEW_SIDE = 16
+MAX_VIEW_SIDE = 4096
+MAX_VIEW_ASPECT = 2.0
+
+
+def check_view_size(path: str | os.PathLike[str], size: tuple[int, int]) -> None:
+    """Refuse a view that resizing would turn into something else: smaller than
+    ``MIN_VIEW_SIDE`` (a 1 x 1 image has no asset in it), larger than ``MAX_VIEW_SIDE``
+    (decoding it would take gigabytes), or far from square (views are square renders)."""
+    width, height = size
+    if min(width, height) < MIN_VIEW_SIDE:
+        raise ValueError(
+            f"{path}: {width}x{height} px is too small for a view (>= {MIN_VIEW_SIDE})"
+        )
+    if max(width, height) > MAX_VIEW_SIDE:
+        raise ValueError(
+            f"{path}: {width}x{height} px is too large for a view (<= {MAX_VIEW_SIDE})"
+        )
+    if max(width, height) / min(width, height) > MAX_VIEW_ASPECT:
+        raise ValueError(
+            f"{path}: {width}x{height} px is not a view (views are square renders; aspect "
+            f"ratio at most {MAX_VIEW_ASPECT})"
+        )
+
+
 def read_view_folder(folder: str | os.PathLike[str], image_size: int | None = None) -> AssetViews:
     """A folder of exactly 4 images (+ optional ``cameras.json``, ``prompt.txt``)."""
     folder = Path(folder)
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    irregular = [p.name for p in files if not p.is_file()]
+    if irregular:  # opening a FIFO or device would block or read forever
+        raise ValueError(f"{folder}: {irregular} are not regular files")
     if len(files) != NUM_VIEWS:
         raise ValueError(
             f"{folder}: expected exactly {NUM_VIEWS} view images ({', '.join(IMAGE_SUFFIXES)}), "
@@ -150,12 +182,13 @@ def read_view_folder(folder: str | os.PathLike[str], image_size: int | None = No
     images = []
     for path in files:
         try:
-            with Image.open(path) as img:
+            with Image.open(path) as img:  # reads the header only, until convert
+                check_view_size(path, img.size)
                 img = img.convert("RGB")
                 if image_size is not None and img.size != (image_size, image_size):
                     img = img.resize((image_size, image_size), Image.BICUBIC)
                 images.append(torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0))
-        except OSError as err:
+        except (OSError, Image.DecompressionBombError) as err:
             raise ValueError(f"{path}: not a readable image ({err})") from err
     sizes = {tuple(img.shape) for img in images}
     if len(sizes) > 1:
@@ -189,13 +222,21 @@ def render_mesh_file(
     from dreamreward.world.layout import DEFAULT_RADIUS
     from dreamreward.world.views import default_cameras, render_views
 
-    mesh = load_mesh(path)
+    mesh = load_mesh(path)  # names the file if it is not a readable, finite mesh
     verts = mesh.vertices
     if up_axis == "y":  # (x, y, z) Y-up -> (x, -z, y) Z-up
         verts = torch.stack([verts[:, 0], -verts[:, 2], verts[:, 1]], dim=-1)
     lo, hi = verts.min(0).values, verts.max(0).values
     centre = (lo + hi) / 2
-    radius = (verts - centre).norm(dim=-1).max().clamp_min(1e-8)
+    radius = (verts - centre).norm(dim=-1).max()
+    corners = verts[mesh.faces]  # (F, 3, 3)
+    area = torch.linalg.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]).norm(
+        dim=-1
+    )
+    if float(radius) <= 1e-8 or float(area.sum()) <= 0.0:
+        raise ValueError(
+            f"{path}: the mesh has no extent (all vertices at one point, or zero area)"
+        )
     verts = (verts - centre) * (DEFAULT_RADIUS / radius)
     cameras = default_cameras(image_size)
     rendered = render_views(Mesh(verts, mesh.faces, mesh.vertex_colors), cameras)
@@ -256,6 +297,10 @@ def score_files(
         raise ValueError(f"--out must end in .csv or .json, got {out!r}")
     if prompt is not None and not prompt.strip():
         raise ValueError("--prompt is empty")
+    if not MIN_VIEW_SIDE <= image_size <= MAX_VIEW_SIDE:
+        raise ValueError(
+            f"--image_size must be between {MIN_VIEW_SIDE} and {MAX_VIEW_SIDE}, got {image_size}"
+        )
     reward = load_reward3d(model) if model else default_model()
     assets = resolve_inputs([inputs] if isinstance(inputs, str) else inputs, image_size, up_axis)
     if not assets:

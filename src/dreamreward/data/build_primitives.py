@@ -57,6 +57,31 @@ def _unseen_scene(rng: random.Random, num_objects: int, split: str, seen: set[tu
     raise RuntimeError(f"could not find an unseen {split} scene after 200 draws")
 
 
+def check_build_arguments(
+    num_prompts: int,
+    image_size: int,
+    min_candidates: int,
+    max_candidates: int,
+    novel_fraction: float,
+    two_object_fraction: float,
+) -> None:
+    """Raise ValueError naming the first bad argument (checked before any work: inside the
+    ``datasets`` generator it would surface as a generic ``DatasetGenerationError``)."""
+    if num_prompts < 1:
+        raise ValueError(f"--num_prompts must be >= 1, got {num_prompts}")
+    if image_size < 16:
+        raise ValueError(f"--image_size must be >= 16 pixels, got {image_size}")
+    if not 2 <= min_candidates <= max_candidates <= 12:
+        raise ValueError(
+            f"need 2 <= --min_candidates <= --max_candidates <= 12, got {min_candidates}, "
+            f"{max_candidates}"
+        )
+    if not 0.0 <= novel_fraction < 1.0:
+        raise ValueError(f"--novel_fraction must be in [0, 1), got {novel_fraction}")
+    if not 0.0 <= two_object_fraction <= 1.0:
+        raise ValueError(f"--two_object_fraction must be in [0, 1], got {two_object_fraction}")
+
+
 def generate_rows(
     num_prompts: int,
     seed: int = 0,
@@ -68,15 +93,9 @@ def generate_rows(
     progress: bool = True,
 ):
     """Yield one schema row per asset (see ``dreamreward.data.schema``)."""
-    if num_prompts < 1:
-        raise ValueError(f"num_prompts must be >= 1, got {num_prompts}")
-    if not 2 <= min_candidates <= max_candidates <= 12:
-        raise ValueError(
-            f"need 2 <= min_candidates <= max_candidates <= 12, got {min_candidates}, "
-            f"{max_candidates}"
-        )
-    if not 0.0 <= novel_fraction < 1.0:
-        raise ValueError(f"novel_fraction must be in [0, 1), got {novel_fraction}")
+    check_build_arguments(
+        num_prompts, image_size, min_candidates, max_candidates, novel_fraction, two_object_fraction
+    )
     rng = random.Random(seed)
     sampler = OrbitCameraSampler(num_views=4, width=image_size)
     generator = torch.Generator().manual_seed(seed)
@@ -151,6 +170,9 @@ def build_primitives(
         two_object_fraction: share of two-object prompts.
         progress: show a progress bar.
     """
+    check_build_arguments(
+        num_prompts, image_size, min_candidates, max_candidates, novel_fraction, two_object_fraction
+    )
     out_path = Path(out)
     if out_path.exists() and any(out_path.iterdir()):
         raise FileExistsError(f"{out_path} exists and is not empty; choose another --out")

@@ -249,6 +249,34 @@ def to_our_c2w(matrices: np.ndarray, convention: CameraConvention = "blender") -
     raise ValueError(f"unknown camera convention {convention!r}; use blender, opengl or opencv")
 
 
+MAX_CAMERA_VALUES = 1 << 16  # 4096 flattened 4x4 matrices: far more views than any asset has
+
+
+def _check_nested_size(obj: Any, where: str, limit: int = MAX_CAMERA_VALUES) -> None:
+    """Count the leaves of nested lists / tuples before numpy converts them.
+
+    A pickle may reference one list many times (memo), so a few kilobytes can spell out a
+    nested structure of billions of numbers; the count stops at ``limit``, whatever the file
+    size. Arrays (already sized by the unpickler's check) count by their size.
+    """
+    count = 0
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, (list, tuple)):
+            count += 1  # the container itself: endless empty lists are refused too
+            stack.extend(item)
+        elif isinstance(item, np.ndarray):
+            count += item.size
+        else:
+            count += 1
+        if count > limit:
+            raise ValueError(
+                f"{where}: refusing a camera structure of more than {limit} values from an "
+                "untrusted pickle (nested lists that share their elements?)"
+            )
+
+
 def parse_cameras(obj: Any, source: str) -> np.ndarray:
     """An unpickled camera object -> (N, 4, 4) float64 camera-to-world (file's convention).
 
@@ -266,6 +294,7 @@ def parse_cameras(obj: Any, source: str) -> np.ndarray:
                 f"{_C2W_KEYS} (camera-to-world) or {_W2C_KEYS} (world-to-camera)"
             )
         inverse, where, obj = key in _W2C_KEYS, f"{source}[{key!r}]", obj[key]
+    _check_nested_size(obj, where)
     try:
         arr = np.asarray(obj, dtype=np.float64)
     except (TypeError, ValueError) as err:

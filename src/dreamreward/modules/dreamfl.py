@@ -159,6 +159,10 @@ class DreamFLModule(TwoStageAssetModule):
             self.eval_reward_model = reward.reward  # the guide itself
         else:
             self.eval_reward_model = eval_reward.load() if eval_reward is not None else None
+        for judge in (getattr(reward, "reward", None), self.eval_reward_model):
+            scene_of = getattr(judge, "scene", None)
+            if callable(scene_of):  # a judge that needs the prompt's ground truth: check now,
+                scene_of(prompt)  # not at the reward term's first step
         self.camera_sampler = cameras or OrbitCameraSampler()
         try:
             self.scene = parse_prompt(prompt)  # a primitives prompt: the oracle can judge it

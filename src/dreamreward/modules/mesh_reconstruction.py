@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from dreamreward.data.mesh_views import sample_training_batch
@@ -176,6 +177,15 @@ class MeshReconstructionModule(TwoStageAssetModule):
 
     # ------------------------------------------------------------------ export
     def on_train_end(self) -> None:
+        if not self.in_mesh_stage:
+            # stopped in stage 1 (max_steps <= nerf_steps): there is no fitted mesh to export,
+            # and initialising one from a half-trained field would fail after the run
+            rank_zero_warn(
+                f"the run ended at step {self.global_step}, before the mesh stage (model."
+                f"nerf_steps={self.nerf_steps}): no mesh exported. Resume from its last.ckpt "
+                "with a larger --trainer.max_steps to fit and export the mesh"
+            )
+            return
         if self.trainer.is_global_zero:
             self.export_results(self._log_dir())
 

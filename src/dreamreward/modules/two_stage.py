@@ -102,13 +102,25 @@ class TwoStageAssetModule(L.LightningModule):
         sdf = self.dmtet.sdf.detach()
         if not bool((sdf < 0).any() and (sdf > 0).any()):
             with torch.no_grad():
-                peak = float(self.field.density(self.dmtet.grid_vertices).max())
-            raise RuntimeError(
-                f"cannot initialise DMTet: the NeRF density never crosses "
-                f"isosurface_threshold={self.isosurface_threshold} on the tet grid (its maximum "
-                f"there is {peak:.3g}); lower model.isosurface_threshold or raise "
-                f"model.nerf_steps (now {self.nerf_steps})"
+                density = self.field.density(self.dmtet.grid_vertices)
+            low, peak = float(density.min()), float(density.max())
+            where = (
+                f"the NeRF density on the tet grid lies in [{low:.3g}, {peak:.3g}], never crossing "
+                f"isosurface_threshold={self.isosurface_threshold}"
             )
+            if not (math.isfinite(low) and math.isfinite(peak)):
+                advice = "the field diverged (non-finite density): lower the learning rates"
+            elif low >= self.isosurface_threshold:
+                advice = (
+                    "the density fills the whole grid (the field diverged or the object fills "
+                    "the box): lower the learning rates or raise model.isosurface_threshold"
+                )
+            else:
+                advice = (
+                    f"lower model.isosurface_threshold or raise model.nerf_steps (now "
+                    f"{self.nerf_steps})"
+                )
+            raise RuntimeError(f"cannot initialise DMTet: {where}; {advice}")
         self.dmtet_initialized.fill_(True)
 
     def current_mesh(self) -> Mesh:

@@ -83,7 +83,9 @@ def load_mesh(path: str | Path, dtype: torch.dtype = torch.float32) -> Mesh:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file holds no triangles.
+        ValueError: the file is not a mesh trimesh can read (empty, random bytes, another
+            format), holds no triangles, has NaN / infinite vertices or faces that index past
+            the vertices; each names the file.
     """
     import trimesh
 
@@ -92,11 +94,22 @@ def load_mesh(path: str | Path, dtype: torch.dtype = torch.float32) -> Mesh:
         path = bundled_mesh_path(path.name)
     if not path.is_file():
         raise FileNotFoundError(f"mesh file not found: {path}")
-    loaded = trimesh.load(path, force="mesh", process=False)
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: empty file, not a mesh")
+    try:
+        loaded = trimesh.load(path, force="mesh", process=False)
+    except Exception as err:  # noqa: BLE001 - trimesh raises many kinds; name the file
+        raise ValueError(
+            f"{path}: not a mesh file trimesh can read ({type(err).__name__}: {err})"
+        ) from err
     if not isinstance(loaded, trimesh.Trimesh) or len(loaded.faces) == 0:
         raise ValueError(f"{path}: no triangle faces found")
     vertices = torch.as_tensor(loaded.vertices, dtype=dtype)
     faces = torch.as_tensor(loaded.faces, dtype=torch.long)
+    if not bool(torch.isfinite(vertices).all()):
+        raise ValueError(f"{path}: the mesh has NaN or infinite vertex coordinates")
+    if int(faces.min()) < 0 or int(faces.max()) >= len(vertices):
+        raise ValueError(f"{path}: faces index vertices that do not exist")
     colors = None
     vc = getattr(loaded.visual, "vertex_colors", None)
     if loaded.visual.kind == "vertex" and vc is not None and len(vc) == len(vertices):

@@ -202,6 +202,13 @@ def load_reward3d(
         adapter = folder / ADAPTER_DIR
         if not (adapter / "adapter_config.json").is_file():
             raise FileNotFoundError(f"{adapter}: missing adapter_config.json")
+        if not (adapter / "adapter_model.safetensors").is_file():
+            # peft would fall back to adapter_model.bin, a pickle: refuse rather than unpickle
+            found = sorted(p.name for p in adapter.iterdir())
+            raise FileNotFoundError(
+                f"{adapter}: no adapter_model.safetensors (found {found}); exports are written "
+                "as safetensors, and pickled .bin weights are not loaded"
+            )
         try:
             peft_model = PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
         except (RuntimeError, ValueError, KeyError) as err:

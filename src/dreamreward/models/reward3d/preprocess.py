@@ -9,6 +9,7 @@ uint8 rounding or clamping (both would stop or distort the gradient).
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -59,6 +60,8 @@ def check_unit_range(images: Tensor, tolerance: float = 0.05) -> None:
     lo, hi = float(lo), float(hi)
     if lo != lo or hi != hi:  # NaN
         raise ValueError("images contain NaN")
+    if math.isinf(lo) or math.isinf(hi):  # no scaling fixes these: a renderer that diverged
+        raise ValueError(f"images contain infinite values (range [{lo}, {hi}])")
     if lo < -tolerance or hi > 1.0 + tolerance:
         hint = " (looks like [0, 255]: divide by 255)" if hi > 2.0 else ""
         hint = hint or (" (looks like [-1, 1]: map with (x + 1) / 2)" if lo < -0.5 else "")
