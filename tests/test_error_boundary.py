@@ -116,3 +116,26 @@ def test_cli_user_errors_exit_2_with_one_line(tmp_path) -> None:
         assert result.returncode == 2, result.stderr
         line = result.stderr.strip().splitlines()[-1]
         assert line.startswith("error: --ckpt_path: ") and expected in line and str(path) in line
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["score", "--inputs", "no/such/folder", "--out", "s.csv"], "input not found: no/such"),
+        (["score", "--inputs", ".", "--out", "s.txt"], "--out must end in .csv or .json"),
+        (["build-primitives", "--out", "never", "--num_prompts", "0"], "--num_prompts must be"),
+        (["evaluate-dreamfl", "--prompts", "none.txt"], "no prompt file at none.txt"),
+        (["evaluate-reward3d", "--data", "no/such/set"], "no/such/set"),
+        (["sample", "--prompt", "a red cube", "--steps", "0"], "--steps must be >= 1"),
+    ],
+)
+def test_every_extra_command_reports_bad_arguments_in_one_line(argv, expected, capsys):
+    """The extra commands behind the boundary (in process: the same path as the script)."""
+    from dreamreward.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_with_error_boundary(main, argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and expected in err[-1], err
+    assert not any("Traceback" in line for line in err)

@@ -685,3 +685,46 @@ def test_pixel_patches_make_colour_reach_the_tokens():
     assert red_shift > 0.5 * without[0, coarse].norm()  # colour is not a rounding error
     with pytest.raises(ValueError, match="fine_tokens"):
         CompactBackbone(pretrained=False, fine_tokens=False, pixel_patches=True)
+
+
+def test_mean_pooled_text_is_not_drowned_by_the_image_at_init():
+    """With mean pooling, fan-in cross-attention adds the same large image summary to every
+    word in every layer: a changed colour word moves the per-view feature by ~1e-4 of its norm
+    and the text side is never learned. BERT's init keeps text and image both visible."""
+    from dreamreward.models.reward3d import Reward3D
+    from dreamreward.world.prompts import parse_prompt
+    from dreamreward.world.views import default_cameras, ground_truth_views
+
+    cameras = default_cameras(64)
+    views = ground_truth_views(parse_prompt("a pink sphere to the right of a black torus"), cameras)
+    recoloured = ground_truth_views(
+        parse_prompt("a pink sphere to the right of a white torus"), cameras
+    )
+    prompts = ["a pink sphere to the right of a black torus, front view"] * 4
+    edited = ["a pink sphere to the right of a white torus, front view"] * 4
+    change = {}
+    for init in ("fan_in", "bert"):
+        torch.manual_seed(0)
+        backbone = CompactBackbone(
+            image_size=96, text_pooling="mean", pixel_patches=True, cross_attention_init=init
+        )
+        model = Reward3D(backbone, head="scorer", mlp_hidden=32).eval()
+        with torch.no_grad():
+            tokens = backbone.visual_encoder(model.preprocess(torch.cat([views, recoloured])))
+
+            features = []
+            for texts, rows in (
+                (prompts, slice(0, 4)),
+                (edited, slice(0, 4)),
+                (prompts, slice(4, 8)),
+            ):
+                ids, mask = model.tokenize(texts)
+                features.append(backbone.encode_text(tokens[rows], ids, mask))
+            own, other_text, other_image = features
+            text = (own - other_text).norm() / own.norm()
+            image = (own - other_image).norm() / own.norm()
+        change[init] = (float(text), float(image))
+    assert change["fan_in"][0] < 1e-3  # the text drowned
+    assert change["bert"][0] > 0.05 and change["bert"][1] > 0.02  # both visible
+    with pytest.raises(ValueError, match="cross_attention_init"):
+        CompactBackbone(pretrained=False, cross_attention_init="xavier")  # type: ignore[arg-type]

@@ -281,6 +281,14 @@ def test_bad_arguments_and_inputs(vocab_dir):
         Reward3DModule(tiny_reward(vocab_dir), finetune="everything")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="matches no"):
         Reward3DModule(tiny_reward(vocab_dir), lora_target_modules="nothing_named_so")
+    for kw, message in (
+        ({"lr": float("nan")}, "model.lr must be a finite number > 0, got nan"),
+        ({"head_lr": 0.0}, "model.head_lr must be a finite number > 0"),
+        ({"prompt_edit_weight": -1.0}, "model.prompt_edit_weight must be a finite number >= 0"),
+        ({"warmup_steps": -1}, "model.warmup_steps must be >= 0"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            Reward3DModule(tiny_reward(vocab_dir), baselines=False, **kw)
     module = Reward3DModule(tiny_reward(vocab_dir), baselines=False)
     batch = {
         "views": torch.rand(2, 3, 3, 16, 16),

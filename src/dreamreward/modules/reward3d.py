@@ -149,6 +149,19 @@ class Reward3DModule(L.LightningModule):
             )
         if lora_rank < 1:
             raise ValueError(f"lora_rank must be >= 1, got {lora_rank}")
+        for name, value in (("lr", lr), ("head_lr", head_lr)):
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"model.{name} must be a finite number > 0, got {value}")
+        for name, value in (
+            ("weight_decay", weight_decay),
+            ("prompt_edit_weight", prompt_edit_weight),
+            ("prompt_swap_weight", prompt_swap_weight),
+            ("preference_weight", preference_weight),
+        ):
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"model.{name} must be a finite number >= 0, got {value}")
+        if warmup_steps < 0:
+            raise ValueError(f"model.warmup_steps must be >= 0, got {warmup_steps}")
         reward = reward if reward is not None else Reward3D()
         if init_checkpoint is not None:
             # Before LoRA: the official keys name the plain modules.

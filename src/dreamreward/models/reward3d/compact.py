@@ -118,6 +118,12 @@ class CompactBackbone(Reward3DBackbone):
             sentence summary, while every word's state cross-attends to the image).
         pixel_patches: add a linear embedding of each fine cell's pixels to its token (see
             :class:`~dreamreward.models.reward3d.efficientnet.EfficientNetTokens`).
+        cross_attention_init: how the new cross-attention's value and output projections
+            start: ``"fan_in"`` (std in_features^-0.5: the image moves a [CLS] feature as much
+            as the text does) or ``"bert"`` (BERT's std 0.02). With mean pooling ``"fan_in"``
+            drowns the text (a changed colour word moves the feature by 7e-5 of its norm, and
+            the text side is never learned); ``"bert"`` keeps both the text (0.16) and the image
+            (0.05) visible, and colour is learned (README, teaching the text side).
     """
 
     image_mean = IMAGENET_MEAN
@@ -148,10 +154,15 @@ class CompactBackbone(Reward3DBackbone):
         fine_tokens: bool = True,
         text_pooling: Literal["cls", "mean"] = "cls",
         pixel_patches: bool = False,
+        cross_attention_init: Literal["fan_in", "bert"] = "fan_in",
     ) -> None:
         super().__init__()
         if text_pooling not in ("cls", "mean"):
             raise ValueError(f"text_pooling must be 'cls' or 'mean', got {text_pooling!r}")
+        if cross_attention_init not in ("fan_in", "bert"):
+            raise ValueError(
+                f"cross_attention_init must be 'fan_in' or 'bert', got {cross_attention_init!r}"
+            )
         self.text_pooling = text_pooling
         self.init_args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         self.image_size = image_size
@@ -174,7 +185,8 @@ class CompactBackbone(Reward3DBackbone):
             hidden_dropout=text_dropout,
             attention_dropout=attention_dropout,
         )
-        self._init_cross_attention()
+        if cross_attention_init == "fan_in":
+            self._init_cross_attention()
         if pretrained:
             folder = text_weights_path or default_tokenizer_dir()
             load_bert_into_text_encoder(self.text_encoder, read_minilm_state_dict(folder))
@@ -198,6 +210,10 @@ class CompactBackbone(Reward3DBackbone):
         # than BERT's std 0.02: at 0.02 the image moves the [CLS] feature ~4x less (0.23 vs 0.82
         # relative change between a red and a blue image), and the reward starts nearly blind.
         # (Query and key at fan-in scale too were measured: no gain, see the README.)
+        # With mean pooling this drowns the text instead: every layer adds the same large image
+        # summary to every word, and a colour word moves the feature by 7e-5 of its norm (BERT's
+        # 0.02: 0.16, the image still 0.05), so the text side cannot be learned; mean-pooled
+        # models take cross_attention_init="bert".
         for layer in self.text_encoder.encoder.layer:
             attention = layer.crossattention
             for linear in (attention.self.value, attention.output.dense):
