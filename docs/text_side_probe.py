@@ -1,6 +1,7 @@
 """How fast can the compact Reward3D learn the text side? A quick probe with a frozen image trunk.
 
     python docs/text_side_probe.py [--steps 300] [--lr 1e-4] [--batch 8] [--pixel-patches]
+        [--cross-attention-init bert|fan_in]
 
 Trains a fresh CompactBackbone Reward3D (mean pooling) on the correct assets of the training
 prompts of ``data/primitives_1k`` (split as ``configs/reward3d/primitives.yaml`` splits it), with
@@ -50,7 +51,11 @@ class Probe:
         self.data = PreferenceDataModule(args.data, val_fraction=0.05, test_fraction=0.1, seed=0)
         self.data.setup()
         backbone = CompactBackbone(
-            image_size=96, text_dropout=0.0, text_pooling="mean", pixel_patches=args.pixel_patches
+            image_size=96,
+            text_dropout=0.0,
+            text_pooling="mean",
+            pixel_patches=args.pixel_patches,
+            cross_attention_init=args.cross_attention_init,
         )
         self.model = Reward3D(backbone, head="scorer", mlp_hidden=256, head_init="standard")
         self.tokens = backbone.visual_encoder
@@ -150,6 +155,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--pixel-patches", action="store_true")
+    # the probe figures in the README before 2026-12-06 (second session) used fan_in
+    parser.add_argument("--cross-attention-init", choices=("bert", "fan_in"), default="bert")
     args = parser.parse_args()
     torch.manual_seed(0)
     Probe(args).train(args.steps, args.lr, args.batch)

@@ -70,6 +70,19 @@ def test_a_stopped_run_resumes_to_the_uninterrupted_result(tmp_path) -> None:
         for key, value in reference.items():
             assert torch.equal(value, resumed[key]), f"{signal_name}: {key} differs after resume"
 
+    # a checkpoint of another module class (a fit_mesh run) does not switch the config's class:
+    # the DreamFL module names what differs
+    foreign = torch.load(
+        tmp_path / "straight" / "run" / "checkpoints" / "last.ckpt", weights_only=False
+    )
+    foreign["hyper_parameters"]["_class_path"] = (
+        "dreamreward.modules.mesh_reconstruction.MeshReconstructionModule"
+    )
+    foreign["state_dict"]["silhouette_head.weight"] = torch.zeros(1)
+    torch.save(foreign, tmp_path / "fit_mesh.ckpt")
+    with pytest.raises(ValueError, match="in the checkpoint only: silhouette_head.weight"):
+        main(["fit", "--config", str(straight), "--ckpt_path", str(tmp_path / "fit_mesh.ckpt")])
+
     # another prompt on the command line with this run's checkpoint: refused, not overridden
     with pytest.raises(ValueError, match="prompt: 'a red cube on top of a blue sphere' in the"):
         main(

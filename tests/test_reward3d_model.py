@@ -308,3 +308,27 @@ def test_infinite_pixels_are_not_called_a_0_255_image() -> None:
     with pytest.raises(ValueError, match="infinite values") as info:
         check_unit_range(views)
     assert "255" not in str(info.value)
+
+
+def test_head_dropout_replaces_every_train_mode_rate_of_the_head() -> None:
+    from _reward3d_tiny import TINY_BACKBONE, TINY_HEAD
+    from dreamreward.models.reward3d import BlipBackbone, Reward3D
+
+    for head in ("scorer", "cross_view_fusion"):
+        official = Reward3D(BlipBackbone(**TINY_BACKBONE), head=head, **TINY_HEAD)
+        rates = [m.p for m in official.head.modules() if isinstance(m, torch.nn.Dropout)]
+        assert rates and max(rates) == pytest.approx(0.2)  # the official head
+        quiet = Reward3D(BlipBackbone(**TINY_BACKBONE), head=head, head_dropout=0.0, **TINY_HEAD)
+        assert all(
+            m.p == 0.0 for m in quiet.head.modules() if isinstance(m, torch.nn.Dropout)
+        ) and all(
+            m.dropout == 0.0
+            for m in quiet.head.modules()
+            if isinstance(m, torch.nn.MultiheadAttention)
+        )
+        assert quiet.build_spec()["init_args"]["head_dropout"] == 0.0
+        quiet.train()
+        features = torch.randn(8, quiet.backbone.feature_dim)
+        assert torch.equal(quiet.head(features), quiet.head(features))  # deterministic in training
+    with pytest.raises(ValueError, match="head_dropout"):
+        Reward3D(BlipBackbone(**TINY_BACKBONE), head_dropout=1.0, **TINY_HEAD)

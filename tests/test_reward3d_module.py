@@ -475,6 +475,44 @@ def test_eval_table_lists_the_text_side(tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore:.*are truncated")
+def test_crossed_edit_term_needs_image_and_prompt_together(world_set, vocab_dir, tmp_path):
+    """Per correct asset, the scene and an edit of it are rendered from the same cameras and
+    each is scored under both prompts; the loss is low only when each render prefers its own
+    prompt and each prompt its own render (the layout is (pair, image, prompt))."""
+    torch.manual_seed(0)
+    module = Reward3DModule(
+        tiny_reward(vocab_dir), finetune="full", crossed_edit_weight=1.0, baselines=False
+    )
+    dm = datamodule(world_set)
+    dm.setup("fit")
+    batch = pairs_as_asset_batch(next(iter(dm.train_dataloader())))
+    loss = module._crossed_edit_loss(batch)
+    assert loss is not None and torch.isfinite(loss)
+    assert module._crossed_edit_loss({**batch, "asset_scene": [""] * len(batch["views"])}) is None
+
+    def scripted(sign: float):
+        def scores(tokens, ids, mask):  # (n*2*2,) in (pair, image, prompt) order
+            k = torch.arange(tokens.shape[0] // 4)
+            return sign * torch.where((k // 2) % 2 == k % 2, 10.0, -10.0)
+
+        return scores
+
+    module._reward_from_tokens = scripted(1.0)  # type: ignore[method-assign]
+    assert module._crossed_edit_loss(batch) < 1e-6
+    module._reward_from_tokens = scripted(-1.0)  # type: ignore[method-assign]
+    assert module._crossed_edit_loss(batch) > 10.0
+    # a blind model (same score everywhere) sits at chance: log 2
+    module._reward_from_tokens = lambda tokens, ids, mask: torch.zeros(tokens.shape[0] // 4)  # type: ignore[method-assign]
+    assert float(module._crossed_edit_loss(batch)) == pytest.approx(math.log(2))
+
+    trained = Reward3DModule(
+        tiny_reward(vocab_dir), finetune="full", crossed_edit_weight=1.0, baselines=False
+    )
+    fit = trainer(tmp_path, max_steps=1, limit_val_batches=0)
+    fit.fit(trained, datamodule(world_set))
+    assert torch.isfinite(fit.callback_metrics["train/crossed_edit_loss"])
+
+
 def test_text_side_alone_on_correct_assets(world_set, vocab_dir, tmp_path):
     """``train_assets="correct"``: training batches hold each prompt's correct asset alone (no
     pairs) and ``preference_weight: 0`` trains the text side on them; validation keeps pairs."""

@@ -39,6 +39,7 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
@@ -55,9 +56,12 @@ from dreamreward.modules.preference_metrics import (
     pairwise_logistic_loss,
 )
 from dreamreward.modules.resume_check import check_resume_matches
-from dreamreward.world.prompt_edits import EDIT_KINDS, edited_prompts, text_side_prompts
-from dreamreward.world.prompts import describe
+from dreamreward.render.cameras import OrbitCameraSampler
+from dreamreward.world.layout import scene_mesh
+from dreamreward.world.prompt_edits import EDIT_KINDS, edit_scene, edited_prompts, text_side_prompts
+from dreamreward.world.prompts import describe, is_novel
 from dreamreward.world.scene import Scene
+from dreamreward.world.views import render_views
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +109,13 @@ class Reward3DModule(L.LightningModule):
             :mod:`dreamreward.world.prompt_edits`; a hard negative). 0 = off. Validation and
             test always report the text side: how often the true prompt beats each kind of
             edit, and a prompt from outside the world's vocabulary.
+        crossed_edit_weight: weight of the crossed term: for each correct asset with a
+            ground-truth scene, the scene and one minimal edit of it are rendered from the same
+            freshly drawn cameras, and each render is scored under both prompts; a softmax over
+            the two prompts per render and over the two renders per prompt. A preference for one
+            render or one prompt whatever the other cancels, so only reading the prompt *and*
+            the image lowers it (the text side alone leaves image-blind solutions, the
+            preference loss text-blind ones). 0 = off.
         preference_weight: weight of the paper's preference loss (0: train the text side alone,
             e.g. on ``PreferenceDataModule(train_assets="correct")`` batches of correct assets).
         init_weights: a Lightning checkpoint of a ``Reward3DModule`` with the same model and
@@ -137,6 +148,7 @@ class Reward3DModule(L.LightningModule):
         test_after_fit: bool = True,
         prompt_swap_weight: float = 0.0,
         prompt_edit_weight: float = 0.0,
+        crossed_edit_weight: float = 0.0,
         preference_weight: float = 1.0,
         init_weights: str | None = None,
         seed: int = 0,
@@ -155,6 +167,7 @@ class Reward3DModule(L.LightningModule):
         for name, value in (
             ("weight_decay", weight_decay),
             ("prompt_edit_weight", prompt_edit_weight),
+            ("crossed_edit_weight", crossed_edit_weight),
             ("prompt_swap_weight", prompt_swap_weight),
             ("preference_weight", preference_weight),
         ):
@@ -403,6 +416,58 @@ class Reward3DModule(L.LightningModule):
         losses = [-torch.log_softmax(scores[start:end], dim=0)[0] for start, end in spans]
         return torch.stack(losses).mean()
 
+    def _crossed_edit_loss(self, batch: dict[str, Any]) -> Tensor | None:
+        """The crossed term (see ``crossed_edit_weight``): per correct asset with a scene, the
+        scene S and an edit S' (a drawn kind that applies and stays a training composition)
+        rendered from one fresh ring of 4 cameras, at the batch's image size; rewards
+        r[image, prompt] over {S, S'} x {describe(S), describe(S')}, each prompt paraphrased;
+        the loss is the mean of -log softmax over prompts (per image) and over images (per
+        prompt) of the matching entries. Renders are made here, so both images share one
+        renderer and the term needs nothing but the scene column."""
+        correct = self._correct_assets(batch)
+        if not correct:
+            return None
+        rng = random.Random(self.hparams.seed * 1_000_003 + self.global_step + 7)
+        generator = torch.Generator().manual_seed(self.hparams.seed * 1_000_003 + self.global_step)
+        size = int(batch["views"].shape[-1])
+        sampler = OrbitCameraSampler(num_views=4, width=size)
+        renders, prompts, cameras = [], [], []
+        for _, scene in correct:
+            kinds = list(EDIT_KINDS)
+            rng.shuffle(kinds)
+            edited = None
+            for kind in kinds:
+                edited = edit_scene(scene, kind, rng)
+                if edited is not None and not is_novel(edited):
+                    break
+                edited = None
+            if edited is None:
+                continue
+            views = sampler.sample(1, generator).cameras
+            for shown in (scene, edited):
+                renders.append(render_views(scene_mesh(shown)[0], views)["rgb"])  # (4, H, W, 3)
+            prompts += [describe(scene, rng), describe(edited, rng)]
+            cameras.append(views.c2w)
+        if not renders:
+            return None
+        n = len(cameras)
+        device = batch["views"].device
+        images = torch.stack(renders).permute(0, 1, 4, 2, 3).to(device)  # (2n, 4, 3, H, W)
+        c2w = torch.stack([c for c in cameras for _ in range(2)]).to(device)  # (2n, 4, 4, 4)
+        labels = asset_view_labels(c2w)
+        pixels, _, _ = self.reward.encode_inputs(images, prompts, labels, check_range=False)
+        tokens = self.reward.backbone.visual_encoder(pixels).unflatten(0, (n, 2, 4))
+        # every render under both prompts of its pair: (n, image, prompt)
+        tokens = tokens.unsqueeze(2).expand(n, 2, 2, *tokens.shape[2:]).flatten(0, 3)
+        pair_prompts = [prompts[2 * i + j] for i in range(n) for _ in range(2) for j in range(2)]
+        pair_cameras = c2w.unflatten(0, (n, 2)).unsqueeze(2).expand(n, 2, 2, 4, 4, 4)
+        ids, mask = self._text_inputs(pair_prompts, pair_cameras.flatten(0, 2))
+        scores = self._reward_from_tokens(tokens, ids, mask).view(n, 2, 2)
+        target = torch.tensor([0, 1], device=device).repeat(n)
+        over_prompts = F.cross_entropy(scores.flatten(0, 1), target)
+        over_images = F.cross_entropy(scores.transpose(1, 2).flatten(0, 1), target)
+        return (over_prompts + over_images) / 2
+
     @torch.no_grad()
     def _evaluate_text_side(
         self, split: str, batch: dict[str, Any], rewards: dict[str, Tensor]
@@ -484,6 +549,7 @@ class Reward3DModule(L.LightningModule):
         torch.manual_seed(self.hparams.seed * 1_000_003 + self.global_step)
         swap_weight = self.hparams.prompt_swap_weight
         edit_weight = self.hparams.prompt_edit_weight
+        crossed_weight = self.hparams.crossed_edit_weight
         rewards = self(batch, with_tokens=swap_weight > 0 or edit_weight > 0)
         better, worse = batch["better_index"], batch["worse_index"]
         n_pairs = int(better.numel())
@@ -503,6 +569,11 @@ class Reward3DModule(L.LightningModule):
             if swap_loss is not None:
                 self.log("train/prompt_swap_loss", swap_loss, batch_size=len(batch["views"]))
                 terms.append(swap_weight * swap_loss)
+        if crossed_weight > 0:
+            crossed_loss = self._crossed_edit_loss(batch)
+            if crossed_loss is not None:
+                self.log("train/crossed_edit_loss", crossed_loss, batch_size=len(batch["views"]))
+                terms.append(crossed_weight * crossed_loss)
         if edit_weight > 0:
             edit_loss = self._prompt_edit_loss(batch, rewards)
             if edit_loss is not None:
