@@ -98,16 +98,25 @@ def test_datamodule_errors(tmp_path):
         _datamodule(tmp_path / "missing.ply").setup()
 
 
+def _quiet_trainer(root, max_steps: int, **kwargs) -> L.Trainer:
+    """A CPU trainer for these tests: no logger, bars or model summary."""
+    return L.Trainer(
+        max_steps=max_steps,
+        default_root_dir=root,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **kwargs,
+    )
+
+
 def test_fit_exports_mesh_turntable_and_metrics(sphere_ply, tmp_path):
     L.seed_everything(0)
     dm = _datamodule(sphere_ply)
     module = _module()
-    trainer = L.Trainer(
-        max_steps=80,
-        default_root_dir=tmp_path,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
+    trainer = _quiet_trainer(
+        tmp_path,
+        80,
         val_check_interval=40,
         check_val_every_n_epoch=None,
         enable_checkpointing=False,
@@ -135,15 +144,7 @@ def test_unreachable_isosurface_gives_clear_error(sphere_ply):
 
 def test_resume_keeps_the_stage_and_predict_renders(sphere_ply, tmp_path):
     def trainer(max_steps):
-        return L.Trainer(
-            max_steps=max_steps,
-            default_root_dir=tmp_path,
-            logger=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            limit_val_batches=0,
-            enable_checkpointing=True,
-        )
+        return _quiet_trainer(tmp_path, max_steps, limit_val_batches=0, enable_checkpointing=True)
 
     L.seed_everything(0)
     first = trainer(70)
@@ -175,14 +176,7 @@ def test_resumed_run_equals_uninterrupted_run(sphere_ply, tmp_path):
         def fit(max_steps, root, ckpt_path=None):
             L.seed_everything(0)
             module = _module()
-            trainer = L.Trainer(
-                max_steps=max_steps,
-                default_root_dir=root,
-                logger=False,
-                enable_progress_bar=False,
-                enable_model_summary=False,
-                limit_val_batches=0,
-            )
+            trainer = _quiet_trainer(root, max_steps, limit_val_batches=0)
             trainer.fit(module, _datamodule(sphere_ply), ckpt_path=ckpt_path)
             return module, trainer
 
@@ -207,14 +201,7 @@ def test_a_run_stopped_in_stage_one_warns_and_keeps_its_checkpoint(sphere_ply, t
     """max_steps <= nerf_steps: no half-made mesh is forced out of the field after the run
     (it used to fail there, with a traceback); the run's checkpoint stays to resume from."""
     module = _module()
-    trainer = L.Trainer(
-        max_steps=2,
-        default_root_dir=tmp_path,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-    )
+    trainer = _quiet_trainer(tmp_path, 2, limit_val_batches=0)
     with pytest.warns(UserWarning, match="before the mesh stage .* no mesh exported"):
         trainer.fit(module, _datamodule(sphere_ply))
     assert not (tmp_path / "metrics.json").exists()

@@ -57,11 +57,10 @@ from dreamreward.modules.preference_metrics import (
 )
 from dreamreward.modules.resume_check import check_resume_matches
 from dreamreward.render.cameras import OrbitCameraSampler
-from dreamreward.world.layout import scene_mesh
 from dreamreward.world.prompt_edits import EDIT_KINDS, edit_scene, edited_prompts, text_side_prompts
 from dreamreward.world.prompts import describe, is_novel
 from dreamreward.world.scene import Scene
-from dreamreward.world.views import render_views
+from dreamreward.world.views import ground_truth_views
 
 log = logging.getLogger(__name__)
 
@@ -427,11 +426,11 @@ class Reward3DModule(L.LightningModule):
         correct = self._correct_assets(batch)
         if not correct:
             return None
+        # its own stream (+7): the listwise term draws its edits from (seed, step) already
         rng = random.Random(self.hparams.seed * 1_000_003 + self.global_step + 7)
         generator = torch.Generator().manual_seed(self.hparams.seed * 1_000_003 + self.global_step)
-        size = int(batch["views"].shape[-1])
-        sampler = OrbitCameraSampler(num_views=4, width=size)
-        renders, prompts, cameras = [], [], []
+        sampler = OrbitCameraSampler(num_views=4, width=int(batch["views"].shape[-1]))
+        renders, prompts, rings = [], [], []
         for _, scene in correct:
             kinds = list(EDIT_KINDS)
             rng.shuffle(kinds)
@@ -443,25 +442,21 @@ class Reward3DModule(L.LightningModule):
                 edited = None
             if edited is None:
                 continue
-            views = sampler.sample(1, generator).cameras
-            for shown in (scene, edited):
-                renders.append(render_views(scene_mesh(shown)[0], views)["rgb"])  # (4, H, W, 3)
+            cameras = sampler.sample(1, generator).cameras
+            renders += [ground_truth_views(shown, cameras) for shown in (scene, edited)]
             prompts += [describe(scene, rng), describe(edited, rng)]
-            cameras.append(views.c2w)
+            rings.append(cameras.c2w)
         if not renders:
             return None
-        n = len(cameras)
+        n = len(rings)
         device = batch["views"].device
-        images = torch.stack(renders).permute(0, 1, 4, 2, 3).to(device)  # (2n, 4, 3, H, W)
-        c2w = torch.stack([c for c in cameras for _ in range(2)]).to(device)  # (2n, 4, 4, 4)
-        labels = asset_view_labels(c2w)
-        pixels, _, _ = self.reward.encode_inputs(images, prompts, labels, check_range=False)
+        pixels = self.reward.preprocess(torch.cat(renders).to(device), check_range=False)
         tokens = self.reward.backbone.visual_encoder(pixels).unflatten(0, (n, 2, 4))
-        # every render under both prompts of its pair: (n, image, prompt)
+        # every render under both prompts of its pair: (n, image, prompt), one ring per pair
         tokens = tokens.unsqueeze(2).expand(n, 2, 2, *tokens.shape[2:]).flatten(0, 3)
         pair_prompts = [prompts[2 * i + j] for i in range(n) for _ in range(2) for j in range(2)]
-        pair_cameras = c2w.unflatten(0, (n, 2)).unsqueeze(2).expand(n, 2, 2, 4, 4, 4)
-        ids, mask = self._text_inputs(pair_prompts, pair_cameras.flatten(0, 2))
+        ring_per_score = torch.stack(rings).to(device).repeat_interleave(4, dim=0)
+        ids, mask = self._text_inputs(pair_prompts, ring_per_score)
         scores = self._reward_from_tokens(tokens, ids, mask).view(n, 2, 2)
         target = torch.tensor([0, 1], device=device).repeat(n)
         over_prompts = F.cross_entropy(scores.flatten(0, 1), target)
