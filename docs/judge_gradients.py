@@ -28,7 +28,7 @@ import torch
 
 from dreamreward.models.reward3d.export import load_reward3d
 from dreamreward.render.cameras import view_labels_from_c2w
-from dreamreward.render.export import read_image_row
+from dreamreward.render.export import read_scored_views
 from dreamreward.world.reference_judge import GroundTruthJudge, gaussian_blur
 from dreamreward.world.views import default_cameras
 
@@ -45,7 +45,7 @@ def main(runs_dir: str, sigma: float = 2.0, reward: str | None = None) -> None:
     rows = []
     for result_file in sorted(Path(runs_dir).glob("*/seed0/result.json")):
         prompt = json.loads(result_file.read_text())["prompt"]
-        views = read_image_row(result_file.parent / "views.png", 4)  # (4, 64, 64, 3)
+        views, _ = read_scored_views(result_file.parent)  # (4, 64, 64, 3)
         assets = views.permute(0, 3, 1, 2)[None].clone().requires_grad_()  # (1, 4, 3, H, W)
         (g_reward,) = torch.autograd.grad(reward3d.score(assets, [prompt], [labels]).sum(), assets)
         truth_score = judge.score(assets, [prompt], [labels], cams).sum()

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from dreamreward.render.export import file_slug, read_image_row, save_image_grid, unique_slug
+from dreamreward.render.export import file_slug, read_scored_views, save_image_grid, unique_slug
 from dreamreward.world.prompts import parse_prompt
 from dreamreward.world.views import default_cameras, ground_truth_views
 
@@ -35,7 +35,7 @@ from dreamreward.world.views import default_cameras, ground_truth_views
 def main(sds_run: str, dreamfl_run: str, out: str = "docs/images/dreamfl_main_job.png") -> None:
     rows = []
     for run in (sds_run, dreamfl_run):
-        rows.append(read_image_row(Path(run) / "views.png", 4))
+        rows.append(read_scored_views(run)[0])
         prompt = json.loads((Path(run) / "result.json").read_text())["prompt"]
     cams = default_cameras(rows[0].shape[1])
     rows.append(ground_truth_views(parse_prompt(prompt), cams))
@@ -67,7 +67,7 @@ def runs_figure(methods: list[Path], prompts: tuple[str, ...], out: str) -> None
             folder = method / unique_slug(prompt)
             if not folder.is_dir():  # an evaluation made before run folders were unique
                 folder = method / file_slug(prompt)
-            rows.append(read_image_row(folder / "seed0" / "views.png", 4))
+            rows.append(read_scored_views(folder / "seed0")[0])
         rows.append(ground_truth_views(parse_prompt(prompt), default_cameras(64)))
     print(save_image_grid(torch.cat(rows), out, ncols=4 * (len(methods) + 1)))
 

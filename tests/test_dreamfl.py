@@ -55,6 +55,7 @@ def tiny_dreamfl(reward: bool | RewardGuidance = True, **kw) -> DreamFLModule:
         isosurface_threshold=1.0,
         turntable_frames=2,
         turntable_size=16,
+        views_resolution=24,
         prompt="a red cube",
     )
     args.update(kw)
@@ -89,8 +90,16 @@ def test_both_stages_train_and_export(tmp_path) -> None:
     assert 0 < result["nerf_seconds"] < result["fit_seconds"]
     assert result["mesh_seconds"] > 0
     assert 0 < result["nerf_process_peak_rss_mb"] <= result["process_peak_rss_mb"]
-    for name in ("mesh.glb", "mesh.obj", "turntable.gif", "views.png"):
+    for name in ("mesh.glb", "mesh.obj", "turntable.gif", "views.png", "eval_views.png"):
         assert (tmp_path / name).is_file()
+    # the scored views at eval_resolution; the picture for people larger, over the ground truth
+    from PIL import Image
+
+    from dreamreward.render.export import read_scored_views
+
+    scored, source = read_scored_views(tmp_path)
+    assert source == "eval_views.png" and scored.shape == (4, 16, 16, 3)
+    assert Image.open(tmp_path / "views.png").size == (4 * 24 + 5 * 2, 2 * 24 + 3 * 2)
     # frozen guides are rebuilt, not saved
     assert not any(p.requires_grad for p in module.guidance.parameters())
 

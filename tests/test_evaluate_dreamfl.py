@@ -82,7 +82,9 @@ def _tiny_setup(tmp_path):
     config = yaml.safe_load((ROOT / "configs" / "dreamfl" / "primitives.yaml").read_text())
     model = config["model"]["init_args"]
     model.update(nerf_steps=2, nerf_resolution=8, mesh_resolution=8, eval_resolution=16)
-    model.update(turntable_frames=2, turntable_size=16, isosurface_threshold=1.0)
+    model.update(
+        turntable_frames=2, turntable_size=16, isosurface_threshold=1.0, views_resolution=32
+    )
     model["field"]["init_args"]["encoding"]["init_args"].update(num_levels=2, max_resolution=16)
     model["volume_renderer"]["init_args"]["num_samples_per_ray"] = 16
     model["dmtet"]["init_args"]["grid_resolution"] = 8
@@ -165,14 +167,16 @@ def test_dreamfl_overlays_reach_the_dreamfl_runs_only(monkeypatch, tmp_path) -> 
 
     calls = []
     monkeypatch.setattr(dreamreward.cli, "main", calls.append)
-    common = ("base.yaml", "sds.yaml", ["judge.yaml"], ["--config", "short.yaml"], "cpu", None)
-    for method in ("dreamfl", "sds"):
+    overlays = {"dreamfl": ["judge.yaml"], "sds": ["sds.yaml"], "ranker": ["rank.yaml"]}
+    common = ("base.yaml", overlays, ["--config", "short.yaml"], "cpu", None)
+    for method in ("dreamfl", "sds", "ranker"):
         job = {"prompt": "a red cube", "seed": 1, "method": method, "dir": str(tmp_path / method)}
         _run(job, *common)
     files = [[b for a, b in itertools.pairwise(c) if a == "--config"] for c in calls]
     assert files == [
         ["base.yaml", "judge.yaml", "short.yaml"],
         ["base.yaml", "sds.yaml", "short.yaml"],
+        ["base.yaml", "rank.yaml", "short.yaml"],
     ]
     # each run records what it was made with; a finished run made otherwise is not reused
     recorded = json.loads((tmp_path / "dreamfl" / "run_args.json").read_text())
@@ -180,12 +184,39 @@ def test_dreamfl_overlays_reach_the_dreamfl_runs_only(monkeypatch, tmp_path) -> 
     from dreamreward.evaluate_dreamfl import _check_reusable
 
     job = {"prompt": "a red cube", "seed": 1, "method": "dreamfl", "dir": str(tmp_path / "dreamfl")}
-    _check_reusable(job, common[:4])  # the same setup: fine
+    _check_reusable(job, common[:3])  # the same setup: fine
+    other = {**overlays, "dreamfl": []}
     with pytest.raises(ValueError, match="holds a run made with .*use another --out"):
-        _check_reusable(job, ("base.yaml", "sds.yaml", [], ["--config", "short.yaml"]))
+        _check_reusable(job, ("base.yaml", other, ["--config", "short.yaml"]))
     config = str(ROOT / "configs" / "dreamfl" / "primitives.yaml")
     with pytest.raises(FileNotFoundError, match="no config at nope.yaml"):
         main(["evaluate-dreamfl", "--dreamfl_config", config, "--dreamfl_overlays", "[nope.yaml]"])
+    with pytest.raises(FileNotFoundError, match="no config at gone.yaml"):
+        main(["evaluate-dreamfl", "--dreamfl_config", config, "--methods", "{ranker: [gone.yaml]}"])
+    for bad in ("{sds: [a.yaml]}", "{'a/b': [a.yaml]}"):
+        with pytest.raises(ValueError, match="not a usable method name"):
+            main(["evaluate-dreamfl", "--dreamfl_config", config, "--methods", bad])
+
+
+def test_every_method_is_paired_with_sds_and_reward_hacking_is_counted() -> None:
+    def row(seed, method, oracle, reward):
+        return {"prompt": "a red cube", "seed": seed, "method": method, "groups": ["train"],
+                "oracle": oracle, "reward": reward}  # fmt: skip
+
+    rows = [row(0, "sds", 0.6, 1.0), row(1, "sds", 0.5, 1.0)]
+    rows += [row(0, "dreamfl", 0.7, 2.0), row(1, "dreamfl", 0.4, 2.0)]  # seed 1: hacked
+    rows += [row(0, "ranker", 0.9, 0.5), row(1, "ranker", 0.6, 0.5)]
+    table = summarise_runs(rows, ["dreamfl", "sds", "ranker"])
+    assert set(table["versus_sds"]) == {"dreamfl", "ranker"}
+    assert table["win_rate"] == table["versus_sds"]["dreamfl"]["win_rate"]
+    assert table["versus_sds"]["ranker"]["win_rate"]["all"]["mean"] == pytest.approx(1.0)
+    assert table["versus_sds"]["ranker"]["oracle_gain"]["all"]["mean"] == pytest.approx(0.2)
+    hacking = table["versus_sds"]["dreamfl"]["reward_hacking"]
+    assert hacking == {"runs": 1, "of": 2, "pairs": [{"prompt": "a red cube", "seed": 1}]}
+    assert table["versus_sds"]["ranker"]["reward_hacking"]["runs"] == 0
+    text = format_table(table)
+    assert "| ranker | all | 2 |" in text and "ranker win-rate over SDS" in text
+    assert "reward hacking) in 1 of 2 paired runs" in text
 
 
 def test_rescore_oracle_judges_the_saved_views_by_the_current_rules(tmp_path) -> None:
@@ -212,6 +243,9 @@ def test_rescore_oracle_judges_the_saved_views_by_the_current_rules(tmp_path) ->
         == 0.5
     )
     assert rescore_oracle(row, tmp_path / "missing") == row
+    # a run made today is rescored from the views it was scored on, not from the picture
+    save_image_grid(flat, tmp_path / "good" / "eval_views.png", ncols=4)
+    assert rescore_oracle(row, tmp_path / "good")["oracle_from"] == "eval_views.png"
 
 
 def test_run_folders_are_unique_per_exact_prompt() -> None:

@@ -8,7 +8,10 @@ baseline overlay (no reward term), reads each run's ``result.json``, and writes
 bootstrap intervals and the mean fit time, over all prompts, per split (train-split / novel
 compositions) and per object count (for prompts of the primitives world), and DreamFL's win-rate
 over the baseline by the oracle, paired by prompt and seed (a tie counts one half), with the
-mean paired oracle gain (how much, beside how often). A
+mean paired oracle gain (how much, beside how often). ``--methods`` adds more methods to the
+same prompts and seeds, each a name and its overlays (e.g. the reward as a ranker,
+``presets/ranker.yaml``, or the positive controls), each paired with SDS the same way; runs where
+the Reward3D score rose over SDS while the oracle's fell are counted as reward hacking. A
 ``reference`` row scores each prompt's ground-truth scene the same way. Runs whose
 ``result.json`` exists are reused, so an interrupted evaluation continues where it stopped.
 ``--workers N`` shares the runs among N processes (CPU) or devices (GPUs) launched by Lightning
@@ -30,6 +33,7 @@ from dreamreward.stats import mean_ci, spearman
 from dreamreward.world.prompts import is_novel, parse_prompt
 
 METHODS = ("dreamfl", "sds")
+"""The two methods every evaluation runs; ``--methods`` adds more."""
 CLAIM_FILE = ".claimed"  # a worker's mark on the run it is doing
 
 
@@ -84,6 +88,7 @@ def evaluate_dreamfl(
     workers: int = 1,
     accelerator: str = "cpu",
     extra_args: list[str] | None = None,
+    methods: dict[str, list[str]] | None = None,
 ) -> dict[str, Any]:
     """Run DreamFL and the baseline on every prompt and seed, then write the table.
 
@@ -102,6 +107,9 @@ def evaluate_dreamfl(
             method on one device).
         accelerator: ``cpu`` or ``cuda`` for the workers' runs.
         extra_args: more command-line overrides for every run (e.g. ``--trainer.max_steps``).
+        methods: more methods run on the same prompts and seeds, each a name (its runs'
+            folder) and the overlays applied on top of ``dreamfl_config`` for it, e.g.
+            ``{ranker: [configs/dreamfl/presets/ranker.yaml]}``.
 
     Returns:
         The table written to ``dreamfl_eval.json``.
@@ -112,7 +120,8 @@ def evaluate_dreamfl(
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
     dreamfl_overlays = list(dreamfl_overlays or [])
-    for path in (dreamfl_config, baseline_overlay, *dreamfl_overlays):
+    overlays = {"dreamfl": dreamfl_overlays, "sds": [baseline_overlay], **_check_methods(methods)}
+    for path in (dreamfl_config, *(p for paths in overlays.values() for p in paths)):
         if not Path(path).is_file():
             raise FileNotFoundError(f"no config at {path}")
     prompt_list = read_prompt_file(prompts)
@@ -122,11 +131,11 @@ def evaluate_dreamfl(
         {"prompt": p, "seed": s, "method": m, "dir": str(root / m / unique_slug(p) / f"seed{s}")}
         for p in prompt_list
         for s in seeds
-        for m in METHODS
+        for m in overlays
     ]
     if len({j["dir"] for j in jobs}) != len(jobs):  # a hash collision: never overwrite a run
         raise RuntimeError("two prompts map to one run folder; rename one of them")
-    common = (dreamfl_config, baseline_overlay, dreamfl_overlays, extra_args or [])
+    common = (dreamfl_config, overlays, extra_args or [])
     todo = [j for j in jobs if not (Path(j["dir"]) / "result.json").is_file()]
     for job in jobs:
         if job not in todo:
@@ -150,11 +159,12 @@ def evaluate_dreamfl(
         row = {**result, "method": job["method"], "groups": _groups(job["prompt"])}
         rows.append(rescore_oracle(row, Path(job["dir"])))
     rows += reference_rows(dreamfl_config, prompt_list, extra_args or [])
-    table = summarise_runs(rows)
+    table = summarise_runs(rows, list(overlays))
     table["setup"] = {  # what was measured, next to the figures
         "dreamfl_config": dreamfl_config,
         "dreamfl_overlays": dreamfl_overlays,
         "baseline_overlay": baseline_overlay,
+        "methods": {m: paths for m, paths in overlays.items() if m not in METHODS},
         "extra_args": extra_args or [],
         "prompts": prompts,
         "seeds": seeds,
@@ -167,24 +177,39 @@ def evaluate_dreamfl(
     return table
 
 
+def _check_methods(methods: dict[str, list[str]] | None) -> dict[str, list[str]]:
+    """``--methods`` checked: names that can be folder names and are not taken."""
+    methods = dict(methods or {})
+    for name, paths in methods.items():
+        if name in (*METHODS, "reference") or not name.replace("_", "").replace("-", "").isalnum():
+            raise ValueError(
+                f"--methods: {name!r} is not a usable method name (letters, digits, '_' and "
+                f"'-'; not one of {(*METHODS, 'reference')})"
+            )
+        if isinstance(paths, str) or not all(isinstance(p, str) for p in paths):
+            raise ValueError(f"--methods: {name!r} needs a list of config paths, got {paths!r}")
+    return methods
+
+
 def rescore_oracle(row: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """The run's oracle score (and degeneracy note) by the current oracle, from the canonical
-    views the run saved (``views.png``): a table compares runs by one set of rules, whenever
-    each run was made. Free-text prompts and runs without ``views.png`` keep what they have."""
-    from dreamreward.render.export import read_image_row
+    views the run was scored on (``eval_views.png``; ``views.png`` in older runs): a table
+    compares runs by one set of rules, whenever each run was made. Free-text prompts and runs
+    without saved views keep what they have."""
+    from dreamreward.render.export import read_scored_views
     from dreamreward.world.oracle import oracle_score
     from dreamreward.world.views import default_cameras
 
-    views_file = run_dir / "views.png"
     try:
         scene = parse_prompt(row["prompt"])
     except ValueError:
         return row
-    if not views_file.is_file():
+    try:
+        views, source = read_scored_views(run_dir)
+    except FileNotFoundError:
         return row
-    views = read_image_row(views_file, 4)
     judged = oracle_score(views, scene, default_cameras(views.shape[1]))
-    row = {**row, "oracle": judged.total, "oracle_from": "views.png"}
+    row = {**row, "oracle": judged.total, "oracle_from": source}
     row.pop("degenerate", None)
     if judged.degenerate:
         row["degenerate"] = judged.degenerate
@@ -275,14 +300,12 @@ RUN_ARGS_FILE = "run_args.json"  # what a run was made with, checked before it i
 def _run_args(
     job: dict[str, Any],
     dreamfl_config: str,
-    baseline_overlay: str,
-    dreamfl_overlays: list[str],
+    overlays: dict[str, list[str]],
     extra_args: list[str],
 ) -> list[str]:
     """The configs and overrides that define one run (not where it runs)."""
     args = ["--config", dreamfl_config]
-    overlays = [baseline_overlay] if job["method"] == "sds" else dreamfl_overlays
-    for overlay in overlays:
+    for overlay in overlays[job["method"]]:
         args += ["--config", overlay]
     args += ["--model.init_args.prompt", job["prompt"], "--model.init_args.seed", str(job["seed"])]
     return [*args, "--seed_everything", str(job["seed"]), *extra_args]
@@ -308,8 +331,7 @@ def _check_reusable(job: dict[str, Any], common: tuple) -> None:
 def _run(
     job: dict[str, Any],
     dreamfl_config: str,
-    baseline_overlay: str,
-    dreamfl_overlays: list[str],
+    overlays: dict[str, list[str]],
     extra_args: list[str],
     accelerator: str,
     device: int | None,
@@ -317,7 +339,7 @@ def _run(
     """``fit`` one (prompt, seed, method) into ``job["dir"]``."""
     from dreamreward.cli import main
 
-    run_args = _run_args(job, dreamfl_config, baseline_overlay, dreamfl_overlays, extra_args)
+    run_args = _run_args(job, dreamfl_config, overlays, extra_args)
     Path(job["dir"]).mkdir(parents=True, exist_ok=True)
     (Path(job["dir"]) / RUN_ARGS_FILE).write_text(json.dumps(run_args, indent=1) + "\n")
     placement = [
@@ -338,18 +360,20 @@ def _run(
     main(["fit", *run_args[: -len(extra_args) or None], *placement, *extra_args])
 
 
-def summarise_runs(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Means with 95% CIs per method and prompt group, and DreamFL's paired win-rate and mean
-    paired gain (DreamFL - SDS) by the oracle. Each row has ``method``, ``prompt``, ``seed``,
-    ``groups`` (e.g. ``["train", "1 object"]``) and the run's scores (``reward``, ``oracle``,
-    ``fit_seconds``)."""
-    table: dict[str, Any] = {"methods": {}, "win_rate": {}, "oracle_gain": {}}
+def summarise_runs(rows: list[dict[str, Any]], methods: list[str] | None = None) -> dict[str, Any]:
+    """Means with 95% CIs per method and prompt group, and each method's paired comparison
+    with SDS by the oracle (:func:`versus_baseline`); ``win_rate`` and ``oracle_gain`` at the
+    top are DreamFL's. Each row has ``method``, ``prompt``, ``seed``, ``groups`` (e.g.
+    ``["train", "1 object"]``) and the run's scores (``reward``, ``oracle``, ``fit_seconds``).
+    ``methods``: the methods run (default :data:`METHODS`)."""
+    methods = list(methods or METHODS)
+    table: dict[str, Any] = {"methods": {}, "win_rate": {}, "oracle_gain": {}, "versus_sds": {}}
     groups = ["all"] + sorted({g for r in rows for g in r["groups"]})
 
     def member(row: dict[str, Any], group: str) -> bool:
         return group == "all" or group in row["groups"]
 
-    for method in (*METHODS, "reference"):
+    for method in (*methods, "reference"):
         for group in groups:
             chosen = [r for r in rows if r["method"] == method and member(r, group)]
             if not chosen:
@@ -360,23 +384,12 @@ def summarise_runs(rows: list[dict[str, Any]]) -> dict[str, Any]:
                 if values:
                     entry[metric] = mean_ci(values).as_dict()
             table["methods"][f"{method}/{group}"] = entry
-    paired: dict[tuple[str, int], dict[str, Any]] = {}
-    for r in rows:
-        if "oracle" in r and r["method"] in METHODS:
-            pair = paired.setdefault((r["prompt"], r["seed"]), {"groups": r["groups"]})
-            pair[r["method"]] = r["oracle"]
-    for group in groups:
-        # (dreamfl, sds) oracle pairs of this group
-        pairs = [
-            (s["dreamfl"], s["sds"])
-            for s in paired.values()
-            if "dreamfl" in s and "sds" in s and member(s, group)
-        ]
-        if pairs:
-            wins = [1.0 if d > b else 0.5 if d == b else 0.0 for d, b in pairs]
-            table["win_rate"][group] = mean_ci(wins).as_dict()
-            # how much, not only how often: the paired oracle difference DreamFL - SDS
-            table["oracle_gain"][group] = mean_ci([d - b for d, b in pairs]).as_dict()
+    for method in methods:
+        if method != "sds":
+            table["versus_sds"][method] = versus_baseline(rows, method, groups)
+    dreamfl = table["versus_sds"].get("dreamfl", {})
+    table["win_rate"] = dreamfl.get("win_rate", {})
+    table["oracle_gain"] = dreamfl.get("oracle_gain", {})
     # assets that are not assets at all (empty, frame-filling, noise): named, not hidden in a mean
     degenerate = [
         {"method": r["method"], "prompt": r["prompt"], "seed": r["seed"], "why": r["degenerate"]}
@@ -386,12 +399,47 @@ def summarise_runs(rows: list[dict[str, Any]]) -> dict[str, Any]:
     if degenerate:
         table["degenerate"] = degenerate
     # how far the judge agrees with the truth on these assets (not on its own test set)
-    scored = [r for r in rows if r["method"] in METHODS and "reward" in r and "oracle" in r]
+    scored = [r for r in rows if r["method"] in methods and "reward" in r and "oracle" in r]
     if len(scored) >= 3:
         table["reward_oracle_spearman"] = spearman(
             [r["reward"] for r in scored], [r["oracle"] for r in scored]
         )
     return table
+
+
+def versus_baseline(
+    rows: list[dict[str, Any]], method: str, groups: list[str], baseline: str = "sds"
+) -> dict[str, Any]:
+    """``method`` against ``baseline``, paired by prompt and seed, per prompt group: the
+    oracle win-rate (a tie counts one half), the mean paired oracle gain, and reward hacking
+    (pairs where the Reward3D score rose over the baseline while the oracle's fell; listed)."""
+    paired: dict[tuple[str, int], dict[str, Any]] = {}
+    for r in rows:
+        if r["method"] in (method, baseline) and "oracle" in r:
+            pair = paired.setdefault((r["prompt"], r["seed"]), {"groups": r["groups"]})
+            pair[r["method"]] = r
+    both = [(key, p) for key, p in paired.items() if method in p and baseline in p]
+    out: dict[str, Any] = {"win_rate": {}, "oracle_gain": {}}
+    for group in groups:
+        pairs = [
+            (p[method]["oracle"], p[baseline]["oracle"])
+            for _, p in both
+            if group == "all" or group in p["groups"]
+        ]
+        if pairs:
+            wins = [1.0 if m > b else 0.5 if m == b else 0.0 for m, b in pairs]
+            out["win_rate"][group] = mean_ci(wins).as_dict()
+            # how much, not only how often: the paired oracle difference
+            out["oracle_gain"][group] = mean_ci([m - b for m, b in pairs]).as_dict()
+    judged = [(key, p) for key, p in both if "reward" in p[method] and "reward" in p[baseline]]
+    hacked = [
+        {"prompt": prompt, "seed": seed}
+        for (prompt, seed), p in judged
+        if p[method]["reward"] > p[baseline]["reward"]
+        and p[method]["oracle"] < p[baseline]["oracle"]
+    ]
+    out["reward_hacking"] = {"runs": len(hacked), "of": len(judged), "pairs": hacked}
+    return out
 
 
 def format_table(table: dict[str, Any]) -> str:
@@ -415,14 +463,24 @@ def format_table(table: dict[str, Any]) -> str:
             f"| {method} | {group} | {entry['n']} | {cell(entry.get('reward'))} | "
             f"{cell(entry.get('oracle'))} | {seconds(entry.get('fit_seconds'))} |"
         )
-    paired_tables = [("DreamFL win-rate over SDS (oracle, paired)", table["win_rate"])]
-    if table.get("oracle_gain"):
-        gain = ("DreamFL oracle gain over SDS (paired mean difference)", table["oracle_gain"])
-        paired_tables.append(gain)
-    for title, by_group in paired_tables:
-        lines += ["", f"| {title} | prompts | value |", "|---|---|---|"]
-        for split, stats in by_group.items():
-            lines.append(f"| | {split} | {cell(stats)} (n={stats['n']}) |")
+    versus = table.get("versus_sds") or {"dreamfl": table}  # a table from before --methods
+    for method, paired in versus.items():
+        name = "DreamFL" if method == "dreamfl" else method
+        paired_tables = [(f"{name} win-rate over SDS (oracle, paired)", paired["win_rate"])]
+        if paired.get("oracle_gain"):
+            title = f"{name} oracle gain over SDS (paired mean difference)"
+            paired_tables.append((title, paired["oracle_gain"]))
+        for title, by_group in paired_tables:
+            lines += ["", f"| {title} | prompts | value |", "|---|---|---|"]
+            for split, stats in by_group.items():
+                lines.append(f"| | {split} | {cell(stats)} (n={stats['n']}) |")
+        hacking = paired.get("reward_hacking")
+        if hacking and hacking["of"]:
+            lines += [
+                "",
+                f"{name}: Reward3D rose over SDS while the oracle fell (reward hacking) in "
+                f"{hacking['runs']} of {hacking['of']} paired runs",
+            ]
     if "reward_oracle_spearman" in table:
         lines += [
             "",

@@ -40,6 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from dreamreward.guidance.sources import RewardSource, ShippedReward3D
+from dreamreward.models.reward3d.model import Reward3D
 from dreamreward.render.cameras import Cameras
 from dreamreward.world.reference_judge import GroundTruthJudge
 
@@ -64,6 +65,22 @@ class RewardOutput:
     weight: float
     active: bool
     distill_scale: float
+
+
+def judge_scores(
+    judge: Reward3D | GroundTruthJudge,
+    assets: Tensor,
+    prompts: list[str],
+    view_labels: list[list[str]],
+    cameras: Cameras | None = None,
+) -> Tensor:
+    """(B,) scores of B assets (B, V, 3, H, W) in [0, 1] under their prompts; a judge that
+    compares with the ground truth (``needs_cameras``) also gets the B*V cameras, asset-major."""
+    if getattr(judge, "needs_cameras", False):
+        if cameras is None:
+            raise ValueError(f"{type(judge).__name__} needs the renders' cameras")
+        return judge.score(assets, prompts, view_labels, cameras=cameras)
+    return judge.score(assets, prompts, view_labels)
 
 
 def _digits(x: float) -> int:
@@ -184,12 +201,7 @@ class RewardGuidance(nn.Module):
             images = torch.where(use_x0.view(-1, 1, 1, 1), straight, renders)
         labels = [view_labels[i * v : (i + 1) * v] for i in range(b)]
         assets = images.clamp(0, 1).reshape(b, v, *images.shape[1:])  # (B, V, 3, H, W)
-        if getattr(self.reward, "needs_cameras", False):
-            if cameras is None:
-                raise ValueError(f"{type(self.reward).__name__} needs the renders' cameras")
-            reward = self.reward.score(assets, prompts, labels, cameras=cameras)
-        else:
-            reward = self.reward.score(assets, prompts, labels)
+        reward = judge_scores(self.reward, assets, prompts, labels, cameras)
         if self.objective == "hinge":
             raw = torch.relu(self.hinge_margin - reward).mean()
         else:

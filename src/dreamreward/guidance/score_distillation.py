@@ -16,7 +16,7 @@ Only the 3D representation is trained: the prior is frozen and in eval mode.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from dreamreward.guidance.sources import PriorSource, SavedPrior
 from dreamreward.guidance.timesteps import TimestepSchedule
 from dreamreward.models.mvdiffusion.prior import MultiViewPrior
+from dreamreward.render.cameras import Cameras
 
 
 @dataclass
@@ -37,6 +38,7 @@ class DistillationOutput:
         x0: (B*V, C, h, w) the detached one-step estimate in model space (guided).
         x0_images: (B*V, 3, H, W) ``x0`` decoded to images in [0, 1] (detached).
         grad_norm: the norm of the loss's gradient w.r.t. the model-space input, per image mean.
+        logs: scalars worth logging that the loss alone does not show (the ranker's scores).
     """
 
     loss: Tensor
@@ -44,6 +46,7 @@ class DistillationOutput:
     x0: Tensor
     x0_images: Tensor
     grad_norm: float
+    logs: dict[str, float] = field(default_factory=dict)
 
 
 class ScoreDistillation(nn.Module):
@@ -95,6 +98,8 @@ class ScoreDistillation(nn.Module):
         cameras: Tensor,
         step: int,
         generator: torch.Generator,
+        view_labels: list[str] | None = None,
+        render_cameras: Cameras | None = None,
     ) -> DistillationOutput:
         """Distillation loss for B objects x V views.
 
@@ -105,7 +110,20 @@ class ScoreDistillation(nn.Module):
             step: the optimizer step (anneals the timestep range).
             generator: a CPU generator for the timesteps and the noise (seed it per step for
                 exact resume).
+            view_labels, render_cameras: the B*V view labels and cameras of the renders; unused
+                here, read by subclasses that judge the prior's predictions
+                (:class:`~dreamreward.guidance.ranked_distillation.RankedDistillation`).
         """
+        z, t, text, uncond = self._prepare(renders, prompts, step, generator)
+        noise = torch.randn(z.shape, generator=generator).to(z)
+        target, x0 = self.predict_target(z, noise, t, text, uncond, cameras)
+        return self._output(z, target, t, x0)
+
+    def _prepare(
+        self, renders: Tensor, prompts: list[str], step: int, generator: torch.Generator
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The renders in model space z (B*V, C, h, w), the step's timesteps t (B,) and the
+        prompt and negative-prompt embeddings."""
         prior = self.prior
         v = prior.num_views
         rows = renders.shape[0]
@@ -115,34 +133,53 @@ class ScoreDistillation(nn.Module):
             )
         z = prior.encode_images(renders)
         t = self.timesteps.sample(step, len(prompts), prior.num_train_timesteps, generator)
-        t = t.to(z.device)
-        t_img = t.repeat_interleave(v)
-        noise = torch.randn(z.shape, generator=generator).to(z)
         with torch.no_grad():
             text = prior.encode_prompts(prompts)
             uncond = prior.encode_prompts([self.negative_prompt] * len(prompts))
-            noisy = prior.add_noise(z.detach(), noise, t_img)
-            eps, eps_cond = prior.predict_noise(
-                noisy, t, text, cameras, uncond, self.guidance_scale
+        return z, t.to(z.device), text, uncond
+
+    @torch.no_grad()
+    def predict_target(
+        self, z: Tensor, noise: Tensor, t: Tensor, text: Tensor, uncond: Tensor, cameras: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Noise z (B*V, C, h, w) with ``noise`` at t (B,), predict, and return the detached
+        distillation target (z minus the target is the gradient w.r.t. z) and the guided
+        one-step estimate x0_hat, both (B*V, C, h, w)."""
+        prior = self.prior
+        v = prior.num_views
+        b = len(t)
+        t_img = t.repeat_interleave(v)
+        noisy = prior.add_noise(z.detach(), noise, t_img)
+        eps, eps_cond = prior.predict_noise(noisy, t, text, cameras, uncond, self.guidance_scale)
+        x0 = prior.predict_x0(noisy, eps, t_img)
+        if self.loss_kind == "x0" and self.std_rescale > 0 and eps_cond is not None:
+            x0_cond = prior.predict_x0(noisy, eps_cond, t_img)
+            shape = (b, -1)
+            factor = (x0_cond.reshape(shape).std(dim=1) + 1e-8) / (
+                x0.reshape(shape).std(dim=1) + 1e-8
             )
-            x0 = prior.predict_x0(noisy, eps, t_img)
-            if self.loss_kind == "x0" and self.std_rescale > 0 and eps_cond is not None:
-                x0_cond = prior.predict_x0(noisy, eps_cond, t_img)
-                shape = (len(prompts), -1)
-                factor = (x0_cond.reshape(shape).std(dim=1) + 1e-8) / (
-                    x0.reshape(shape).std(dim=1) + 1e-8
-                )
-                adjusted = x0 * factor.repeat_interleave(v).view(-1, 1, 1, 1)
-                x0 = self.std_rescale * adjusted + (1 - self.std_rescale) * x0
-            if not prior.is_latent:
-                x0 = x0.clamp(-1.0, 1.0)  # pixel priors are trained on images in [-1, 1]
-            if self.loss_kind == "x0":
-                target = x0
-            else:
-                a = prior.alphas_cumprod[t_img.to(prior.device)].view(-1, 1, 1, 1).to(z)
-                target = z.detach() - (1 - a) * (eps - noise)
-            x0_images = prior.decode(x0)
+            adjusted = x0 * factor.repeat_interleave(v).view(-1, 1, 1, 1)
+            x0 = self.std_rescale * adjusted + (1 - self.std_rescale) * x0
+        if not prior.is_latent:
+            x0 = x0.clamp(-1.0, 1.0)  # pixel priors are trained on images in [-1, 1]
+        if self.loss_kind == "x0":
+            return x0, x0
+        a = prior.alphas_cumprod[t_img.to(prior.device)].view(-1, 1, 1, 1).to(z)
+        return z.detach() - (1 - a) * (eps - noise), x0
+
+    def _output(
+        self,
+        z: Tensor,
+        target: Tensor,
+        t: Tensor,
+        x0: Tensor,
+        logs: dict[str, float] | None = None,
+    ) -> DistillationOutput:
+        """The loss ``0.5 * ||z - target||^2 / N`` (target detached) and what goes with it."""
+        rows = z.shape[0]
         residual = z - target
         loss = 0.5 * residual.pow(2).sum() / rows
         grad_norm = float(residual.detach().flatten(1).norm(dim=1).mean() / rows)
-        return DistillationOutput(loss, t, x0, x0_images, grad_norm)
+        with torch.no_grad():
+            x0_images = self.prior.decode(x0)
+        return DistillationOutput(loss, t, x0, x0_images, grad_norm, logs or {})

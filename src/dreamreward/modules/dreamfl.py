@@ -6,12 +6,16 @@ Each step draws one ring of V cameras from MVDream's distribution, renders the a
 in stage 1, the DMTet mesh in stage 2, see :class:`~.two_stage.TwoStageAssetModule`), and trains
 it with the guidance loss (:class:`~dreamreward.guidance.ScoreDistillation`) plus, for DreamFL,
 the reward term (:class:`~dreamreward.guidance.RewardGuidance`). Without ``reward`` it is the
-plain score-distillation baseline (MVDream).
+plain score-distillation baseline (MVDream); with
+:class:`~dreamreward.guidance.RankedDistillation` as the guidance, the reward ranks the
+distillation's noise draws instead of giving its gradient (DreamDPO, ``presets/ranker.yaml``).
 
 Validation renders the canonical views (front, side, back, side) and logs the distillation-free
 scores: the Reward3D score (``eval_reward``) and, for a prompt of the primitives world, the
 oracle's score. At the end of ``fit`` the run folder receives ``mesh.glb`` / ``mesh.obj``,
-``turntable.gif``, ``views.png`` and ``result.json`` (prompt, seed, scores, timings).
+``turntable.gif``, ``views.png`` (the 4 canonical views at 256 px over the ground truth),
+``eval_views.png`` (the views the scores were computed on) and ``result.json`` (prompt, seed,
+scores, timings).
 
 Every random draw of a step (cameras, timesteps, noise, ray jitter) comes from generators keyed by
 (seed, global_step), so a run resumed from a checkpoint continues exactly.
@@ -29,6 +33,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
+from dreamreward.guidance.ranked_distillation import RankedDistillation
 from dreamreward.guidance.reward_term import RewardGuidance
 from dreamreward.guidance.score_distillation import ScoreDistillation
 from dreamreward.guidance.sources import RewardSource
@@ -38,12 +43,12 @@ from dreamreward.modules.two_stage import TwoStageAssetModule
 from dreamreward.render.background import Background
 from dreamreward.render.cameras import Cameras, OrbitCameraSampler, view_labels_from_c2w
 from dreamreward.render.dmtet import DMTetGeometry
-from dreamreward.render.export import save_image_grid
+from dreamreward.render.export import SCORED_VIEWS, save_image_grid
 from dreamreward.render.nerf import NeRFField
 from dreamreward.render.volume import VolumeRenderer
 from dreamreward.world.oracle import degeneracy, oracle_score
 from dreamreward.world.prompts import parse_prompt
-from dreamreward.world.views import default_cameras
+from dreamreward.world.views import default_cameras, ground_truth_views
 
 
 class TrainingViews(NamedTuple):
@@ -69,7 +74,9 @@ class DreamFLModule(TwoStageAssetModule):
 
     Args:
         field, volume_renderer, dmtet, background: the two-stage asset.
-        guidance: score distillation from the frozen multi-view prior.
+        guidance: score distillation from the frozen multi-view prior
+            (:class:`~dreamreward.guidance.RankedDistillation`: a judge ranks two noise draws
+            per step, DreamDPO; the run's method is then ``ranker``).
         reward: DreamFL's reward term (None: the score-distillation baseline).
         prompt: the text prompt.
         eval_reward: the Reward3D that scores the result (also for the baseline, so both are
@@ -86,7 +93,11 @@ class DreamFLModule(TwoStageAssetModule):
         normal_consistency_weight, laplacian_weight: stage-2 mesh regularisers.
         soft_sigma: soft-silhouette width for stage-2 training renders.
         mesh_supersample: stage-2 supersampling factor.
-        eval_resolution: side of the validation / result views.
+        eval_resolution: side of the validation / result views the scores are computed on
+            (saved as ``eval_views.png``).
+        views_resolution: side of each view in ``views.png``, the picture for people: the 4
+            canonical views rendered from the exported mesh at this size and, for a
+            primitives prompt, the ground truth from the same cameras under them.
         export_formats, turntable_*: the exported mesh and turntable GIF.
     """
 
@@ -116,6 +127,7 @@ class DreamFLModule(TwoStageAssetModule):
         soft_sigma: float = 1.0,
         mesh_supersample: int = 2,
         eval_resolution: int = 64,
+        views_resolution: int = 256,
         export_formats: tuple[str, ...] = ("glb", "obj"),
         turntable_frames: int = 24,
         turntable_size: int = 128,
@@ -149,17 +161,20 @@ class DreamFLModule(TwoStageAssetModule):
         self.prompt = prompt
         self.guidance = guidance
         self.reward = reward
-        if eval_reward is None and reward is not None:
-            if getattr(reward.reward, "needs_cameras", False):
+        # the judges that guide: the reward term's, and the ranker's
+        guides = [getattr(reward, "reward", None), getattr(guidance, "judge", None)]
+        guides = [judge for judge in guides if judge is not None]
+        if eval_reward is None and guides:
+            if getattr(guides[0], "needs_cameras", False):
                 raise ValueError(
-                    f"DreamFLModule: the reward term's judge ({type(reward.reward).__name__}) "
-                    "cannot score the results; set eval_reward (e.g. "
+                    f"DreamFLModule: the guiding judge ({type(guides[0]).__name__}) cannot "
+                    "score the results; set eval_reward (e.g. "
                     "dreamreward.guidance.sources.ShippedReward3D) so runs are scored by Reward3D"
                 )
-            self.eval_reward_model = reward.reward  # the guide itself
+            self.eval_reward_model = guides[0]  # the guide itself
         else:
             self.eval_reward_model = eval_reward.load() if eval_reward is not None else None
-        for judge in (getattr(reward, "reward", None), self.eval_reward_model):
+        for judge in (*guides, self.eval_reward_model):
             scene_of = getattr(judge, "scene", None)
             if callable(scene_of):  # a judge that needs the prompt's ground truth: check now,
                 scene_of(prompt)  # not at the reward term's first step
@@ -178,14 +193,22 @@ class DreamFLModule(TwoStageAssetModule):
 
     @property
     def method(self) -> str:
-        """``"dreamfl"`` with the reward term, ``"sds"`` for the baseline."""
-        return "dreamfl" if self.reward is not None else "sds"
+        """``"dreamfl"`` with the reward term, ``"ranker"`` with the reward ranking the
+        distillation's noise draws (:class:`~dreamreward.guidance.RankedDistillation`),
+        ``"dreamfl+ranker"`` with both, ``"sds"`` for the baseline."""
+        ranked = isinstance(self.guidance, RankedDistillation)
+        if self.reward is not None:
+            return "dreamfl+ranker" if ranked else "dreamfl"
+        return "ranker" if ranked else "sds"
 
     def _reward_setup(self) -> dict[str, Any]:
-        """What the reward term is, beyond its weights (checked on resume)."""
-        if self.reward is None:
-            return {}
-        return {"judge": type(self.reward.reward).__qualname__, "every": self.reward.every}
+        """What the reward term and the ranker are, beyond their weights (checked on resume)."""
+        setup: dict[str, Any] = {}
+        if self.reward is not None:
+            setup = {"judge": type(self.reward.reward).__qualname__, "every": self.reward.every}
+        if isinstance(self.guidance, RankedDistillation):
+            setup["ranker"] = type(self.guidance.judge).__qualname__
+        return setup
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         drop_frozen(checkpoint, self._FROZEN)  # rebuilt from their sources
@@ -287,11 +310,14 @@ class DreamFLModule(TwoStageAssetModule):
             views.camera_embedding,
             self.global_step,
             self._step_generator(1),
+            view_labels=labels,
+            render_cameras=views.cameras,
         )
         loss = distill.loss + regularization
         logs: dict[str, Tensor | float] = {
             "distill": distill.loss.detach(),
             "t": float(distill.timesteps.float().mean()),
+            **distill.logs,
         }
         if self.reward is not None:
             term = self.reward(
@@ -375,7 +401,8 @@ class DreamFLModule(TwoStageAssetModule):
         """Mesh files, turntable, canonical views and ``result.json`` in ``out_dir``."""
         mesh = self.export_asset(out_dir)
         views, scores = self.evaluate_views()
-        save_image_grid(views.cpu(), out_dir / "views.png", ncols=views.shape[0])
+        save_image_grid(views.cpu(), out_dir / SCORED_VIEWS, ncols=views.shape[0])
+        self.save_views_picture(out_dir / "views.png")
         result: dict[str, Any] = {
             "prompt": self.prompt,
             "seed": self.hparams.seed,
@@ -394,6 +421,17 @@ class DreamFLModule(TwoStageAssetModule):
         result.update(self._timings)
         (out_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
         return result
+
+    @torch.no_grad()
+    def save_views_picture(self, path: Path) -> Path:
+        """``views.png``: the 4 canonical views at ``views_resolution`` rendered from the
+        current asset (the exported mesh after stage 2), not upscaled; for a primitives prompt
+        a second row shows the ground truth from the same cameras."""
+        cams = default_cameras(self.hparams.views_resolution)
+        rows = [self.render_views(cams.to(self.device)).clamp(0, 1).cpu()]
+        if self.scene is not None:
+            rows.append(ground_truth_views(self.scene, cams))
+        return save_image_grid(torch.cat(rows), path, ncols=len(cams))
 
 
 def _peak_rss_mb() -> float | None:

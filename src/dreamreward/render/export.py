@@ -253,6 +253,26 @@ def read_image_row(path: str | Path, count: int, padding: int = 2) -> Tensor:
     return torch.stack(tiles)
 
 
+SCORED_VIEWS = "eval_views.png"
+"""A run's canonical views at the resolution its scores were computed from (one row of 4)."""
+
+
+def read_scored_views(run_dir: str | Path) -> tuple[Tensor, str]:
+    """The 4 canonical views a DreamFL run was scored on, (4, H, W, 3) in [0, 1], and the file
+    they came from: ``eval_views.png``, or for runs made before it existed the one-row
+    ``views.png`` (today ``views.png`` is the larger picture for people, with the ground truth
+    under it).
+
+    Raises:
+        FileNotFoundError: the run folder has neither file.
+    """
+    folder = Path(run_dir)
+    for name in (SCORED_VIEWS, "views.png"):
+        if (folder / name).is_file():
+            return read_image_row(folder / name, 4), name
+    raise FileNotFoundError(f"{folder} has no {SCORED_VIEWS} (nor an older views.png)")
+
+
 def save_image_grid(
     images: ImagesLike,
     path: str | Path,
