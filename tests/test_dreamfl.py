@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import lightning as L
 import pytest
@@ -162,6 +163,17 @@ def test_a_camera_judge_reaches_the_reward_term_and_needs_an_eval_reward(tmp_pat
 def test_empty_prompt_is_refused() -> None:
     with pytest.raises(ValueError, match="prompt is empty"):
         tiny_dreamfl(prompt="   ")
+
+
+def test_a_primitives_prior_refuses_free_text_and_an_open_prior_takes_it(monkeypatch) -> None:
+    prior = tiny_prior()
+    prior.prompt_domain = "primitives"  # as the shipped prior.json and MVDiffusionModule say
+    monkeypatch.setattr(sys.modules[__name__], "tiny_prior", lambda: prior)  # tiny_dreamfl's
+    with pytest.raises(ValueError, match=r"'a red dragon' is outside .*unknown word"):
+        tiny_dreamfl(prompt="a red dragon")
+    assert tiny_dreamfl(prompt="a small green cone").scene is not None
+    prior.prompt_domain = None  # an open-domain prior (MVDream): free text, no oracle score
+    assert tiny_dreamfl(prompt="a red dragon").scene is None
 
 
 def test_resume_from_a_checkpoint_is_exact(tmp_path) -> None:

@@ -118,6 +118,25 @@ def test_cli_user_errors_exit_2_with_one_line(tmp_path) -> None:
         assert line.startswith("error: --ckpt_path: ") and expected in line and str(path) in line
 
 
+def test_free_text_on_the_cpu_main_job_is_refused_before_any_work() -> None:
+    """The CPU-scale prior knows primitives prompts only: a free-text prompt gets what it knows,
+    an example and where free text goes, in one line, before training starts."""
+    result = _cli(
+        "fit",
+        "--config",
+        "configs/dreamfl/primitives.yaml",
+        "--model.init_args.prompt",
+        "a photo of a dog",
+        "--trainer.logger",
+        "false",
+    )
+    assert result.returncode == 2, result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert "outside what the CPU-scale prior knows" in line and "'a photo of a dog'" in line
+    assert "e.g. 'a red cube on top of a blue sphere'" in line and "mvdream_sd21.yaml" in line
+    assert "Traceback" not in result.stderr and "Epoch" not in result.stderr
+
+
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [

@@ -14,6 +14,7 @@ from dreamreward.models.mvdiffusion.prior import (
     MultiViewPrior,
     load_prior,
     pixel_scheduler_config,
+    shipped_prior_dir,
 )
 from dreamreward.models.mvdiffusion.text import MiniLMPromptEncoder, PromptEncoder, PromptTokens
 from dreamreward.models.mvdiffusion.unet import MultiViewUNet, small_unet_config
@@ -321,6 +322,13 @@ def test_prior_save_load_roundtrip(tmp_path) -> None:
     a = prior.eval().sample(["a cube"], cams, 2, generator=torch.Generator().manual_seed(1))
     b = loaded.sample(["a cube"], cams, 2, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(a, b)
+    # what the prior knows travels with it (None: open domain); the shipped one knows primitives
+    assert loaded.prompt_domain is None
+    prior.prompt_domain = "primitives"
+    assert load_prior(prior.save_pretrained(tmp_path / "again")).prompt_domain == "primitives"
+    assert json.loads((shipped_prior_dir() / "prior.json").read_text())["prompt_domain"] == (
+        "primitives"
+    )
 
 
 def test_prior_load_errors(tmp_path) -> None:

@@ -47,7 +47,7 @@ from dreamreward.render.export import SCORED_VIEWS, save_image_grid
 from dreamreward.render.nerf import NeRFField
 from dreamreward.render.volume import VolumeRenderer
 from dreamreward.world.oracle import degeneracy, oracle_score
-from dreamreward.world.prompts import parse_prompt
+from dreamreward.world.prompts import COLORS, SHAPES, parse_prompt
 from dreamreward.world.views import default_cameras, ground_truth_views
 
 
@@ -181,8 +181,9 @@ class DreamFLModule(TwoStageAssetModule):
         self.camera_sampler = cameras or OrbitCameraSampler()
         try:
             self.scene = parse_prompt(prompt)  # a primitives prompt: the oracle can judge it
-        except ValueError:
+        except ValueError as error:
             self.scene = None
+            check_prompt_in_domain(prompt, guidance, error)
         self._start_time: float | None = None
         self._timings: dict[str, float | None] = {}
         # wall time and peak RSS at the end of the NeRF stage
@@ -432,6 +433,27 @@ class DreamFLModule(TwoStageAssetModule):
         if self.scene is not None:
             rows.append(ground_truth_views(self.scene, cams))
         return save_image_grid(torch.cat(rows), path, ncols=len(cams))
+
+
+def check_prompt_in_domain(prompt: str, guidance: ScoreDistillation, error: ValueError) -> None:
+    """Refuse, before any work, a prompt the prior cannot draw: the CPU-scale prior
+    (``prompt_domain == "primitives"``) knows the primitives world's prompts only, and a run on
+    free text would train towards noise and get no oracle score.
+
+    Raises:
+        ValueError: what the prior knows, an example, why this prompt is not one, and where free
+            text goes.
+    """
+    if getattr(guidance.prior, "prompt_domain", None) != "primitives":
+        return
+    raise ValueError(
+        f"DreamFLModule.prompt {prompt!r} is outside what the CPU-scale prior knows: it was "
+        "trained on primitives-world prompts only, one or two objects of a colour "
+        f"{tuple(COLORS)} and a shape {SHAPES}, with an optional size and a relation between "
+        "two objects, e.g. 'a red cube on top of a blue sphere' or 'a small green cone'. "
+        f"({error}) For free text use the full-scale config with the real MVDream and Reward3D "
+        "weights on a GPU: configs/dreamfl/mvdream_sd21.yaml"
+    )
 
 
 def _peak_rss_mb() -> float | None:

@@ -384,6 +384,7 @@ class MVDiffusionModule(L.LightningModule):
         """Save the EMA weights as a prior folder (:func:`load_prior` reads it)."""
         trained = self.prior.unet
         self.prior.unet = self.ema_unet
+        self.prior.prompt_domain = "primitives"  # what it was trained on: DreamFL checks prompts
         try:
             # float16 halves the shipped file (load_prior casts back to float32)
             return self.prior.save_pretrained(folder, dtype=torch.float16)

@@ -75,6 +75,7 @@ class MultiViewPrior(nn.Module):
         image_size: int | None = None,
         vae: nn.Module | None = None,
         text_encoder_spec: dict[str, Any] | None = None,
+        prompt_domain: str | None = None,
     ) -> None:
         super().__init__()
         cross = unet.unet.config.cross_attention_dim
@@ -92,6 +93,9 @@ class MultiViewPrior(nn.Module):
         scale = 8 if vae is not None else 1
         self.image_size = image_size or unet.sample_size * scale
         self.text_encoder_spec = text_encoder_spec
+        # what the prior was trained to draw: "primitives" for the CPU-scale prior (it knows the
+        # primitives world's prompts and nothing else); None for open-domain priors (MVDream)
+        self.prompt_domain = prompt_domain
         # float32 always, and not a buffer: .to(float16) would round alpha_bar to 1 near t = 0
         # and to 0 at t = T - 1 (no noise added, NaN x0); coefficients are cast per call
         self._alphas_cumprod = self.scheduler.alphas_cumprod.double().float()
@@ -341,6 +345,8 @@ class MultiViewPrior(nn.Module):
             "image_size": self.image_size,
             "text_encoder": self.text_encoder_spec,
         }
+        if self.prompt_domain is not None:
+            meta["prompt_domain"] = self.prompt_domain
         (out / PRIOR_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         return out
 
@@ -413,6 +419,7 @@ def load_prior(
             scheduler_config,
             image_size=image_size,
             text_encoder_spec=text_spec,
+            prompt_domain=meta.get("prompt_domain"),
         )
     except ValueError as err:
         raise CheckpointMismatchError(f"{root}: {err}", path=root) from err
