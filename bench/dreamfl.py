@@ -8,8 +8,10 @@ and Reward3D), trains it for ``--warmup-steps`` SDS steps (so the NeRF has forme
 skips empty space, as in the real job), then times one optimisation step (render 4 views,
 guidance, reward term, backward, Adam step) in both stages (NeRF at the stage-1 resolution, the
 DMTet mesh at the stage-2 resolution), interleaved: without the reward term (SDS), with it on
-every step (DreamFL, as the paper), and with it on every other step (``every: 2``, the mean of
-an "on" and an "off" step); and this process's peak RSS. Then it runs the main job, the same
+every step (DreamFL, as the paper), with it on every other step (``every: 2``, the mean of
+an "on" and an "off" step), and with the reward as a ranker instead (``RankedDistillation``,
+DreamDPO: two prior predictions and two Reward3D forwards, no reward backward); and this
+process's peak RSS. Then it runs the main job, the same
 with ``presets/every_other_step.yaml`` and its SDS baseline (``python -m dreamreward fit
 --config <config>``, each a fresh process, into a temporary folder) and records each one's wall
 time from launch to exit, the time and peak RSS of each stage (from its ``result.json``) and the
@@ -35,6 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _timing import interleaved_ms, markdown_table  # noqa: E402
 from dreamreward.cli import build_from_config  # noqa: E402
+from dreamreward.guidance import RankedDistillation  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -113,6 +116,15 @@ def main() -> None:
     reward = module.reward
     warm_up(module, args.warmup_steps)
     reward.start_step = 0  # the term is active in every timed step
+    distillation = module.guidance
+    ranker = RankedDistillation(  # the same prior and schedule, the shipped Reward3D ranking
+        reward.reward,
+        prior=distillation.prior,
+        loss=distillation.loss_kind,
+        guidance_scale=distillation.guidance_scale,
+        std_rescale=distillation.std_rescale,
+        timesteps=distillation.timesteps,
+    )
     optimizer = module.configure_optimizers()
     results: dict[str, object] = {"threads": args.threads, "torch": torch.__version__}
     results["machine"] = platform.machine()
@@ -137,10 +149,15 @@ def main() -> None:
             module.reward = None
             step(module, optimizer)
 
-        t = interleaved_ms(
-            {"dreamfl": dreamfl, "dreamfl_every_2_pair": dreamfl_every_2, "sds": sds},
-            args.repeats,
-        )
+        def ranked():
+            module.reward, module.guidance = None, ranker
+            try:
+                step(module, optimizer)
+            finally:
+                module.guidance = distillation
+
+        timed = {"dreamfl": dreamfl, "dreamfl_every_2_pair": dreamfl_every_2, "sds": sds}
+        t = interleaved_ms({**timed, "ranker": ranked}, args.repeats)
         t["dreamfl_every_2"] = t.pop("dreamfl_every_2_pair") / 2  # per step
         module.reward, reward.every, reward.start_step = reward, 1, 0
         results[f"{stage}_step_ms"] = t
@@ -153,6 +170,8 @@ def main() -> None:
                 "DreamFL / SDS": t["dreamfl"] / t["sds"],
                 "every: 2, step ms": t["dreamfl_every_2"],
                 "every: 2 / SDS": t["dreamfl_every_2"] / t["sds"],
+                "ranker step ms": t["ranker"],
+                "ranker / SDS": t["ranker"] / t["sds"],
             }
         )
     results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

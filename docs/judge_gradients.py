@@ -2,10 +2,10 @@
 
     python docs/judge_gradients.py runs/dreamfl_control/gt_judge_1.0/sds [--reward EXPORT_FOLDER]
 
-For every run folder under the given one (``<prompt slug>/seed0/`` with ``views.png`` and
-``result.json``), takes the 4 canonical views of the final asset and the gradient of each judge's
-score with respect to them: the shipped Reward3D and the ground-truth judge
-(``world/reference_judge.py``). Prints, per prompt and on average:
+For every run folder under the given one (``<prompt slug>/seed0/`` with ``eval_views.png``, or
+``views.png`` in runs made before it, and ``result.json``), takes the 4 canonical views of the
+final asset and the gradient of each judge's score with respect to them: the shipped Reward3D and
+the ground-truth judge (``world/reference_judge.py``). Prints, per prompt and on average:
 
 - ``cos``: the cosine between the two gradients (does the learned judge push the pixels the way
   the truth does? 0 = unrelated);
