@@ -2,16 +2,19 @@
 
     python docs/crossed_pairs_probe.py [--kind colour] [--steps 75] [--lr 1e-4] [--batch 8]
         [--cross-attention-init bert|fan_in] [--head-dropout official|0] [--no-pixel-patches]
+        [--finetune full|lora] [--lora-rank 8] [--kind mixed] [--cameras orbit] [--paraphrase]
 
 A two-object scene S and one minimal edit S' of it (``--kind``: colour, shape, swapped colours,
-relation, object left out) are rendered from the 4 canonical cameras; each render is scored under
-both prompts (canonical wording). The loss is a softmax over the two prompts for each render and
-over the two renders for each prompt, so a preference for one render or one prompt whatever the
-other cancels: only reading the word against the image lowers it. The image trunk is frozen and
-its features are computed once (384 training pairs, 96 unseen pairs of training compositions);
-the text encoder, cross-attention, token adapters and head train at ``--lr``. Every 25 steps it
-prints how often, on the unseen pairs, each render prefers its own prompt (text side) and each
-prompt its own render (image side).
+relation, object left out, or ``mixed``: a random kind per pair) are rendered from the 4 canonical
+cameras (``--cameras orbit``: one random ring per pair, as in training); each render is scored
+under both prompts (canonical wording; ``--paraphrase``: drawn phrasings). The loss is a softmax
+over the two prompts for each render and over the two renders for each prompt, so a preference for
+one render or one prompt whatever the other cancels: only reading the word against the image lowers
+it. The image trunk is frozen and its features are computed once (384 training pairs, 96 unseen
+pairs of training compositions); the text encoder (whole, or LoRA adapters as
+``Reward3DModule(finetune="lora")``), cross-attention, token adapters and head train at ``--lr``.
+Every 25 steps it prints how often, on the unseen pairs, each render prefers its own prompt (text
+side) and each prompt its own render (image side).
 
 Measured 2026-12-06 (2 cores, colour, 8 pairs a step; README, "Teaching the text side"):
 fan-in init 52% / 50% at step 50; BERT init 69% / 78% at step 50, 81% / 81% at step 75; BERT
@@ -29,9 +32,9 @@ import torch.nn.functional as F
 
 from dreamreward.models.reward3d import CompactBackbone, Reward3D
 from dreamreward.models.reward3d.preprocess import view_prompts
-from dreamreward.render.cameras import view_labels_from_c2w
+from dreamreward.render.cameras import OrbitCameraSampler, view_labels_from_c2w
 from dreamreward.world.prompt_edits import EDIT_KINDS, edit_scene
-from dreamreward.world.prompts import describe, sample_scene
+from dreamreward.world.prompts import describe, is_novel, sample_scene
 from dreamreward.world.views import default_cameras, ground_truth_views
 
 
@@ -51,24 +54,74 @@ class CrossedPairs:
         self.backbone = backbone
         self.tokens = backbone.visual_encoder
         self.tokens.trunk.eval().requires_grad_(False)
+        if args.finetune == "lora":
+            self._add_lora(args.lora_rank)
         self.kind = args.kind
+        self.orbit = args.cameras == "orbit"
+        self.paraphrase = args.paraphrase
         self.cameras = default_cameras(64)
-        self.labels = view_labels_from_c2w(self.cameras.c2w)
         start = time.perf_counter()
         self.train_pool = self.pool(args.pool, seed=0)
         self.test_pool = self.pool(96, seed=123)
         print(f"pools rendered in {time.perf_counter() - start:.0f} s", flush=True)
 
+    def _add_lora(self, rank: int) -> None:
+        """Reward3DModule's ``finetune: lora`` on the text side: LoRA (rank ``rank``, alpha
+        2 x rank) on the text encoder's attention and feed-forward projections, the new layers
+        (cross-attention, token adapters) and the head trained whole; adapters injected in
+        place, so ``self.backbone`` and ``self.model.head`` run with them."""
+        import re
+
+        from peft import LoraConfig, get_peft_model
+
+        pattern = re.compile(self.backbone.lora_target_modules)
+        new = [f"backbone.{name}" for name in self.backbone.new_module_names()]
+        targets = [
+            name
+            for name, module in self.model.named_modules()
+            if isinstance(module, torch.nn.Linear)
+            and pattern.fullmatch(name)
+            and "trunk" not in name
+            and not any(name.startswith(n + ".") for n in new)
+        ]
+        config = LoraConfig(
+            r=rank, lora_alpha=2 * rank, target_modules=targets, modules_to_save=["head", *new]
+        )
+        self.peft = get_peft_model(self.model, config)
+
+    def _edit(self, scene, rng: random.Random):
+        """One edit of ``scene`` of the probe's kind (``mixed``: a random kind that applies and
+        stays a training composition, as ``Reward3DModule``'s crossed term draws), or None."""
+        if self.kind != "mixed":
+            return edit_scene(scene, self.kind, rng)
+        kinds = list(EDIT_KINDS)
+        rng.shuffle(kinds)
+        for kind in kinds:
+            edited = edit_scene(scene, kind, rng)
+            if edited is not None and not is_novel(edited):
+                return edited
+        return None
+
     def pool(self, size: int, seed: int) -> dict:
-        """``size`` (scene, edit) pairs rendered, with the frozen trunk's features."""
+        """``size`` (scene, edit) pairs rendered, with the frozen trunk's features, each pair's
+        two prompts and view labels (one ring of cameras per pair: the canonical one, or a
+        fresh draw of the training distribution with ``--cameras orbit``)."""
         rng = random.Random(seed)
-        pairs = []
+        generator = torch.Generator().manual_seed(seed)
+        sampler = OrbitCameraSampler(num_views=4, width=64)
+        pairs, prompts, labels, renders = [], [], [], []
         while len(pairs) < size:
             scene = sample_scene(rng, num_objects=2, split="train")
-            edited = edit_scene(scene, self.kind, rng)
-            if edited is not None:
-                pairs.append((scene, edited))
-        renders = [ground_truth_views(s, self.cameras) for pair in pairs for s in pair]
+            edited = self._edit(scene, rng)
+            if edited is None:
+                continue
+            pairs.append((scene, edited))
+            cameras = self.cameras
+            if self.orbit:
+                cameras = sampler.sample(1, generator).cameras
+            labels.append(view_labels_from_c2w(cameras.c2w))
+            renders += [ground_truth_views(s, cameras) for s in (scene, edited)]
+            prompts.append([describe(s, rng if self.paraphrase else None) for s in pairs[-1]])
         images = self.model.preprocess(torch.stack(renders).flatten(0, 1), check_range=False)
         with torch.no_grad():
             chunks = [
@@ -76,7 +129,13 @@ class CrossedPairs:
                 for i in range(0, len(images), 256)
             ]
         features = tuple(torch.cat(f) for f in zip(*chunks, strict=True))
-        return {"pairs": pairs, "images": images, "features": features}
+        return {
+            "pairs": pairs,
+            "prompts": prompts,
+            "labels": labels,
+            "images": images,
+            "features": features,
+        }
 
     def rewards(self, pool: dict, pair_ids: list[int]) -> torch.Tensor:
         """(P, render, prompt) rewards: render 0 is the scene, 1 its edit; prompts likewise."""
@@ -90,10 +149,9 @@ class CrossedPairs:
         tokens = tokens.unflatten(0, (n, 2, 1, 4)).expand(n, 2, 2, 4, *tokens.shape[1:])
         texts = []
         for p in pair_ids:
-            prompts = [describe(s) for s in pool["pairs"][p]]
             for _ in range(2):
-                for prompt in prompts:
-                    texts += view_prompts(prompt, self.labels)
+                for prompt in pool["prompts"][p]:
+                    texts += view_prompts(prompt, pool["labels"][p])
         ids, mask = self.model.tokenize(texts)
         features = self.backbone.encode_text(tokens.flatten(0, 3), ids, mask)
         return self.model.head(features).view(n, 2, 2)
@@ -113,8 +171,9 @@ class CrossedPairs:
         params = [
             p
             for n, p in self.model.named_parameters()
-            if not n.startswith("backbone.visual_encoder.trunk")
+            if not n.startswith("backbone.visual_encoder.trunk") and p.requires_grad
         ]
+        print(f"trainable parameters: {sum(p.numel() for p in params) / 1e6:.1f} M", flush=True)
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
         rng = random.Random(0)
         target = torch.tensor([0, 1]).repeat(batch)
@@ -143,7 +202,9 @@ class CrossedPairs:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--kind", choices=EDIT_KINDS, default="colour")
+    parser.add_argument("--kind", choices=(*EDIT_KINDS, "mixed"), default="colour")
+    parser.add_argument("--cameras", choices=("canonical", "orbit"), default="canonical")
+    parser.add_argument("--paraphrase", action="store_true", help="paraphrased prompts")
     parser.add_argument("--steps", type=int, default=75)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--batch", type=int, default=8)
@@ -151,6 +212,8 @@ def main() -> None:
     parser.add_argument("--cross-attention-init", choices=("bert", "fan_in"), default="bert")
     parser.add_argument("--head-dropout", default="0", help="'official' or a rate, e.g. 0")
     parser.add_argument("--no-pixel-patches", action="store_true")
+    parser.add_argument("--finetune", choices=("full", "lora"), default="full")
+    parser.add_argument("--lora-rank", type=int, default=8)
     args = parser.parse_args()
     torch.manual_seed(0)
     CrossedPairs(args).train(args.steps, args.lr, args.batch)

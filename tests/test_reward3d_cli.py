@@ -63,6 +63,8 @@ def test_reward3d_presets_lay_over_the_cpu_config(preset, capsys):
     assert parsed["model"]["init_args"]["reward"]["init_args"]["backbone"]["class_path"].endswith(
         "CompactBackbone"
     )
+    if preset.name == "text_side.yaml":  # the crossed loss needs its gradients clipped
+        assert parsed["trainer"]["gradient_clip_val"] == 0.1
 
 
 @pytest.fixture(scope="module")
