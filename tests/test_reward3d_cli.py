@@ -65,6 +65,8 @@ def test_reward3d_presets_lay_over_the_cpu_config(preset, capsys):
     )
     if preset.name == "text_side.yaml":  # the crossed loss needs its gradients clipped
         assert parsed["trainer"]["gradient_clip_val"] == 0.1
+        kept = parsed["trainer"]["callbacks"][0]["init_args"]
+        assert (kept["monitor"], kept["mode"]) == ("val/text_side_mean", "max")
 
 
 @pytest.fixture(scope="module")
