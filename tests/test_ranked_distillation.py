@@ -47,6 +47,7 @@ def test_gradient_pulls_to_the_winner_and_pushes_from_the_loser(loss) -> None:
     expected = torch.where(a_wins, residual_a - residual_b, residual_b - residual_a)
     torch.testing.assert_close(g.grad, expected / 8 * 2, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(out.x0, torch.where(a_wins, x0_a, x0_b))
+    torch.testing.assert_close(out.x0_images, prior.decode(out.x0))  # the winner's, decoded
     assert out.logs["rank_pushed"] == 1.0 and out.logs["rank_gap"] > 0
 
 

@@ -100,7 +100,8 @@ class RankedDistillation(ScoreDistillation):
         noises = [torch.randn(z.shape, generator=generator).to(z) for _ in range(2)]
         draws = [self.predict_target(z, noise, t, text, uncond, cameras) for noise in noises]
         with torch.no_grad():
-            images = torch.cat([self.prior.decode(x0) for _, x0 in draws])  # (2*B*V, 3, h, w)
+            decoded = [self.prior.decode(x0) for _, x0 in draws]  # 2 x (B*V, 3, h, w)
+            images = torch.cat(decoded)
             if images.shape[-2:] != renders.shape[-2:]:
                 images = F.interpolate(
                     images, renders.shape[-2:], mode="bilinear", align_corners=False, antialias=True
@@ -119,6 +120,7 @@ class RankedDistillation(ScoreDistillation):
         win_target = torch.where(per_image, target_a, target_b)
         lose_target = torch.where(per_image, target_b, target_a)
         x0_win = torch.where(per_image, x0_a, x0_b)
+        images_win = torch.where(per_image.to(decoded[0].device), *decoded)
         # grad w.r.t. z: (z - win) - push * (z - lose) = z - [win + push * (z - lose)]
         pushed = push.repeat_interleave(v).view(-1, 1, 1, 1).to(z)
         target = win_target + pushed * (z.detach() - lose_target)
@@ -127,4 +129,4 @@ class RankedDistillation(ScoreDistillation):
             "rank_gap": float((score_a - score_b).abs().mean()),
             "rank_pushed": float(push.float().mean()),
         }
-        return self._output(z, target, t, x0_win, logs)
+        return self._output(z, target, t, x0_win, logs, images_win)

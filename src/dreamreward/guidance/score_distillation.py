@@ -174,12 +174,15 @@ class ScoreDistillation(nn.Module):
         t: Tensor,
         x0: Tensor,
         logs: dict[str, float] | None = None,
+        x0_images: Tensor | None = None,
     ) -> DistillationOutput:
-        """The loss ``0.5 * ||z - target||^2 / N`` (target detached) and what goes with it."""
+        """The loss ``0.5 * ||z - target||^2 / N`` (target detached) and what goes with it
+        (``x0_images``: ``x0`` already decoded, to spare a latent prior's second VAE decode)."""
         rows = z.shape[0]
         residual = z - target
         loss = 0.5 * residual.pow(2).sum() / rows
         grad_norm = float(residual.detach().flatten(1).norm(dim=1).mean() / rows)
-        with torch.no_grad():
-            x0_images = self.prior.decode(x0)
+        if x0_images is None:
+            with torch.no_grad():
+                x0_images = self.prior.decode(x0)
         return DistillationOutput(loss, t, x0, x0_images, grad_norm, logs or {})
