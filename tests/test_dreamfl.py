@@ -18,7 +18,7 @@ from dreamreward.render.encoding import MultiResolutionGridEncoding
 from dreamreward.render.nerf import NeRFField
 from dreamreward.render.occupancy import OccupancyGrid
 from dreamreward.render.volume import VolumeRenderer
-from test_guidance import Redness
+from test_guidance import CameraJudge, Redness
 from test_mvdiffusion import tiny_prior
 
 
@@ -143,21 +143,14 @@ def test_nerf_upscale_switches_the_stage_one_resolution(tmp_path) -> None:
 
 
 def test_a_camera_judge_reaches_the_reward_term_and_needs_an_eval_reward(tmp_path) -> None:
-    class CameraJudge(Redness):
-        needs_cameras = True
-        camera_counts: list[int] = []
-
-        def score(self, renders, prompts, view_labels, cameras):
-            self.camera_counts.append(len(cameras))
-            return super().score(renders, prompts, view_labels)
-
     with pytest.raises(ValueError, match="set eval_reward"):
         tiny_dreamfl(RewardGuidance(CameraJudge()))
     module = tiny_dreamfl()  # the eval reward is Redness, the guide is a camera judge
-    module.reward.reward = CameraJudge().as_frozen_guide()
+    judge = CameraJudge()
+    module.reward.reward = judge.as_frozen_guide()
     module.reward.start_step = 0
     fit(module, tmp_path, 2)
-    assert CameraJudge.camera_counts == [4, 4]
+    assert judge.camera_counts == [4, 4]
 
 
 def test_empty_prompt_is_refused() -> None:

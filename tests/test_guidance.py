@@ -28,6 +28,21 @@ class Redness(nn.Module):
         return 10 * (assets[:, :, 0] - assets[:, :, 2]).mean(dim=(1, 2, 3))
 
 
+class CameraJudge(Redness):
+    """Redness as a judge that compares with the ground truth: it takes the renders' cameras
+    (``needs_cameras``) and records how many each call got."""
+
+    needs_cameras = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.camera_counts: list[int] = []
+
+    def score(self, assets, prompts, labels, cameras):
+        self.camera_counts.append(len(cameras))
+        return super().score(assets, prompts, labels)
+
+
 def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 

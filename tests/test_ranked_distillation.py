@@ -10,7 +10,7 @@ import torch
 from dreamreward.guidance import RankedDistillation, ScoreDistillation
 from dreamreward.render.cameras import Cameras
 from dreamreward.world.views import default_cameras
-from test_guidance import Redness, gen, renders
+from test_guidance import CameraJudge, Redness, gen, renders
 from test_mvdiffusion import tiny_prior
 
 LABELS = ["front", "side", "back", "side"] * 2
@@ -79,18 +79,11 @@ def test_before_start_step_it_is_the_baseline_step() -> None:
 
 
 def test_a_camera_judge_gets_both_draws_cameras_and_labels_are_required() -> None:
-    class CameraJudge(Redness):
-        needs_cameras = True
-        counts: list[int] = []
-
-        def score(self, renders, prompts, view_labels, cameras):
-            self.counts.append(len(cameras))
-            return super().score(renders, prompts, view_labels)
-
-    ranker = RankedDistillation(CameraJudge(), prior=tiny_prior())
+    judge = CameraJudge()
+    ranker = RankedDistillation(judge, prior=tiny_prior())
     cams = Cameras.cat([default_cameras(8)] * 2)
     ranker(renders(), PROMPTS, torch.randn(8, 16), 0, gen(), LABELS, cams)
-    assert CameraJudge.counts == [16]  # 2 draws x 2 objects x 4 views
+    assert judge.camera_counts == [16]  # 2 draws x 2 objects x 4 views
     with pytest.raises(ValueError, match="view labels"):
         ranker(renders(), PROMPTS, torch.randn(8, 16), 0, gen())
     with pytest.raises(ValueError, match="score_margin"):

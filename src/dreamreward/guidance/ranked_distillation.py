@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dreamreward.guidance.reward_term import judge_scores
+from dreamreward.guidance.reward_term import frozen_judge, judge_scores
 from dreamreward.guidance.score_distillation import DistillationOutput, ScoreDistillation
-from dreamreward.guidance.sources import PriorSource, RewardSource, ShippedReward3D
+from dreamreward.guidance.sources import PriorSource, RewardSource
 from dreamreward.guidance.timesteps import TimestepSchedule
 from dreamreward.render.cameras import Cameras
 from dreamreward.world.reference_judge import GroundTruthJudge
@@ -67,9 +67,7 @@ class RankedDistillation(ScoreDistillation):
         if start_step < 0:
             raise ValueError(f"RankedDistillation.start_step must be >= 0, got {start_step}")
         super().__init__(prior, loss, guidance_scale, std_rescale, negative_prompt, timesteps)
-        if isinstance(judge, RewardSource) or judge is None:
-            judge = (judge or ShippedReward3D()).load()
-        self.judge = judge.as_frozen_guide()
+        self.judge = frozen_judge(judge)
         self.score_margin = score_margin
         self.start_step = start_step
 

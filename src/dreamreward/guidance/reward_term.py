@@ -67,6 +67,14 @@ class RewardOutput:
     distill_scale: float
 
 
+def frozen_judge(judge: RewardSource | Reward3D | GroundTruthJudge | None) -> nn.Module:
+    """The judge a guidance term uses, frozen and in eval mode: a source is loaded (None: the
+    shipped primitives Reward3D), a built model or judge is taken as it is."""
+    if isinstance(judge, RewardSource) or judge is None:
+        judge = (judge or ShippedReward3D()).load()
+    return judge.as_frozen_guide()
+
+
 def judge_scores(
     judge: Reward3D | GroundTruthJudge,
     assets: Tensor,
@@ -140,9 +148,7 @@ class RewardGuidance(nn.Module):
             raise ValueError(
                 f"every must be >= 1 (evaluate the reward every k-th step), got {every}"
             )
-        if isinstance(reward, RewardSource) or reward is None:
-            reward = (reward or ShippedReward3D()).load()
-        self.reward = reward.as_frozen_guide()
+        self.reward = frozen_judge(reward)
         self.weight = weight
         self.objective = objective
         self.hinge_margin = hinge_margin
