@@ -88,6 +88,8 @@ def test_a_camera_judge_gets_both_draws_cameras_and_labels_are_required() -> Non
         ranker(renders(), PROMPTS, torch.randn(8, 16), 0, gen())
     with pytest.raises(ValueError, match="score_margin"):
         RankedDistillation(Redness(), score_margin=float("nan"), prior=tiny_prior())
+    with pytest.raises(ValueError, match="start_step must be >= 0"):
+        RankedDistillation(Redness(), start_step=-1, prior=tiny_prior())
 
 
 def test_a_ranker_run_is_its_own_method_and_scored_by_its_judge(tmp_path) -> None:
