@@ -30,7 +30,7 @@ from dreamreward.modules.preference_metrics import (
     pairwise_correct,
     pairwise_logistic_loss,
 )
-from dreamreward.modules.reward3d import Reward3DModule
+from dreamreward.modules.reward3d import Reward3DModule, crossed_kind_odds, weighted_order
 from dreamreward.world.prompt_edits import edited_prompts
 from dreamreward.world.prompts import describe
 
@@ -562,3 +562,80 @@ def test_init_weights_start_from_another_runs_model(learnable_set, vocab_dir, tm
         Reward3DModule(tiny_reward(vocab_dir), init_weights=str(tmp_path / "missing.ckpt"))
     with pytest.raises(CheckpointMismatchError, match="init_weights"):
         Reward3DModule(tiny_reward(vocab_dir), lora_rank=4, init_weights=str(ckpt))
+
+
+def test_crossed_edit_kind_odds_are_validated_and_drawn_by_weight():
+    """``crossed_edit_kinds``: unnamed kinds keep odds 1, unknown kinds and bad odds are
+    refused by name, a kind with odds 0 is never drawn, and heavier kinds come first more often
+    (in proportion to their odds for the first draw)."""
+    odds = crossed_kind_odds({"colour": 3, "relation": 0})
+    assert odds == {
+        "colour": 3.0,
+        "shape": 1.0,
+        "swapped colours": 1.0,
+        "relation": 0.0,
+        "object left out": 1.0,
+    }
+    with pytest.raises(ValueError, match=r"unknown edit kinds \['color'\]"):
+        crossed_kind_odds({"color": 2})
+    with pytest.raises(ValueError, match=r"crossed_edit_kinds\['shape'\]"):
+        crossed_kind_odds({"shape": -1})
+    with pytest.raises(ValueError, match="every edit kind odds 0"):
+        crossed_kind_odds(dict.fromkeys(["colour", "shape", "swapped colours", "relation",
+                                         "object left out"], 0))  # fmt: skip
+    rng = random.Random(0)
+    orders = [weighted_order(odds, rng) for _ in range(6000)]
+    assert all("relation" not in order and len(order) == 4 for order in orders)
+    first = [order[0] for order in orders]
+    assert first.count("colour") / len(first) == pytest.approx(3 / 6, abs=0.03)
+    assert first.count("shape") / len(first) == pytest.approx(1 / 6, abs=0.03)
+    with pytest.raises(ValueError, match="crossed_edits_per_asset"):
+        Reward3DModule(crossed_edits_per_asset=0)
+
+
+@pytest.mark.filterwarnings("ignore:.*are truncated")
+def test_crossed_term_renders_one_pair_per_edit(world_set, vocab_dir, monkeypatch):
+    """``crossed_edits_per_asset: 2`` scores up to two edits of different kinds per correct
+    asset, only of the kinds with odds > 0."""
+    import dreamreward.modules.reward3d as module_file
+
+    drawn: list[str] = []
+    edit = module_file.edit_scene
+
+    def recording_edit(scene, kind, rng):
+        edited = edit(scene, kind, rng)
+        if edited is not None and not module_file.is_novel(edited):
+            drawn.append(kind)
+        return edited
+
+    monkeypatch.setattr(module_file, "edit_scene", recording_edit)
+    dm = datamodule(world_set)
+    dm.setup("fit")
+    batch = pairs_as_asset_batch(next(iter(dm.train_dataloader())))
+    scored: list[int] = []
+    pairs: list[int] = []
+    for per_asset in (1, 2):
+        torch.manual_seed(0)
+        module = Reward3DModule(
+            tiny_reward(vocab_dir),
+            finetune="full",
+            crossed_edit_weight=1.0,
+            crossed_edit_kinds={"relation": 0, "object left out": 0},
+            crossed_edits_per_asset=per_asset,
+            baselines=False,
+        )
+        counted = module._reward_from_tokens
+
+        def counting(tokens, ids, mask, counted=counted):
+            scored.append(tokens.shape[0] // 4)
+            return counted(tokens, ids, mask)
+
+        module._reward_from_tokens = counting  # type: ignore[method-assign]
+        drawn.clear()
+        assert torch.isfinite(module._crossed_edit_loss(batch))
+        assert set(drawn) <= {"colour", "shape", "swapped colours"}
+        pairs.append(len(drawn))
+    # every applicable edit drawn is scored: (pairs x 2 images x 2 prompts); a one-object scene
+    # has no "swapped colours", and an edit into a held-out composition is skipped
+    assert scored == [4 * n for n in pairs]
+    assert pairs[0] < pairs[1] <= 2 * pairs[0]

@@ -115,6 +115,13 @@ class Reward3DModule(L.LightningModule):
             render or one prompt whatever the other cancels, so only reading the prompt *and*
             the image lowers it (the text side alone leaves image-blind solutions, the
             preference loss text-blind ones). 0 = off.
+        crossed_edit_kinds: relative odds of each edit kind in the crossed term, e.g.
+            ``{"colour": 3, "swapped colours": 3}`` (kinds not named keep odds 1; 0 never draws
+            a kind). Default: every kind alike. Kinds are tried in a weighted random order
+            until one applies to the scene and stays a training composition.
+        crossed_edits_per_asset: edits of each correct asset in the crossed term, each of a
+            different kind, each a pair of renders from its own ring of cameras (more colour
+            pairs a step without a larger batch of preference pairs).
         preference_weight: weight of the paper's preference loss (0: train the text side alone,
             e.g. on ``PreferenceDataModule(train_assets="correct")`` batches of correct assets).
         init_weights: a Lightning checkpoint of a ``Reward3DModule`` with the same model and
@@ -148,6 +155,8 @@ class Reward3DModule(L.LightningModule):
         prompt_swap_weight: float = 0.0,
         prompt_edit_weight: float = 0.0,
         crossed_edit_weight: float = 0.0,
+        crossed_edit_kinds: dict[str, float] | None = None,
+        crossed_edits_per_asset: int = 1,
         preference_weight: float = 1.0,
         init_weights: str | None = None,
         seed: int = 0,
@@ -174,6 +183,11 @@ class Reward3DModule(L.LightningModule):
                 raise ValueError(f"model.{name} must be a finite number >= 0, got {value}")
         if warmup_steps < 0:
             raise ValueError(f"model.warmup_steps must be >= 0, got {warmup_steps}")
+        self._crossed_kind_odds = crossed_kind_odds(crossed_edit_kinds)
+        if crossed_edits_per_asset < 1:
+            raise ValueError(
+                f"model.crossed_edits_per_asset must be >= 1, got {crossed_edits_per_asset}"
+            )
         reward = reward if reward is not None else Reward3D()
         if init_checkpoint is not None:
             # Before LoRA: the official keys name the plain modules.
@@ -417,7 +431,8 @@ class Reward3DModule(L.LightningModule):
 
     def _crossed_edit_loss(self, batch: dict[str, Any]) -> Tensor | None:
         """The crossed term (see ``crossed_edit_weight``): per correct asset with a scene, the
-        scene S and an edit S' (a drawn kind that applies and stays a training composition)
+        scene S and ``crossed_edits_per_asset`` edits S' (kinds drawn with the odds
+        ``crossed_edit_kinds``, each applying and staying a training composition), each pair
         rendered from one fresh ring of 4 cameras, at the batch's image size; rewards
         r[image, prompt] over {S, S'} x {describe(S), describe(S')}, each prompt paraphrased;
         the loss is the mean of -log softmax over prompts (per image) and over images (per
@@ -432,20 +447,18 @@ class Reward3DModule(L.LightningModule):
         sampler = OrbitCameraSampler(num_views=4, width=int(batch["views"].shape[-1]))
         renders, prompts, rings = [], [], []
         for _, scene in correct:
-            kinds = list(EDIT_KINDS)
-            rng.shuffle(kinds)
-            edited = None
-            for kind in kinds:
-                edited = edit_scene(scene, kind, rng)
-                if edited is not None and not is_novel(edited):
+            edits = 0
+            for kind in weighted_order(self._crossed_kind_odds, rng):
+                if edits == self.hparams.crossed_edits_per_asset:
                     break
-                edited = None
-            if edited is None:
-                continue
-            cameras = sampler.sample(1, generator).cameras
-            renders += [ground_truth_views(shown, cameras) for shown in (scene, edited)]
-            prompts += [describe(scene, rng), describe(edited, rng)]
-            rings.append(cameras.c2w)
+                edited = edit_scene(scene, kind, rng)
+                if edited is None or is_novel(edited):
+                    continue
+                edits += 1
+                cameras = sampler.sample(1, generator).cameras
+                renders += [ground_truth_views(shown, cameras) for shown in (scene, edited)]
+                prompts += [describe(scene, rng), describe(edited, rng)]
+                rings.append(cameras.c2w)
         if not renders:
             return None
         n = len(rings)
@@ -733,6 +746,34 @@ class Reward3DModule(L.LightningModule):
         }
         save_reward3d(self.model, folder, notes, base_checkpoint=self.hparams.init_checkpoint)
         log.info("exported Reward3D to %s", folder)
+
+
+def crossed_kind_odds(odds: dict[str, float] | None) -> dict[str, float]:
+    """Every edit kind's odds in the crossed term: 1 unless ``odds`` names it (see
+    ``Reward3DModule(crossed_edit_kinds=...)``)."""
+    odds = dict(odds or {})
+    unknown = sorted(set(odds) - set(EDIT_KINDS))
+    if unknown:
+        raise ValueError(
+            f"model.crossed_edit_kinds names unknown edit kinds {unknown}; "
+            f"the kinds are {list(EDIT_KINDS)}"
+        )
+    full = {kind: float(odds.get(kind, 1.0)) for kind in EDIT_KINDS}
+    for kind, value in full.items():
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(
+                f"model.crossed_edit_kinds[{kind!r}] must be a finite number >= 0, got {value}"
+            )
+    if not any(full.values()):
+        raise ValueError("model.crossed_edit_kinds gives every edit kind odds 0")
+    return full
+
+
+def weighted_order(odds: dict[str, float], rng: random.Random) -> list[str]:
+    """The kinds with odds > 0 in a random order where each next kind is drawn, among those
+    left, with probability proportional to its odds (Efraimidis-Spirakis keys u^(1/w))."""
+    keys = {kind: rng.random() ** (1.0 / w) for kind, w in odds.items() if w > 0}
+    return sorted(keys, key=keys.__getitem__, reverse=True)
 
 
 def write_eval_table(results: dict[str, dict[str, dict[str, float]]], folder: Path) -> None:
