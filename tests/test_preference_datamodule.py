@@ -117,3 +117,66 @@ def test_split_prompts_rules() -> None:
         PreferenceDataModule("x", val_fraction=1.0)
     with pytest.raises(ValueError, match="not a dataset saved with save_to_disk"):
         PreferenceDataModule("/nonexistent/dataset").setup()
+
+
+def _extra_rows(image_size: int = 16, prompts: int = 12, seed: int = 7) -> list[dict]:
+    """Another ranking of the same prompts (like ``build-generated``): new asset ids, the
+    same prompt ids, texts and compositions."""
+    rows = synthetic_rows(
+        num_prompts=prompts, assets_per_prompt=3, image_size=image_size, novel_prompts=2,
+        seed=seed,
+    )  # fmt: skip
+    for row in rows:
+        row["asset_id"] = "gen-" + row["asset_id"]
+        row["defect"] = "generated/prior_cfg1"
+    return rows
+
+
+def test_extra_sets_join_the_main_split_and_never_pair_across_sets(saved, tmp_path) -> None:
+    extra = _save(_extra_rows(), tmp_path / "generated")
+    alone = PreferenceDataModule(saved, val_fraction=0.2, test_fraction=0.2, seed=3)
+    alone.setup("fit")
+    both = PreferenceDataModule(
+        saved, val_fraction=0.2, test_fraction=0.2, seed=3, extra_sets=[extra], grouping="prompt"
+    )
+    both.setup("fit")
+    assert both.split_prompt_ids == alone.split_prompt_ids  # the split is the main set's
+    assert both.dataset is not None and alone.dataset is not None
+    n_main = len(alone.dataset)
+    assert len(both.dataset) == n_main + 36
+    for split in ("train", "val", "test", "novel"):
+        main_pairs = [p for p in both.pairs[split] if p.better < n_main]
+        assert main_pairs == alone.pairs[split]  # the main set's pairs are unchanged
+        extra_pairs = [p for p in both.pairs[split] if p.better >= n_main]
+        assert extra_pairs, split
+        assert all(p.worse >= n_main for p in extra_pairs)  # no pair crosses the sets
+        assert all(p.defect == "generated/prior_cfg1" for p in extra_pairs)
+        assert _prompts(both, split) <= set(both.split_prompt_ids[split])
+    batch = next(iter(both.train_dataloader()))
+    assert any(d.startswith("gen") or d == "generated/prior_cfg1" for d in batch["asset_defect"])
+
+
+def test_extra_sets_bad_input_is_named(saved, tmp_path) -> None:
+    def setup(rows_or_path, **kwargs):
+        path = rows_or_path
+        if not isinstance(rows_or_path, str):
+            path = _save(rows_or_path, tmp_path / f"set{len(list(tmp_path.iterdir()))}")
+        PreferenceDataModule(saved, extra_sets=[path], **kwargs).setup("fit")
+
+    with pytest.raises(FileNotFoundError, match=r"extra_sets\[0\] .*no preference set"):
+        setup(str(tmp_path / "missing"))
+    unknown = _extra_rows(prompts=13)[-3:]  # p012 exists only here
+    unknown = [{**r, "composition": "seen"} for r in unknown]
+    with pytest.raises(ValueError, match=r"prompt_id 'p012', which .* does not have"):
+        setup(unknown)
+    renamed = [{**r, "prompt": "another text"} for r in _extra_rows()]
+    with pytest.raises(ValueError, match="the prompt 'another text'"):
+        setup(renamed)
+    reused = [{**r, "asset_id": r["asset_id"].removeprefix("gen-")} for r in _extra_rows()]
+    with pytest.raises(ValueError, match="is already used"):
+        setup(reused)
+    with pytest.raises(ValueError, match=r"extra_sets\[0\] .*views of size \[\(8, 8\)\]"):
+        setup(_extra_rows(image_size=8))
+    setup(_extra_rows(image_size=8), image_size=16)  # resized: accepted
+    with pytest.raises(TypeError, match="list of paths"):
+        PreferenceDataModule(saved, extra_sets="data/generated_train")

@@ -8,7 +8,9 @@ compositions that never enters train/val/test. Items are ImageReward-style (bett
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -352,6 +354,14 @@ class PreferenceDataModule(L.LightningDataModule):
             preference set there first (``build-primitives`` with ``build_num_prompts`` prompts
             and seed 0; 300 prompts take under a minute), so a config runs on a fresh clone.
         build_num_prompts: prompts of that build.
+        extra_sets: further preference sets whose assets join the prompts of ``path``, e.g.
+            ``build-generated`` samples of the training prompts (what DreamFL will show the
+            reward). The split is made from ``path``'s prompts alone, so adding a set never moves
+            a prompt between splits; each extra asset goes where its prompt is. Pairs never cross
+            sets (each set ranks its own assets: a generated sample's oracle rank and a
+            procedural candidate's defect rank do not compare). Every ``prompt_id`` of an extra
+            set must be one of ``path``'s, with the same prompt text; ``asset_id`` stays unique
+            across sets. Views of another size need ``image_size``.
     """
 
     def __init__(
@@ -368,6 +378,7 @@ class PreferenceDataModule(L.LightningDataModule):
         build_primitives_if_missing: bool = False,
         build_num_prompts: int = 300,
         train_assets: Literal["all", "correct"] = "all",
+        extra_sets: Sequence[str] = (),
     ) -> None:
         super().__init__()
         if grouping not in ("pair", "prompt"):
@@ -391,6 +402,9 @@ class PreferenceDataModule(L.LightningDataModule):
         self.cache_dir, self.grouping = cache_dir, grouping
         self.build_primitives_if_missing = build_primitives_if_missing
         self.build_num_prompts = build_num_prompts
+        if isinstance(extra_sets, str):
+            raise TypeError(f"extra_sets must be a list of paths, got the string {extra_sets!r}")
+        self.extra_sets = [str(path) for path in extra_sets]
         self.dataset: datasets.Dataset | None = None
         self.split_prompt_ids: dict[str, list[str]] = {}
         self.pairs: dict[str, list[PreferencePair]] = {}
@@ -415,6 +429,9 @@ class PreferenceDataModule(L.LightningDataModule):
                 "image_size to resize them to one square size"
             )
         meta = ds.select_columns(["prompt_id", "prompt", "composition"])[:]
+        extras = [
+            self._load_extra_set(k, ds, summary.image_sizes) for k in range(len(self.extra_sets))
+        ]
         self._prompts = dict(zip(meta["prompt_id"], meta["prompt"], strict=True))
         compositions = zip(meta["prompt_id"], meta["composition"], strict=True)
         novel = sorted({p for p, c in compositions if c == "novel"})
@@ -426,10 +443,55 @@ class PreferenceDataModule(L.LightningDataModule):
         # its prompt equals pairing each split; indices stay global row indices.
         where = {p: name for name, ids in splits.items() for p in ids}
         self.pairs = {name: [] for name in SPLITS}
-        for pair in build_pairs(ds):
-            self.pairs[where[pair.prompt_id]].append(pair)
+        offset = 0
+        for part in [ds, *extras]:
+            for pair in build_pairs(part):
+                shifted = dataclasses.replace(
+                    pair, better=pair.better + offset, worse=pair.worse + offset
+                )
+                self.pairs[where[pair.prompt_id]].append(shifted)
+            offset += len(part)
         self.split_prompt_ids = {name: splits[name] for name in SPLITS}
-        self.dataset = ds
+        self.dataset = datasets.concatenate_datasets([ds, *extras]) if extras else ds
+
+    def _load_extra_set(
+        self, k: int, main: datasets.Dataset, sizes: set[tuple[int, int]]
+    ) -> datasets.Dataset:
+        """``extra_sets[k]`` loaded, validated and checked against the main set (see
+        ``extra_sets``); errors name the set."""
+        path = self.extra_sets[k]
+        name = f"extra_sets[{k}] ({path})"
+        if not Path(path).exists():
+            raise FileNotFoundError(f"{name}: no preference set there")
+        try:
+            extra = conform_dataset(load_preference_dataset(path, self.cache_dir))
+            summary = validate_dataset(extra)
+        except ValueError as error:
+            raise ValueError(f"{name}: {error}") from error
+        if self.image_size is None and summary.image_sizes | sizes != sizes:
+            raise ValueError(
+                f"{name}: views of size {sorted(summary.image_sizes)} beside {self.path}'s "
+                f"{sorted(sizes)}; set image_size to resize them to one square size"
+            )
+        prompts = dict(zip(main["prompt_id"], main["prompt"], strict=True))
+        assets = set(main["asset_id"])
+        for row, (prompt_id, prompt, asset_id) in enumerate(
+            zip(extra["prompt_id"], extra["prompt"], extra["asset_id"], strict=True)
+        ):
+            if prompt_id not in prompts:
+                raise ValueError(
+                    f"{name}: row {row} has prompt_id {prompt_id!r}, which {self.path} does not "
+                    "have (an extra set adds assets to the main set's prompts)"
+                )
+            if prompts[prompt_id] != prompt:
+                raise ValueError(
+                    f"{name}: row {row} gives prompt_id {prompt_id!r} the prompt {prompt!r}, "
+                    f"{self.path} gives it {prompts[prompt_id]!r}"
+                )
+            if asset_id in assets:
+                raise ValueError(f"{name}: row {row}'s asset_id {asset_id!r} is already used")
+            assets.add(asset_id)
+        return extra
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if self.dataset is None:
