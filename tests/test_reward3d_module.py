@@ -639,3 +639,33 @@ def test_crossed_term_renders_one_pair_per_edit(world_set, vocab_dir, monkeypatc
     # has no "swapped colours", and an edit into a held-out composition is skipped
     assert scored == [4 * n for n in pairs]
     assert pairs[0] < pairs[1] <= 2 * pairs[0]
+
+
+@pytest.mark.filterwarnings("ignore:.*are truncated")
+def test_train_augmentation_applies_to_training_views_only(world_set, vocab_dir, tmp_path):
+    """The preference batch's views and the crossed term's renders are augmented in training;
+    validation sees the views as stored."""
+    from dreamreward.models.reward3d import ViewAugmentation
+
+    calls: list[tuple[bool, tuple[int, ...]]] = []
+
+    class Recording(ViewAugmentation):
+        def forward(self, views, generator=None):
+            calls.append((module.training, tuple(views.shape)))
+            return super().forward(views, generator)
+
+    torch.manual_seed(0)
+    module = Reward3DModule(
+        tiny_reward(vocab_dir),
+        finetune="full",
+        crossed_edit_weight=1.0,
+        baselines=False,
+        train_augmentation=Recording(),
+    )
+    fit = trainer(tmp_path, max_steps=1, limit_val_batches=1, val_check_interval=1)
+    fit.fit(module, datamodule(world_set))
+    assert torch.isfinite(fit.callback_metrics["train/loss"])
+    assert "val/loss" in fit.callback_metrics  # validation ran
+    assert calls and all(training for training, _ in calls)  # never in validation
+    shapes = {shape[1:] for _, shape in calls}
+    assert (4, 3, 16, 16) in shapes and (3, 16, 16) in shapes  # the batch, the crossed renders

@@ -44,6 +44,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from dreamreward.data.preference import TEST_DATALOADERS, pairs_as_asset_batch
+from dreamreward.models.reward3d.augmentation import ViewAugmentation
 from dreamreward.models.reward3d.backbone import count_parameters, freeze_bottom_fraction
 from dreamreward.models.reward3d.checkpoint import load_official_checkpoint
 from dreamreward.models.reward3d.errors import check_state_dict
@@ -122,6 +123,11 @@ class Reward3DModule(L.LightningModule):
         crossed_edits_per_asset: edits of each correct asset in the crossed term, each of a
             different kind, each a pair of renders from its own ring of cameras (more colour
             pairs a step without a larger batch of preference pairs).
+        train_augmentation: random zoom, shift and softening of every training view (the
+            preference pairs', the text side's and the crossed term's renders; validation and
+            test see the views as they are), so the reward judges content rather than exact
+            pixels and its gradient on DreamFL's softer, off-centre renders means something.
+            None = off.
         preference_weight: weight of the paper's preference loss (0: train the text side alone,
             e.g. on ``PreferenceDataModule(train_assets="correct")`` batches of correct assets).
         init_weights: a Lightning checkpoint of a ``Reward3DModule`` with the same model and
@@ -157,12 +163,13 @@ class Reward3DModule(L.LightningModule):
         crossed_edit_weight: float = 0.0,
         crossed_edit_kinds: dict[str, float] | None = None,
         crossed_edits_per_asset: int = 1,
+        train_augmentation: ViewAugmentation | None = None,
         preference_weight: float = 1.0,
         init_weights: str | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["reward"])
+        self.save_hyperparameters(ignore=["reward", "train_augmentation"])
         if finetune not in ("lora", "freeze_bottom", "head_only", "full"):
             raise ValueError(
                 f"finetune must be lora | freeze_bottom | head_only | full, got {finetune!r}"
@@ -195,6 +202,7 @@ class Reward3DModule(L.LightningModule):
             log.info("loaded %s (%s)", init_checkpoint, report)
         self.finetune = finetune
         self.test_after_fit = test_after_fit
+        self.train_augmentation = train_augmentation
         self.baselines = baselines and finetune != "head_only"
         # Frozen copies taken before any adapter: the zero-shot model, and the head-only
         # baseline's feature extractor. The baseline head starts where the trained head starts.
@@ -463,7 +471,10 @@ class Reward3DModule(L.LightningModule):
             return None
         n = len(rings)
         device = batch["views"].device
-        pixels = self.reward.preprocess(torch.cat(renders).to(device), check_range=False)
+        shown = torch.cat(renders).to(device)  # (n*2*4, H, W, 3)
+        if self.train_augmentation is not None:
+            shown = self.train_augmentation(shown.permute(0, 3, 1, 2))
+        pixels = self.reward.preprocess(shown, check_range=False)
         tokens = self.reward.backbone.visual_encoder(pixels).unflatten(0, (n, 2, 4))
         # every render under both prompts of its pair: (n, image, prompt), one ring per pair
         tokens = tokens.unsqueeze(2).expand(n, 2, 2, *tokens.shape[2:]).flatten(0, 3)
@@ -558,6 +569,8 @@ class Reward3DModule(L.LightningModule):
         swap_weight = self.hparams.prompt_swap_weight
         edit_weight = self.hparams.prompt_edit_weight
         crossed_weight = self.hparams.crossed_edit_weight
+        if self.train_augmentation is not None:
+            batch = {**batch, "views": self.train_augmentation(batch["views"])}
         rewards = self(batch, with_tokens=swap_weight > 0 or edit_weight > 0)
         better, worse = batch["better_index"], batch["worse_index"]
         n_pairs = int(better.numel())

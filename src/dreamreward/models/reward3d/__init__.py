@@ -13,6 +13,7 @@
                   ``CheckpointMismatchError``, ``CheckpointFormatError``
 """
 
+from dreamreward.models.reward3d.augmentation import ViewAugmentation
 from dreamreward.models.reward3d.backbone import Reward3DBackbone, freeze_bottom_fraction
 from dreamreward.models.reward3d.blip import BlipBackbone, BlipTextEncoder, VisionTransformer
 from dreamreward.models.reward3d.checkpoint import (
@@ -65,6 +66,7 @@ __all__ = [
     "Reward3D",
     "Reward3DBackbone",
     "Reward3DScorer",
+    "ViewAugmentation",
     "VisionTransformer",
     "clip_preprocess",
     "detect_checkpoint_kind",
