@@ -249,7 +249,14 @@ def test_configs_resolve(capsys) -> None:
     [[], ["mvdream_sd21_lowmem.yaml"]]
     + [
         [f"presets/{p}.yaml"]
-        for p in ("conservative", "aggressive", "paper", "grad_fraction", "every_other_step")
+        for p in (
+            "conservative",
+            "aggressive",
+            "paper",
+            "grad_fraction",
+            "every_other_step",
+            "augmented_reward",
+        )
     ],
 )
 def test_full_scale_configs_resolve(overlays, capsys) -> None:
@@ -278,6 +285,11 @@ def test_full_scale_configs_resolve(overlays, capsys) -> None:
     if overlays == ["mvdream_sd21_lowmem.yaml"]:
         assert model["nerf_upscale_step"] is None
     assert reward["every"] == (2 if overlays == ["presets/every_other_step.yaml"] else 1)
+    if overlays == ["presets/augmented_reward.yaml"]:
+        assert reward["augmentation"]["class_path"].endswith("ViewAugmentation")
+        assert reward["augmented_copies"] == 4
+    else:
+        assert reward["augmentation"] is None
 
 
 def test_missing_full_scale_weights_name_the_path(tmp_path) -> None:

@@ -212,3 +212,50 @@ def test_grad_fraction_weighting_balances_gradient_norms() -> None:
     g_reward = torch.autograd.grad(out.loss, g, retain_graph=True)[0]
     g_distill = torch.autograd.grad(distill, g)[0]
     assert float(g_reward.norm() / g_distill.norm()) == pytest.approx(0.25, rel=1e-4)
+
+
+def test_augmented_copies_are_scored_in_one_batch_and_averaged() -> None:
+    """``augmentation``: k augmented copies of the B assets go to the judge in one (k*B) call,
+    the reward is their mean, the draws repeat for the same step, and the gradient still lands
+    on the renders; camera judges get the cameras once per copy."""
+    from dreamreward.models.reward3d import ViewAugmentation
+    from dreamreward.render.cameras import orbit_cameras
+
+    g = renders()
+    args = (g.detach(), torch.tensor([999, 999]), ["a", "b"], LABELS)
+    augment = ViewAugmentation(max_zoom=1.3, max_shift=0.1, soften_probability=1.0)
+    judge = Redness()
+    term = RewardGuidance(
+        judge, weight=1.0, objective="linear", augmentation=augment, augmented_copies=3
+    )
+    out = term(g, *args, 5, torch.tensor(1.0))
+    assert judge.seen is not None and judge.seen.shape == (6, 4, 3, 8, 8)
+    expected = 10 * (judge.seen[:, :, 0] - judge.seen[:, :, 2]).mean(dim=(1, 2, 3))
+    torch.testing.assert_close(out.reward, expected.view(3, 2).mean(0))
+    assert not torch.allclose(judge.seen[:2], judge.seen[2:4])  # copies differ
+    first = judge.seen.clone()
+    term(g, *args, 5, torch.tensor(1.0))
+    assert torch.equal(judge.seen, first)  # seeded by the step
+    term(g, *args, 6, torch.tensor(1.0))
+    assert not torch.equal(judge.seen, first)
+    (grad,) = torch.autograd.grad(out.loss, g)
+    assert grad.abs().sum() > 0 and torch.isfinite(grad).all()
+    plain = RewardGuidance(Redness(), weight=1.0, objective="linear")
+    unmoved = RewardGuidance(
+        Redness(),
+        weight=1.0,
+        objective="linear",
+        augmentation=ViewAugmentation(max_zoom=1.0, max_shift=0.0, soften_probability=0.0),
+        augmented_copies=2,
+    )
+    torch.testing.assert_close(
+        unmoved(g, *args, 5, torch.tensor(1.0)).reward, plain(g, *args, 5, torch.tensor(1.0)).reward
+    )
+    cameras = orbit_cameras(15.0, torch.tensor([0.0, 90.0, 180.0, 270.0] * 2), 2.5, 40.0, 8)
+    camera_judge = CameraJudge()
+    RewardGuidance(camera_judge, augmentation=augment, augmented_copies=2)(
+        g, *args, 0, torch.tensor(1.0), cameras=cameras
+    )
+    assert camera_judge.camera_counts == [16]
+    with pytest.raises(ValueError, match="augmented_copies"):
+        RewardGuidance(Redness(), augmentation=augment, augmented_copies=0)

@@ -26,6 +26,11 @@ the same, since Adam normalises by the running gradient magnitude): Reward3D's f
 backward are a fixed cost per step, large beside a cheap step such as the primitives mesh
 stage's (see ``bench/dreamfl.py``).
 
+``augmentation`` scores ``augmented_copies`` randomly moved, zoomed and softened copies of the
+views and averages: the reward then follows what is in the picture rather than single pixels,
+and the averaged gradient is smoother than one copy's (a remedy the literature on reward
+guidance uses against adversarial, pixel-level gradients).
+
 Every schedule follows the trainer's ``global_step``; the reward model is frozen and in eval
 mode (:meth:`~dreamreward.models.reward3d.Reward3D.as_frozen_guide`).
 """
@@ -40,6 +45,7 @@ import torch
 from torch import Tensor, nn
 
 from dreamreward.guidance.sources import RewardSource, ShippedReward3D
+from dreamreward.models.reward3d.augmentation import ViewAugmentation
 from dreamreward.models.reward3d.model import Reward3D
 from dreamreward.render.cameras import Cameras
 from dreamreward.world.reference_judge import GroundTruthJudge
@@ -120,6 +126,13 @@ class RewardGuidance(nn.Module):
             the distillation gradient's (w.r.t. the renders).
         every: evaluate the term on steps ``start_step + i * every`` only, weighted ``every``
             times as much (1: every step, as the paper and the released code).
+        augmentation: score randomly augmented copies of the views (None: the views as they
+            are, as the paper). Draws are seeded by ``augmentation_seed`` and the step. A judge
+            that compares pixels with the ground truth from the same cameras sees the moved
+            copies against the unmoved truth: meant for Reward3D.
+        augmented_copies: copies scored per step, rewards averaged (each costs one more pass
+            of the judge).
+        augmentation_seed: seed of the augmentation draws.
     """
 
     def __init__(
@@ -134,6 +147,9 @@ class RewardGuidance(nn.Module):
         weighting: Literal["constant", "digits", "grad_fraction"] = "constant",
         grad_fraction: float = 0.5,
         every: int = 1,
+        augmentation: ViewAugmentation | None = None,
+        augmented_copies: int = 1,
+        augmentation_seed: int = 0,
     ) -> None:
         super().__init__()
         if objective not in ("linear", "hinge"):
@@ -148,7 +164,12 @@ class RewardGuidance(nn.Module):
             raise ValueError(
                 f"every must be >= 1 (evaluate the reward every k-th step), got {every}"
             )
+        if augmented_copies < 1:
+            raise ValueError(f"augmented_copies must be >= 1, got {augmented_copies}")
         self.reward = frozen_judge(reward)
+        self.augmentation = augmentation
+        self.augmented_copies = augmented_copies
+        self.augmentation_seed = augmentation_seed
         self.weight = weight
         self.objective = objective
         self.hinge_margin = hinge_margin
@@ -207,7 +228,12 @@ class RewardGuidance(nn.Module):
             images = torch.where(use_x0.view(-1, 1, 1, 1), straight, renders)
         labels = [view_labels[i * v : (i + 1) * v] for i in range(b)]
         assets = images.clamp(0, 1).reshape(b, v, *images.shape[1:])  # (B, V, 3, H, W)
-        reward = judge_scores(self.reward, assets, prompts, labels, cameras)
+        if self.augmentation is None:
+            reward = judge_scores(self.reward, assets, prompts, labels, cameras)
+        else:
+            reward = self._augmented_scores(
+                self.augmentation, assets, prompts, labels, cameras, step
+            )
         if self.objective == "hinge":
             raw = torch.relu(self.hinge_margin - reward).mean()
         else:
@@ -223,6 +249,24 @@ class RewardGuidance(nn.Module):
         surrogate = (renders * (weight * grad).detach()).sum()
         value = weight * raw.detach()
         return RewardOutput(surrogate, value, reward.detach(), weight, True, distill_scale)
+
+    def _augmented_scores(
+        self,
+        augmentation: ViewAugmentation,
+        assets: Tensor,
+        prompts: list[str],
+        labels: list[list[str]],
+        cameras: Cameras | None,
+        step: int,
+    ) -> Tensor:
+        """(B,) mean score of ``augmented_copies`` augmented copies of the (B, V, 3, H, W)
+        assets, all copies scored in one batch."""
+        k = self.augmented_copies
+        generator = torch.Generator().manual_seed(self.augmentation_seed * 1_000_003 + step)
+        copies = torch.cat([augmentation(assets, generator) for _ in range(k)])
+        repeated = Cameras.cat([cameras] * k) if cameras is not None else None
+        scores = judge_scores(self.reward, copies, prompts * k, labels * k, repeated)
+        return scores.view(k, len(prompts)).mean(0)
 
     def active_at(self, step: int) -> bool:
         """Whether the term is evaluated at optimizer step ``step``."""
