@@ -1,6 +1,7 @@
 """Where the two judges' gradients point, on the assets of the positive-control runs (README).
 
     python docs/judge_gradients.py runs/dreamfl_control/gt_judge_1.0/sds [--reward EXPORT_FOLDER]
+        [--augmented-copies K]
 
 For every run folder under the given one (``<prompt slug>/seed0/`` with ``eval_views.png``, or
 ``views.png`` in runs made before it, and ``result.json``), takes the 4 canonical views of the
@@ -16,6 +17,10 @@ the ground-truth judge (``world/reference_judge.py``). Prints, per prompt and on
   cameras). For reference the script also prints white noise's share. The ground-truth judge
   blurs its inputs (1.5 px), which smooths its gradient too: the cosines are the evidence, the
   shares the picture.
+
+``--augmented-copies K`` takes Reward3D's gradient of its mean score over K augmented copies of
+the views (``ViewAugmentation``'s defaults, as ``RewardGuidance(augmentation=...)`` does at
+guidance time; draws seeded per asset).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from dreamreward.models.reward3d import ViewAugmentation
 from dreamreward.models.reward3d.export import load_reward3d
 from dreamreward.render.cameras import view_labels_from_c2w
 from dreamreward.render.export import read_scored_views
@@ -38,16 +44,32 @@ def low_frequency_share(grad: torch.Tensor, sigma: float = 2.0) -> float:
     return float(gaussian_blur(grad, sigma).norm() / grad.norm().clamp_min(1e-12))
 
 
-def main(runs_dir: str, sigma: float = 2.0, reward: str | None = None) -> None:
+def reward_gradient(
+    reward3d: torch.nn.Module, assets: torch.Tensor, prompt: str, labels: list[str], copies: int
+) -> torch.Tensor:
+    """d score / d assets (1, 4, 3, H, W); with ``copies`` > 0, of the mean score over that
+    many augmented copies."""
+    if copies == 0:
+        return torch.autograd.grad(reward3d.score(assets, [prompt], [labels]).sum(), assets)[0]
+    augment, generator = ViewAugmentation(), torch.Generator().manual_seed(0)
+    shown = torch.cat([augment(assets, generator) for _ in range(copies)])
+    scores = reward3d.score(shown, [prompt] * copies, [labels] * copies)
+    return torch.autograd.grad(scores.mean(), assets)[0]
+
+
+def main(runs_dir: str, sigma: float = 2.0, reward: str | None = None, copies: int = 0) -> None:
     reward3d, judge = load_reward3d(reward), GroundTruthJudge()
     cams = default_cameras(64)
     labels = view_labels_from_c2w(cams.c2w)
-    rows = []
+    rows, seen = [], set()
     for result_file in sorted(Path(runs_dir).glob("*/seed0/result.json")):
         prompt = json.loads(result_file.read_text())["prompt"]
+        if prompt in seen:  # a later evaluation's rerun of the same (deterministic) run
+            continue
+        seen.add(prompt)
         views, _ = read_scored_views(result_file.parent)  # (4, 64, 64, 3)
         assets = views.permute(0, 3, 1, 2)[None].clone().requires_grad_()  # (1, 4, 3, H, W)
-        (g_reward,) = torch.autograd.grad(reward3d.score(assets, [prompt], [labels]).sum(), assets)
+        g_reward = reward_gradient(reward3d, assets, prompt, labels, copies)
         truth_score = judge.score(assets, [prompt], [labels], cams).sum()
         (g_truth,) = torch.autograd.grad(truth_score, assets)
         g_reward, g_truth = g_reward[0], g_truth[0]  # (4, 3, H, W)
@@ -82,5 +104,6 @@ if __name__ == "__main__":
     parser.add_argument("runs_dir")
     parser.add_argument("--sigma", type=float, default=2.0)
     parser.add_argument("--reward", default=None, help="a Reward3D export (default: shipped)")
+    parser.add_argument("--augmented-copies", type=int, default=0)
     args = parser.parse_args()
-    main(args.runs_dir, args.sigma, args.reward)
+    main(args.runs_dir, args.sigma, args.reward, args.augmented_copies)
