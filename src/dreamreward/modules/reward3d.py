@@ -398,8 +398,9 @@ class Reward3DModule(L.LightningModule):
 
     def _prompt_edit_loss(self, batch: dict[str, Any], rewards: dict[str, Tensor]) -> Tensor | None:
         """Image-text matching over the batch's correct assets, listwise: each asset is scored
-        under its own prompt or a paraphrase (a hard positive), every applicable minimal edit of
-        it (hard negatives, one per kind) and another prompt of the batch (an easy negative); the
+        under its own prompt (canonical, or a paraphrase: a hard positive), every applicable
+        minimal edit of it in the same wording (hard negatives, one per kind) and another prompt
+        of the batch (an easy negative); the
         loss is -log softmax(true prompt) over those rewards (see ``prompt_edit_weight``).
         Training prompts are never edited into a held-out composition.
 
@@ -412,9 +413,16 @@ class Reward3DModule(L.LightningModule):
         prompts: list[str] = []
         spans: list[tuple[int, int]] = []
         for a, scene in correct:
-            own = batch["asset_prompt"][a]
-            candidates = [describe(scene, rng) if rng.random() < 0.5 else own]
-            edits = edited_prompts(scene, rng, allow_novel=False)
+            # Half the time the canonical wording, else one paraphrase shared by the prompt and
+            # its edits: a wording that differs between positive and negatives is a shortcut
+            # (with independent paraphrases the canonical "own" prompt was told apart by its
+            # wording, and colour synonyms buried the one changed word).
+            seed = None if rng.random() < 0.5 else rng.getrandbits(32)
+            phrasing = None if seed is None else random.Random(seed)
+            candidates = [describe(scene, phrasing)]
+            edits = edited_prompts(
+                scene, rng, allow_novel=False, paraphrase=seed is not None, phrasing_seed=seed
+            )
             candidates += [edits[kind] for kind in sorted(edits)]
             others = [batch["asset_prompt"][b] for b, other in correct if other != scene]
             if others:
@@ -442,7 +450,8 @@ class Reward3DModule(L.LightningModule):
         scene S and ``crossed_edits_per_asset`` edits S' (kinds drawn with the odds
         ``crossed_edit_kinds``, each applying and staying a training composition), each pair
         rendered from one fresh ring of 4 cameras, at the batch's image size; rewards
-        r[image, prompt] over {S, S'} x {describe(S), describe(S')}, each prompt paraphrased;
+        r[image, prompt] over {S, S'} x {describe(S), describe(S')}, both prompts in one
+        wording (canonical, or one shared paraphrase);
         the loss is the mean of -log softmax over prompts (per image) and over images (per
         prompt) of the matching entries. Renders are made here, so both images share one
         renderer and the term needs nothing but the scene column."""
@@ -465,7 +474,12 @@ class Reward3DModule(L.LightningModule):
                 edits += 1
                 cameras = sampler.sample(1, generator).cameras
                 renders += [ground_truth_views(shown, cameras) for shown in (scene, edited)]
-                prompts += [describe(scene, rng), describe(edited, rng)]
+                # one wording for both (canonical half the time): they differ in content alone
+                seed = None if rng.random() < 0.5 else rng.getrandbits(32)
+                prompts += [
+                    describe(shown, None if seed is None else random.Random(seed))
+                    for shown in (scene, edited)
+                ]
                 rings.append(cameras.c2w)
         if not renders:
             return None

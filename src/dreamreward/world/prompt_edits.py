@@ -69,7 +69,11 @@ def edit_scene(scene: Scene, kind: str, rng: random.Random) -> Scene | None:
 
 
 def edited_prompts(
-    scene: Scene, rng: random.Random, allow_novel: bool = True, paraphrase: bool = True
+    scene: Scene,
+    rng: random.Random,
+    allow_novel: bool = True,
+    paraphrase: bool = True,
+    phrasing_seed: int | None = None,
 ) -> dict[str, str]:
     """One minimally edited prompt per applicable kind.
 
@@ -79,6 +83,10 @@ def edited_prompts(
         paraphrase: phrase each edit with :func:`describe` and ``rng`` (a paraphrase, not always
             the canonical wording); False gives the canonical wording, so an edit differs from
             ``describe(scene)`` in its content alone (what an evaluation should compare).
+        phrasing_seed: with ``paraphrase``, phrase every edit with ``random.Random(seed)``, as
+            ``describe(scene, random.Random(seed))`` phrases the scene: the same template,
+            synonyms and relation phrasing wherever the edit leaves them (a paraphrased
+            positive and its negatives then differ in content, not in wording).
     """
     out = {}
     for kind in EDIT_KINDS:
@@ -87,7 +95,12 @@ def edited_prompts(
             if edited is None:
                 break
             if allow_novel or not is_novel(edited):
-                out[kind] = describe(edited, rng) if paraphrase else describe(edited)
+                if not paraphrase:
+                    out[kind] = describe(edited)
+                elif phrasing_seed is not None:
+                    out[kind] = describe(edited, random.Random(phrasing_seed))
+                else:
+                    out[kind] = describe(edited, rng)
                 break
     return out
 
