@@ -2,16 +2,18 @@
 
     python docs/crossed_pairs_probe.py [--kind colour] [--steps 75] [--lr 1e-4] [--batch 8]
         [--cross-attention-init bert|fan_in] [--head-dropout official|0] [--no-pixel-patches]
-        [--finetune full|lora] [--lora-rank 8] [--kind mixed] [--cameras orbit] [--paraphrase]
+        [--finetune full|lora] [--lora-rank 8] [--kind mixed] [--cameras orbit]
+        [--paraphrase [independent|shared]]
 
 A two-object scene S and one minimal edit S' of it (``--kind``: colour, shape, swapped colours,
 relation, object left out, or ``mixed``: a random kind per pair) are rendered from the 4 canonical
 cameras (``--cameras orbit``: one random ring per pair, as in training); each render is scored
-under both prompts (canonical wording; ``--paraphrase``: drawn phrasings). The loss is a softmax
-over the two prompts for each render and over the two renders for each prompt, so a preference for
-one render or one prompt whatever the other cancels: only reading the word against the image lowers
-it. The image trunk is frozen and its features are computed once (384 training pairs, 96 unseen
-pairs of training compositions); the text encoder (whole, or LoRA adapters as
+under both prompts (canonical wording; ``--paraphrase``: each prompt phrased on its own draw;
+``--paraphrase shared``: both in one drawn phrasing, as ``Reward3DModule`` phrases them). The loss
+is a softmax over the two prompts for each render and over the two renders for each prompt, so a
+preference for one render or one prompt whatever the other cancels: only reading the word against
+the image lowers it. The image trunk is frozen and its features are computed once (384 training
+pairs, 96 unseen pairs of training compositions); the text encoder (whole, or LoRA adapters as
 ``Reward3DModule(finetune="lora")``), cross-attention, token adapters and head train at ``--lr``.
 Every 25 steps it prints how often, on the unseen pairs, each render prefers its own prompt (text
 side) and each prompt its own render (image side).
@@ -58,7 +60,7 @@ class CrossedPairs:
             self._add_lora(args.lora_rank)
         self.kind = args.kind
         self.orbit = args.cameras == "orbit"
-        self.paraphrase = args.paraphrase
+        self.paraphrase = args.paraphrase  # None, "independent" or "shared"
         self.cameras = default_cameras(64)
         start = time.perf_counter()
         self.train_pool = self.pool(args.pool, seed=0)
@@ -121,7 +123,12 @@ class CrossedPairs:
                 cameras = sampler.sample(1, generator).cameras
             labels.append(view_labels_from_c2w(cameras.c2w))
             renders += [ground_truth_views(s, cameras) for s in (scene, edited)]
-            prompts.append([describe(s, rng if self.paraphrase else None) for s in pairs[-1]])
+            if self.paraphrase == "shared":
+                seed = rng.getrandbits(32)
+                prompts.append([describe(s, random.Random(seed)) for s in pairs[-1]])
+            else:
+                phrasing = rng if self.paraphrase else None
+                prompts.append([describe(s, phrasing) for s in pairs[-1]])
         images = self.model.preprocess(torch.stack(renders).flatten(0, 1), check_range=False)
         with torch.no_grad():
             chunks = [
@@ -204,7 +211,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--kind", choices=(*EDIT_KINDS, "mixed"), default="colour")
     parser.add_argument("--cameras", choices=("canonical", "orbit"), default="canonical")
-    parser.add_argument("--paraphrase", action="store_true", help="paraphrased prompts")
+    parser.add_argument(
+        "--paraphrase",
+        nargs="?",
+        const="independent",
+        choices=("independent", "shared"),
+        help="paraphrased prompts: each on its own draw, or both of a pair in one phrasing",
+    )
     parser.add_argument("--steps", type=int, default=75)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--batch", type=int, default=8)
