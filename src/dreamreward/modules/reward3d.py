@@ -400,9 +400,9 @@ class Reward3DModule(L.LightningModule):
         """Image-text matching over the batch's correct assets, listwise: each asset is scored
         under its own prompt (canonical, or a paraphrase: a hard positive), every applicable
         minimal edit of it in the same wording (hard negatives, one per kind) and another prompt
-        of the batch (an easy negative); the
-        loss is -log softmax(true prompt) over those rewards (see ``prompt_edit_weight``).
-        Training prompts are never edited into a held-out composition.
+        of the batch (an easy negative); the loss is -log softmax(true prompt) over those
+        rewards (see ``prompt_edit_weight``). Training prompts are never edited into a held-out
+        composition.
 
         Listwise rather than one pair per asset: one image pass serves every edit kind, and the
         softmax weighs the edits the reward still confuses (a pairwise term with one drawn edit
@@ -446,15 +446,14 @@ class Reward3DModule(L.LightningModule):
         return torch.stack(losses).mean()
 
     def _crossed_edit_loss(self, batch: dict[str, Any]) -> Tensor | None:
-        """The crossed term (see ``crossed_edit_weight``): per correct asset with a scene, the
-        scene S and ``crossed_edits_per_asset`` edits S' (kinds drawn with the odds
+        """The crossed term (see ``crossed_edit_weight``): per correct asset with a scene, the scene
+        S and ``crossed_edits_per_asset`` edits S' (kinds drawn with the odds
         ``crossed_edit_kinds``, each applying and staying a training composition), each pair
-        rendered from one fresh ring of 4 cameras, at the batch's image size; rewards
-        r[image, prompt] over {S, S'} x {describe(S), describe(S')}, both prompts in one
-        wording (canonical, or one shared paraphrase);
-        the loss is the mean of -log softmax over prompts (per image) and over images (per
-        prompt) of the matching entries. Renders are made here, so both images share one
-        renderer and the term needs nothing but the scene column."""
+        rendered from one fresh ring of 4 cameras, at the batch's image size; rewards r[image,
+        prompt] over {S, S'} x {describe(S), describe(S')}, both prompts in one wording (canonical,
+        or one shared paraphrase); the loss is the mean of -log softmax over prompts (per image) and
+        over images (per prompt) of the matching entries. Renders are made here, so both images
+        share one renderer and the term needs nothing but the scene column."""
         correct = self._correct_assets(batch)
         if not correct:
             return None
