@@ -67,6 +67,10 @@ def test_reward3d_presets_lay_over_the_cpu_config(preset, capsys):
         assert parsed["trainer"]["gradient_clip_val"] == 0.1
         kept = parsed["trainer"]["callbacks"][0]["init_args"]
         assert (kept["monitor"], kept["mode"]) == ("val/text_side_mean", "max")
+        model = parsed["model"]["init_args"]
+        # beside the listwise term the crossed loss never learned colour (README)
+        assert model["prompt_edit_weight"] == 0.0 and model["crossed_edit_weight"] == 1.0
+        assert model["train_augmentation"]["class_path"].endswith("ViewAugmentation")
 
 
 @pytest.fixture(scope="module")
