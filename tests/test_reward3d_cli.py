@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 from pathlib import Path
 
@@ -118,7 +119,12 @@ def test_fit_tests_the_best_checkpoint_and_exports(tiny_set, tmp_path):
     log_dir = Path(cli.trainer.log_dir)
     record = json.loads((log_dir / "reward3d" / "reward3d.json").read_text())
     # A random backbone cannot be rebuilt from files, so the merged weights are exported.
-    assert record["format"] == "full_weights" and record["notes"]["best_checkpoint"]
+    notes = record["notes"]
+    assert record["format"] == "full_weights" and notes["best_checkpoint"]
+    # the notes say which weights were exported: the monitor, its best value and their step
+    assert notes["best_monitor"] == "val/loss" and math.isfinite(notes["best_score"])
+    assert f"step={notes['global_step']}.ckpt" in notes["best_checkpoint"]
+    assert notes["trained_steps"] == cli.trainer.global_step >= notes["global_step"]
     table = (log_dir / "reward3d_eval.md").read_text()
     assert "| test |" in table and "| novel |" in table and "zero_shot" in table
     results = json.loads((log_dir / "reward3d_eval.json").read_text())

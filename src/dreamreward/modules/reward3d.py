@@ -747,13 +747,17 @@ class Reward3DModule(L.LightningModule):
 
     # ----------------------------------------------------------------------------- export
     def on_fit_end(self) -> None:
-        """Export the best checkpoint's model (lowest validation loss) for scoring and DreamFL."""
+        """Export the best checkpoint's model (by the checkpoint callback's monitor: the
+        validation loss, or the text side in ``presets/text_side.yaml``) for scoring and DreamFL.
+        The notes name the monitor, its best value and the step of the exported weights."""
         trainer = self.trainer
         callback = trainer.checkpoint_callback
         best = getattr(callback, "best_model_path", "") if callback else ""
+        best_step = trainer.global_step
         if best:
-            state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
-            self.load_state_dict(state, strict=True)
+            checkpoint = torch.load(best, map_location="cpu", weights_only=True)
+            self.load_state_dict(checkpoint["state_dict"], strict=True)
+            best_step = int(checkpoint.get("global_step", best_step))
         if not trainer.is_global_zero:
             return
         folder = self.hparams.export_dir or (
@@ -761,13 +765,14 @@ class Reward3DModule(L.LightningModule):
         )
         if folder is None:
             return
+        score = getattr(callback, "best_model_score", None) if callback is not None else None
         notes = {
             "finetune": self.finetune,
             "best_checkpoint": best or None,
-            "best_val_loss": float(callback.best_model_score)
-            if callback is not None and getattr(callback, "best_model_score", None) is not None
-            else None,
-            "global_step": trainer.global_step,
+            "best_monitor": getattr(callback, "monitor", None) if callback is not None else None,
+            "best_score": float(score) if score is not None else None,
+            "global_step": best_step,  # of the exported weights
+            "trained_steps": trainer.global_step,
             **self.trainable_summary(),
         }
         save_reward3d(self.model, folder, notes, base_checkpoint=self.hparams.init_checkpoint)
