@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from dreamreward.models.reward3d import CompactBackbone, Reward3D
 from dreamreward.models.reward3d.preprocess import view_prompts
 from dreamreward.render.cameras import OrbitCameraSampler, view_labels_from_c2w
-from dreamreward.world.prompt_edits import EDIT_KINDS, edit_scene
+from dreamreward.world.prompt_edits import EDIT_KINDS, describe_alike, edit_scene
 from dreamreward.world.prompts import describe, is_novel, sample_scene
 from dreamreward.world.views import default_cameras, ground_truth_views
 
@@ -124,8 +124,8 @@ class CrossedPairs:
             labels.append(view_labels_from_c2w(cameras.c2w))
             renders += [ground_truth_views(s, cameras) for s in (scene, edited)]
             if self.paraphrase == "shared":
-                seed = rng.getrandbits(32)
-                prompts.append([describe(s, random.Random(seed)) for s in pairs[-1]])
+                wording = rng.getrandbits(32)  # always a paraphrase, shared by the pair
+                prompts.append([describe_alike(s, wording) for s in pairs[-1]])
             else:
                 phrasing = rng if self.paraphrase else None
                 prompts.append([describe(s, phrasing) for s in pairs[-1]])

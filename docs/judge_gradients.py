@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from dreamreward.guidance.reward_term import augmented_judge_scores
 from dreamreward.models.reward3d import ViewAugmentation
 from dreamreward.models.reward3d.export import load_reward3d
 from dreamreward.render.cameras import view_labels_from_c2w
@@ -51,10 +52,11 @@ def reward_gradient(
     many augmented copies."""
     if copies == 0:
         return torch.autograd.grad(reward3d.score(assets, [prompt], [labels]).sum(), assets)[0]
-    augment, generator = ViewAugmentation(), torch.Generator().manual_seed(0)
-    shown = torch.cat([augment(assets, generator) for _ in range(copies)])
-    scores = reward3d.score(shown, [prompt] * copies, [labels] * copies)
-    return torch.autograd.grad(scores.mean(), assets)[0]
+    generator = torch.Generator().manual_seed(0)
+    scores = augmented_judge_scores(
+        reward3d, ViewAugmentation(), copies, assets, [prompt], [labels], generator=generator
+    )
+    return torch.autograd.grad(scores.sum(), assets)[0]
 
 
 def main(runs_dir: str, sigma: float = 2.0, reward: str | None = None, copies: int = 0) -> None:

@@ -97,6 +97,24 @@ def judge_scores(
     return judge.score(assets, prompts, view_labels)
 
 
+def augmented_judge_scores(
+    judge: Reward3D | GroundTruthJudge,
+    augmentation: ViewAugmentation,
+    copies: int,
+    assets: Tensor,
+    prompts: list[str],
+    view_labels: list[list[str]],
+    cameras: Cameras | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """(B,) mean score of ``copies`` augmented copies of the (B, V, 3, H, W) assets, all copies
+    scored in one batch (a camera judge gets the cameras once per copy)."""
+    shown = torch.cat([augmentation(assets, generator) for _ in range(copies)])
+    repeated = Cameras.cat([cameras] * copies) if cameras is not None else None
+    scores = judge_scores(judge, shown, prompts * copies, view_labels * copies, repeated)
+    return scores.view(copies, len(prompts)).mean(0)
+
+
 def _digits(x: float) -> int:
     """Digits of the integer part as the released code counts them (at least 1)."""
     return len(str(int(abs(x)))) if math.isfinite(x) else 1
@@ -231,8 +249,16 @@ class RewardGuidance(nn.Module):
         if self.augmentation is None:
             reward = judge_scores(self.reward, assets, prompts, labels, cameras)
         else:
-            reward = self._augmented_scores(
-                self.augmentation, assets, prompts, labels, cameras, step
+            generator = torch.Generator().manual_seed(self.augmentation_seed * 1_000_003 + step)
+            reward = augmented_judge_scores(
+                self.reward,
+                self.augmentation,
+                self.augmented_copies,
+                assets,
+                prompts,
+                labels,
+                cameras,
+                generator,
             )
         if self.objective == "hinge":
             raw = torch.relu(self.hinge_margin - reward).mean()
@@ -249,24 +275,6 @@ class RewardGuidance(nn.Module):
         surrogate = (renders * (weight * grad).detach()).sum()
         value = weight * raw.detach()
         return RewardOutput(surrogate, value, reward.detach(), weight, True, distill_scale)
-
-    def _augmented_scores(
-        self,
-        augmentation: ViewAugmentation,
-        assets: Tensor,
-        prompts: list[str],
-        labels: list[list[str]],
-        cameras: Cameras | None,
-        step: int,
-    ) -> Tensor:
-        """(B,) mean score of ``augmented_copies`` augmented copies of the (B, V, 3, H, W)
-        assets, all copies scored in one batch."""
-        k = self.augmented_copies
-        generator = torch.Generator().manual_seed(self.augmentation_seed * 1_000_003 + step)
-        copies = torch.cat([augmentation(assets, generator) for _ in range(k)])
-        repeated = Cameras.cat([cameras] * k) if cameras is not None else None
-        scores = judge_scores(self.reward, copies, prompts * k, labels * k, repeated)
-        return scores.view(k, len(prompts)).mean(0)
 
     def active_at(self, step: int) -> bool:
         """Whether the term is evaluated at optimizer step ``step``."""

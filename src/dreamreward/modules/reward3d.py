@@ -58,8 +58,15 @@ from dreamreward.modules.preference_metrics import (
 )
 from dreamreward.modules.resume_check import check_resume_matches
 from dreamreward.render.cameras import OrbitCameraSampler
-from dreamreward.world.prompt_edits import EDIT_KINDS, edit_scene, edited_prompts, text_side_prompts
-from dreamreward.world.prompts import describe, is_novel
+from dreamreward.world.prompt_edits import (
+    EDIT_KINDS,
+    describe_alike,
+    draw_wording,
+    edit_scene,
+    edited_prompts,
+    text_side_prompts,
+)
+from dreamreward.world.prompts import is_novel
 from dreamreward.world.scene import Scene
 from dreamreward.world.views import ground_truth_views
 
@@ -417,11 +424,10 @@ class Reward3DModule(L.LightningModule):
             # its edits: a wording that differs between positive and negatives is a shortcut
             # (with independent paraphrases the canonical "own" prompt was told apart by its
             # wording, and colour synonyms buried the one changed word).
-            seed = None if rng.random() < 0.5 else rng.getrandbits(32)
-            phrasing = None if seed is None else random.Random(seed)
-            candidates = [describe(scene, phrasing)]
+            wording = draw_wording(rng)
+            candidates = [describe_alike(scene, wording)]
             edits = edited_prompts(
-                scene, rng, allow_novel=False, paraphrase=seed is not None, phrasing_seed=seed
+                scene, rng, allow_novel=False, paraphrase=wording is not None, phrasing_seed=wording
             )
             candidates += [edits[kind] for kind in sorted(edits)]
             others = [batch["asset_prompt"][b] for b, other in correct if other != scene]
@@ -474,11 +480,8 @@ class Reward3DModule(L.LightningModule):
                 cameras = sampler.sample(1, generator).cameras
                 renders += [ground_truth_views(shown, cameras) for shown in (scene, edited)]
                 # one wording for both (canonical half the time): they differ in content alone
-                seed = None if rng.random() < 0.5 else rng.getrandbits(32)
-                prompts += [
-                    describe(shown, None if seed is None else random.Random(seed))
-                    for shown in (scene, edited)
-                ]
+                wording = draw_wording(rng)
+                prompts += [describe_alike(shown, wording) for shown in (scene, edited)]
                 rings.append(cameras.c2w)
         if not renders:
             return None

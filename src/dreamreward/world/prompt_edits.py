@@ -68,6 +68,20 @@ def edit_scene(scene: Scene, kind: str, rng: random.Random) -> Scene | None:
     return edited
 
 
+def draw_wording(rng: random.Random) -> int | None:
+    """A wording for a prompt and its minimal edits, to pass to :func:`describe_alike`: None
+    (the canonical wording) half the time, else a paraphrase seed."""
+    return None if rng.random() < 0.5 else rng.getrandbits(32)
+
+
+def describe_alike(scene: Scene, wording: int | None) -> str:
+    """``scene`` in the wording ``wording`` (None: canonical; a seed: the paraphrase
+    ``describe(scene, random.Random(seed))``). A scene and its edits described with one wording
+    share template, synonyms and relation phrase wherever the edit leaves them, so they differ
+    in content rather than in wording."""
+    return describe(scene, None if wording is None else random.Random(wording))
+
+
 def edited_prompts(
     scene: Scene,
     rng: random.Random,
@@ -98,7 +112,7 @@ def edited_prompts(
                 if not paraphrase:
                     out[kind] = describe(edited)
                 elif phrasing_seed is not None:
-                    out[kind] = describe(edited, random.Random(phrasing_seed))
+                    out[kind] = describe_alike(edited, phrasing_seed)
                 else:
                     out[kind] = describe(edited, rng)
                 break
