@@ -162,11 +162,11 @@ def test_dreamfl_overlays_reach_the_dreamfl_runs_only(monkeypatch, tmp_path) -> 
     """A control judge or a reward preset changes DreamFL's runs, never the baseline's."""
     import itertools
 
-    import dreamreward.cli
+    import dreamreward.lightning_cli
     from dreamreward.evaluate_dreamfl import _run
 
     calls = []
-    monkeypatch.setattr(dreamreward.cli, "main", calls.append)
+    monkeypatch.setattr(dreamreward.lightning_cli, "run_lightning", calls.append)
     overlays = {"dreamfl": ["judge.yaml"], "sds": ["sds.yaml"], "ranker": ["rank.yaml"]}
     common = ("base.yaml", overlays, ["--config", "short.yaml"], "cpu", None)
     for method in ("dreamfl", "sds", "ranker"):

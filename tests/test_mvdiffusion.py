@@ -18,7 +18,7 @@ from dreamreward.models.mvdiffusion.prior import (
 )
 from dreamreward.models.mvdiffusion.text import MiniLMPromptEncoder, PromptEncoder, PromptTokens
 from dreamreward.models.mvdiffusion.unet import MultiViewUNet, small_unet_config
-from dreamreward.models.reward3d.errors import CheckpointMismatchError
+from dreamreward.models.weight_errors import CheckpointMismatchError
 
 
 def tiny_unet(num_views: int = 4, cross: int = 32, seed: int = 0) -> MultiViewUNet:

@@ -228,7 +228,7 @@ def reference_rows(
     lower is what reward hacking looks like."""
     import torch
 
-    from dreamreward.cli import build_from_config
+    from dreamreward.lightning_cli import build_from_config
     from dreamreward.render.cameras import view_labels_from_c2w
     from dreamreward.world.oracle import oracle_score
     from dreamreward.world.views import default_cameras, ground_truth_views
@@ -337,7 +337,7 @@ def _run(
     device: int | None,
 ) -> None:
     """``fit`` one (prompt, seed, method) into ``job["dir"]``."""
-    from dreamreward.cli import main
+    from dreamreward.lightning_cli import run_lightning
 
     run_args = _run_args(job, dreamfl_config, overlays, extra_args)
     Path(job["dir"]).mkdir(parents=True, exist_ok=True)
@@ -357,7 +357,7 @@ def _run(
         "null",
     ]
     # the run's own overrides last, as before: they may override the placement defaults
-    main(["fit", *run_args[: -len(extra_args) or None], *placement, *extra_args])
+    run_lightning(["fit", *run_args[: -len(extra_args) or None], *placement, *extra_args])
 
 
 def summarise_runs(rows: list[dict[str, Any]], methods: list[str] | None = None) -> dict[str, Any]:

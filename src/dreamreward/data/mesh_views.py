@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from dreamreward.render.cameras import Cameras, orbit_cameras
 from dreamreward.render.image_ops import box_downsample
 from dreamreward.render.mesh import Mesh, load_mesh
-from dreamreward.render.rasterizer import render_mesh
+from dreamreward.render.mesh_render import render_mesh
 from dreamreward.render.rays import generate_pinhole_rays
 
 

@@ -47,10 +47,10 @@ from dreamreward.data.preference import TEST_DATALOADERS, pairs_as_asset_batch
 from dreamreward.models.reward3d.augmentation import ViewAugmentation
 from dreamreward.models.reward3d.backbone import count_parameters, freeze_bottom_fraction
 from dreamreward.models.reward3d.checkpoint import load_official_checkpoint
-from dreamreward.models.reward3d.errors import check_state_dict
 from dreamreward.models.reward3d.export import save_reward3d
 from dreamreward.models.reward3d.model import Reward3D
 from dreamreward.models.reward3d.preprocess import asset_view_labels, view_prompts
+from dreamreward.models.weight_errors import check_state_dict
 from dreamreward.modules.preference_metrics import (
     PreferenceMetrics,
     pairwise_correct,

@@ -25,8 +25,8 @@ from dreamreward.render.export import export_mesh, save_image_grid, save_turntab
 from dreamreward.render.image_ops import box_downsample
 from dreamreward.render.mesh import Mesh
 from dreamreward.render.mesh_ops import laplacian_smoothing_loss, normal_consistency_loss
+from dreamreward.render.mesh_render import render_mesh
 from dreamreward.render.nerf import NeRFField
-from dreamreward.render.rasterizer import render_mesh
 from dreamreward.render.rays import generate_pinhole_rays
 from dreamreward.render.volume import VolumeRenderer
 

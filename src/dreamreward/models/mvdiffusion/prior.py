@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from dreamreward.models.mvdiffusion.text import PromptEncoder, PromptTokens
 from dreamreward.models.mvdiffusion.unet import MultiViewUNet, flatten_cameras
-from dreamreward.models.reward3d.errors import CheckpointMismatchError, check_state_dict
+from dreamreward.models.weight_errors import CheckpointMismatchError, check_state_dict
 
 PRIOR_FILE = "prior.json"
 UNET_WEIGHTS = "diffusion_pytorch_model.safetensors"

