@@ -30,7 +30,7 @@ from typing import Any
 
 from dreamreward.render.export import unique_slug
 from dreamreward.stats import mean_ci, spearman
-from dreamreward.world.prompts import is_novel, parse_prompt
+from dreamreward.world.prompts import ground_truth_scene, is_novel
 
 METHODS = ("dreamfl", "sds")
 """The two methods every evaluation runs; ``--methods`` adds more."""
@@ -70,9 +70,8 @@ def read_prompt_file(path: str | Path) -> list[str]:
 def _groups(prompt: str) -> list[str]:
     """The table rows a prompt counts in besides "all": its split (train-split / novel
     composition) and its object count, for primitives prompts; "free" otherwise."""
-    try:
-        scene = parse_prompt(prompt)
-    except ValueError:
+    scene = ground_truth_scene(prompt)
+    if scene is None:
         return ["free"]
     count = len(scene.objects)
     return ["novel" if is_novel(scene) else "train", f"{count} object{'s' * (count > 1)}"]
@@ -200,9 +199,8 @@ def rescore_oracle(row: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     from dreamreward.world.oracle import oracle_score
     from dreamreward.world.views import default_cameras
 
-    try:
-        scene = parse_prompt(row["prompt"])
-    except ValueError:
+    scene = ground_truth_scene(row["prompt"])
+    if scene is None:
         return row
     try:
         views, source = read_scored_views(run_dir)
@@ -233,12 +231,8 @@ def reference_rows(
     from dreamreward.world.oracle import oracle_score
     from dreamreward.world.views import default_cameras, ground_truth_views
 
-    scenes = {}
-    for prompt in prompts:
-        try:
-            scenes[prompt] = parse_prompt(prompt)
-        except ValueError:
-            continue  # not a primitives prompt: no ground truth
+    # free-text prompts have no ground truth to render
+    scenes = {p: scene for p in prompts if (scene := ground_truth_scene(p)) is not None}
     if not scenes:
         return []
     cli = build_from_config(["--config", dreamfl_config, *extra_args, "--trainer.logger", "false"])

@@ -34,7 +34,7 @@ from dreamreward.data.build_primitives import scene_key
 from dreamreward.data.preference import EpochShuffleSampler
 from dreamreward.render.cameras import OrbitCameraSampler
 from dreamreward.world.layout import scene_mesh
-from dreamreward.world.prompts import describe, parse_prompt, sample_scene
+from dreamreward.world.prompts import describe, ground_truth_scene, sample_scene
 from dreamreward.world.views import render_views
 
 VIEWS_FILE = "views.safetensors"
@@ -302,10 +302,7 @@ class MultiViewDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         items = []
         for p in self.predict_prompts:
-            try:
-                parse_prompt(p)
-                split = "primitives"
-            except ValueError:
-                split = "free"  # any text works; only primitives prompts get an oracle score
+            # any text works; only primitives prompts get an oracle score
+            split = "free" if ground_truth_scene(p) is None else "primitives"
             items.append({"prompt": p, "split": split, "objects": ""})
         return self._prompts(items)
