@@ -227,7 +227,6 @@ def reference_rows(
     import torch
 
     from dreamreward.lightning_cli import build_from_config
-    from dreamreward.render.cameras import view_labels_from_c2w
     from dreamreward.world.oracle import oracle_score
     from dreamreward.world.views import default_cameras, ground_truth_views
 
@@ -238,7 +237,6 @@ def reference_rows(
     cli = build_from_config(["--config", dreamfl_config, *extra_args, "--trainer.logger", "false"])
     module = cli.model
     cams = default_cameras(module.hparams.eval_resolution)
-    labels = view_labels_from_c2w(cams.c2w)
     rows = []
     for prompt, scene in scenes.items():
         views = ground_truth_views(scene, cams)
@@ -247,7 +245,7 @@ def reference_rows(
         row["oracle"] = oracle_score(views, scene, cams).total
         if module.eval_reward_model is not None:
             with torch.no_grad():
-                reward = module.eval_reward_model.score(views[None], [prompt], [labels])
+                reward = module.eval_reward_model.score(views[None], [prompt], cameras=cams)
             row["reward"] = float(reward[0])
         rows.append(row)
     return rows
