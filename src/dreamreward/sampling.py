@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from dreamreward.models.mvdiffusion.camera_embedding import mvdream_camera_embedding
 from dreamreward.models.mvdiffusion.prior import load_prior
 from dreamreward.render.export import save_image_grid
 from dreamreward.world.oracle import degeneracy, oracle_score, view_consistency
@@ -64,7 +65,7 @@ def sample_views(
     cams = default_cameras(model.image_size)
     images = model.sample(
         [prompt] * num_samples,
-        cams.mvdream_embedding().repeat(num_samples, 1),
+        mvdream_camera_embedding(cams).repeat(num_samples, 1),
         num_inference_steps=steps,
         guidance_scale=guidance_scale,
         negative_prompt=negative_prompt,

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from dreamreward.data.build_primitives import scene_key
 from dreamreward.data.preference import EpochShuffleSampler
+from dreamreward.models.mvdiffusion.camera_embedding import mvdream_camera_embedding
 from dreamreward.render.cameras import OrbitCameraSampler
 from dreamreward.world.layout import scene_mesh
 from dreamreward.world.prompts import describe, ground_truth_scene, sample_scene
@@ -75,7 +76,7 @@ def build_multiview(
         views = sampler.sample(1, gen)
         rgb = render_views(mesh, views.cameras)["rgb"]
         images[g] = (rgb * 255).round().to(torch.uint8)
-        cameras[g] = views.cameras.mvdream_embedding()
+        cameras[g] = mvdream_camera_embedding(views.cameras)
         rows.append({"prompt": describe(scene, rng), "scene": scene.to_dict()})
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)

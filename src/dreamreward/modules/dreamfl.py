@@ -37,6 +37,7 @@ from dreamreward.guidance.ranked_distillation import RankedDistillation
 from dreamreward.guidance.reward_term import RewardGuidance
 from dreamreward.guidance.score_distillation import ScoreDistillation
 from dreamreward.guidance.sources import RewardSource
+from dreamreward.models.mvdiffusion.camera_embedding import mvdream_camera_embedding
 from dreamreward.modules.frozen_weights import drop_frozen, restore_frozen
 from dreamreward.modules.resume_check import check_resume_matches
 from dreamreward.modules.two_stage import TwoStageAssetModule
@@ -266,7 +267,7 @@ class DreamFLModule(TwoStageAssetModule):
         else:
             rgb = self._render_nerf(cams)
             regularization = rgb.new_zeros(())
-        embedding = views.cameras.mvdream_embedding().to(self.device)
+        embedding = mvdream_camera_embedding(views.cameras).to(self.device)
         return TrainingViews(rgb.permute(0, 3, 1, 2), embedding, regularization, cams)
 
     def training_resolution(self) -> int:

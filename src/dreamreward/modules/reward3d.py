@@ -49,7 +49,8 @@ from dreamreward.models.reward3d.backbone import count_parameters, freeze_bottom
 from dreamreward.models.reward3d.checkpoint import load_official_checkpoint
 from dreamreward.models.reward3d.export import save_reward3d
 from dreamreward.models.reward3d.model import Reward3D
-from dreamreward.models.reward3d.preprocess import asset_view_labels, view_prompts
+from dreamreward.models.reward3d.preprocess import view_prompts
+from dreamreward.models.reward3d.view_labels import asset_view_labels
 from dreamreward.models.weight_errors import check_state_dict
 from dreamreward.modules.preference_metrics import (
     PreferenceMetrics,

@@ -274,8 +274,8 @@ class MultiViewPrior(nn.Module):
 
         Args:
             prompts: B prompts.
-            cameras: (B*V, 16) camera embeddings (e.g. ``default_cameras().mvdream_embedding()``
-                repeated per prompt).
+            cameras: (B*V, 16) camera embeddings (e.g.
+                ``mvdream_camera_embedding(default_cameras())`` repeated per prompt).
             num_inference_steps: DDIM steps.
             guidance_scale: CFG weight (1 = no guidance).
             negative_prompt: the unconditional prompt.

@@ -2,6 +2,8 @@
 
 - ``preprocess``  ``clip_preprocess`` (renders in [0, 1] -> CLIP-normalised 224 px, differentiable),
                   ``view_prompts`` ("{prompt}, front view", ...), ``tokenize_prompts``
+- ``view_labels`` ``view_labels_from_c2w``, ``asset_view_labels``: a camera's view label (front,
+                  side, back, overhead), derived here from the cameras every caller passes
 - ``backbone``    ``Reward3DBackbone`` (what a backbone provides), ``freeze_bottom_fraction``
 - ``blip``        ``VisionTransformer``, ``BlipTextEncoder``, ``BlipBackbone`` (official names)
 - ``compact``     ``CompactBackbone``: MiniLM text + EfficientNet-Lite0 image tokens (CPU scale,

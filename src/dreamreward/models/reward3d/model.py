@@ -21,11 +21,11 @@ from dreamreward.models.reward3d.backbone import Reward3DBackbone
 from dreamreward.models.reward3d.blip import BlipBackbone
 from dreamreward.models.reward3d.heads import NUM_VIEWS, CrossViewFusion, Reward3DScorer
 from dreamreward.models.reward3d.preprocess import (
-    asset_view_labels,
     clip_preprocess,
     tokenize_prompts,
     view_prompts,
 )
+from dreamreward.models.reward3d.view_labels import asset_view_labels
 from dreamreward.render.cameras import Cameras
 
 HeadKind = Literal["scorer", "cross_view_fusion"]
