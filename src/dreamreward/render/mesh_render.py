@@ -1,4 +1,13 @@
-"""One call from a mesh and N cameras to feature, mask, depth and normal images."""
+"""One call from a mesh and N cameras to images.
+
+- :func:`project_faces`: the projection every mesh renderer starts with (camera space, NDC,
+  faces in front of the near plane).
+- :func:`render_mesh`: feature, mask, depth and normal images (no background, no filtering).
+- :func:`render_mesh_antialiased`: the asset as training and data see it: vertex colours
+  rendered at ``supersample`` times the size, composited over a background and box filtered.
+  The world's shaded renderer (:mod:`dreamreward.world.views`) shares the projection and the
+  filter but shades with its own light.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +16,30 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dreamreward.render.backend import Backend
+from dreamreward.render.background import Background
 from dreamreward.render.cameras import Cameras
+from dreamreward.render.image_ops import box_downsample
 from dreamreward.render.mesh import Mesh
 from dreamreward.render.mesh_ops import vertex_normals
 from dreamreward.render.rasterizer import rasterize
+from dreamreward.render.rays import generate_pinhole_rays
 from dreamreward.render.soft_silhouette import soft_silhouette
+
+
+def project_faces(mesh: Mesh, cameras: Cameras) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The mesh seen from N cameras, per face corner.
+
+    Returns:
+        cam_points (N, V, 3) vertices in camera space; face_z (N, F, 3) their camera z per face
+        corner; face_image (N, F, 3, 2) NDC corners; valid (N, F): faces with every corner in
+        front of ``cameras.near`` (others are dropped whole: no near-plane clipping).
+    """
+    faces = mesh.faces.long()
+    cam_points = cameras.world_to_camera(mesh.vertices)  # (N, V, 3)
+    face_z = cam_points[..., 2][:, faces]  # (N, F, 3)
+    face_image = cameras.project(cam_points)[:, faces]  # (N, F, 3, 2)
+    valid = (face_z < -cameras.near).all(-1)
+    return cam_points, face_z, face_image, valid
 
 
 def render_mesh(
@@ -58,11 +86,7 @@ def render_mesh(
             f"vertex_features must be (V, D) or (N, V, D) with N={n}, V={mesh.num_vertices}, "
             f"got {tuple(vertex_features.shape)}"
         )
-    cam_points = cameras.world_to_camera(verts)  # (N, V, 3)
-    ndc = cameras.project(cam_points)  # (N, V, 2)
-    face_z = cam_points[..., 2][:, faces]  # (N, F, 3)
-    face_image = ndc[:, faces]  # (N, F, 3, 2)
-    valid = (face_z < -cameras.near).all(-1)
+    _, face_z, face_image, valid = project_faces(mesh, cameras)
     normals = vertex_normals(verts, faces)[faces].unsqueeze(0).expand(n, -1, -1, -1)
     (feat_img, normal_img, z_img), face_idx = rasterize(
         h,
@@ -87,3 +111,49 @@ def render_mesh(
         "normal": F.normalize(normal_img, dim=-1) * mask,
         "face_idx": face_idx,
     }
+
+
+def render_mesh_antialiased(
+    mesh: Mesh,
+    cameras: Cameras,
+    background: Background | float = 1.0,
+    supersample: int = 1,
+    soft_sigma: float | None = None,
+) -> dict[str, Tensor]:
+    """The mesh's vertex colours over a background, supersampled and box filtered.
+
+    Args:
+        mesh: the mesh; colours from ``mesh.vertex_colors`` (else white).
+        cameras: N cameras of size H x W.
+        background: a :class:`~dreamreward.render.background.Background` (it gets the fine
+            pixels' view directions) or a grey level.
+        supersample: render at this factor and box-filter down (1 = aliased).
+        soft_sigma: if given, ``"alpha"`` is the soft silhouette with this sigma in squared
+            output pixels (scaled to the fine grid), which gives silhouette gradients.
+
+    Returns:
+        dict with ``"rgb"`` (N, H, W, 3) composited, ``"alpha"`` (N, H, W, 1) (soft if
+        ``soft_sigma``) and ``"mask"`` (N, H, W, 1) antialiased coverage.
+    """
+    if supersample < 1:
+        raise ValueError(f"supersample must be >= 1, got {supersample}")
+    ss = supersample
+    fine = cameras.with_resolution(cameras.width * ss, cameras.height * ss)
+    out = render_mesh(
+        mesh,
+        fine,
+        vertex_features=mesh.vertex_colors,
+        soft_sigma=soft_sigma * ss * ss if soft_sigma is not None else None,
+    )
+    mask = out["mask"].float()
+    if isinstance(background, Background):
+        _, directions = generate_pinhole_rays(fine)  # a learned background needs view rays
+        behind: Tensor | float = background(directions.to(mask))
+    else:
+        behind = float(background)
+    images = {
+        "rgb": out["features"] * mask + behind * (1 - mask),
+        "alpha": out["alpha"],
+        "mask": mask,
+    }
+    return {k: box_downsample(v, ss) for k, v in images.items()}
