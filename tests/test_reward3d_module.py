@@ -30,8 +30,8 @@ from dreamreward.modules.preference_metrics import (
     pairwise_correct,
     pairwise_logistic_loss,
 )
-from dreamreward.modules.reward3d import Reward3DModule, crossed_kind_odds, weighted_order
-from dreamreward.world.prompt_edits import edited_prompts
+from dreamreward.modules.reward3d import Reward3DModule
+from dreamreward.world.prompt_edits import edit_kind_odds, edited_prompts, weighted_order
 from dreamreward.world.prompts import describe
 
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "red", "blue", "cube", "sphere"]
@@ -459,7 +459,7 @@ def test_prompt_edit_term_and_text_side_report(world_set, vocab_dir, tmp_path):
 
 
 def test_eval_table_lists_the_text_side(tmp_path):
-    from dreamreward.modules.reward3d import write_eval_table
+    from dreamreward.modules.reward3d_report import write_eval_table
 
     results = {
         "test": {
@@ -568,7 +568,7 @@ def test_crossed_edit_kind_odds_are_validated_and_drawn_by_weight():
     """``crossed_edit_kinds``: unnamed kinds keep odds 1, unknown kinds and bad odds are
     refused by name, a kind with odds 0 is never drawn, and heavier kinds come first more often
     (in proportion to their odds for the first draw)."""
-    odds = crossed_kind_odds({"colour": 3, "relation": 0})
+    odds = edit_kind_odds({"colour": 3, "relation": 0})
     assert odds == {
         "colour": 3.0,
         "shape": 1.0,
@@ -577,11 +577,11 @@ def test_crossed_edit_kind_odds_are_validated_and_drawn_by_weight():
         "object left out": 1.0,
     }
     with pytest.raises(ValueError, match=r"unknown edit kinds \['color'\]"):
-        crossed_kind_odds({"color": 2})
+        edit_kind_odds({"color": 2})
     with pytest.raises(ValueError, match=r"crossed_edit_kinds\['shape'\]"):
-        crossed_kind_odds({"shape": -1})
+        edit_kind_odds({"shape": -1})
     with pytest.raises(ValueError, match="every edit kind odds 0"):
-        crossed_kind_odds(dict.fromkeys(["colour", "shape", "swapped colours", "relation",
+        edit_kind_odds(dict.fromkeys(["colour", "shape", "swapped colours", "relation",
                                          "object left out"], 0))  # fmt: skip
     rng = random.Random(0)
     orders = [weighted_order(odds, rng) for _ in range(6000)]
@@ -597,7 +597,7 @@ def test_crossed_edit_kind_odds_are_validated_and_drawn_by_weight():
 def test_crossed_term_renders_one_pair_per_edit(world_set, vocab_dir, monkeypatch):
     """``crossed_edits_per_asset: 2`` scores up to two edits of different kinds per correct
     asset, only of the kinds with odds > 0."""
-    import dreamreward.modules.reward3d as module_file
+    import dreamreward.modules.reward3d_text_side as module_file
 
     drawn: list[str] = []
     edit = module_file.edit_scene
