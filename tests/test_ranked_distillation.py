@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
+from _guidance_toys import CameraJudge, Redness, gen, renders
+from _tiny_prior import tiny_prior
 from dreamreward.guidance import RankedDistillation, ScoreDistillation
 from dreamreward.render.cameras import Cameras
 from dreamreward.world.views import default_cameras
-from test_guidance import CameraJudge, Redness, gen, renders
-from test_mvdiffusion import tiny_prior
 
 CAMS = Cameras.cat([default_cameras(8)] * 2)  # two objects' rings of 4 views
 PROMPTS = ["ab", "cd"]
@@ -92,7 +92,7 @@ def test_a_camera_judge_gets_both_draws_cameras_and_cameras_are_required() -> No
 
 
 def test_a_ranker_run_is_its_own_method_and_scored_by_its_judge(tmp_path) -> None:
-    from test_dreamfl import fit, tiny_dreamfl
+    from _dreamfl_tiny import fit, tiny_dreamfl
 
     module = tiny_dreamfl(reward=False)
     module.guidance = RankedDistillation(

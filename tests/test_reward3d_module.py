@@ -14,11 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
-from _reward3d_tiny import TINY_BACKBONE, TINY_HEAD, randomise
+from _reward3d_tiny import tiny_reward
 from dreamreward.data.preference import PreferenceDataModule, pairs_as_asset_batch
 from dreamreward.data.schema import PREFERENCE_FEATURES, synthetic_rows
 from dreamreward.models.reward3d import (
-    BlipBackbone,
     CheckpointMismatchError,
     CompactBackbone,
     Reward3D,
@@ -33,21 +32,6 @@ from dreamreward.modules.preference_metrics import (
 from dreamreward.modules.reward3d import Reward3DModule
 from dreamreward.world.prompt_edits import edit_kind_odds, edited_prompts, weighted_order
 from dreamreward.world.prompts import describe
-
-WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "red", "blue", "cube", "sphere"]
-WORDS += [",", "front", "side", "back", "overhead", "view", "prompt", "0", "1", "2", "3"]
-
-
-@pytest.fixture(scope="module")
-def vocab_dir(tmp_path_factory) -> str:
-    folder = tmp_path_factory.mktemp("vocab")
-    (folder / "vocab.txt").write_text("\n".join(WORDS) + "\n")
-    return str(folder)
-
-
-def tiny_reward(vocab_dir: str, seed: int = 0) -> Reward3D:
-    backbone = BlipBackbone(**TINY_BACKBONE, max_length=16, tokenizer_path=vocab_dir)
-    return randomise(Reward3D(backbone, head="scorer", **TINY_HEAD), seed)
 
 
 @pytest.fixture(scope="module")
@@ -380,27 +364,6 @@ def test_resume_continues_the_schedule_and_weights_exactly(learnable_set, vocab_
         trainer(tmp_path / "other", max_steps=5, limit_val_batches=0).fit(
             other, datamodule(learnable_set), ckpt_path=str(tmp_path / "split" / "last.ckpt")
         )
-
-
-@pytest.fixture(scope="module")
-def world_set(tmp_path_factory) -> str:
-    """The learnable set with world prompts and scenes: its correct assets have a text side."""
-    from dreamreward.world.prompts import describe, sample_scene
-
-    rows = synthetic_rows(num_prompts=12, assets_per_prompt=4, image_size=16, novel_prompts=2)
-    rng = random.Random(0)
-    scenes = {}
-    for row in rows:
-        if row["prompt_id"] not in scenes:
-            scenes[row["prompt_id"]] = sample_scene(rng, 2)
-        scene = scenes[row["prompt_id"]]
-        row["prompt"] = describe(scene)
-        row["scene"] = json.dumps(scene.to_dict())
-        row["defect"] = "none" if row["rank"] == 1 else "wrong_color"
-    columns = {name: [r[name] for r in rows] for name in PREFERENCE_FEATURES}
-    path = tmp_path_factory.mktemp("world_pref") / "ds"
-    datasets.Dataset.from_dict(columns, features=PREFERENCE_FEATURES).save_to_disk(str(path))
-    return str(path)
 
 
 @pytest.mark.filterwarnings("ignore:.*are truncated")
