@@ -36,8 +36,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _timing import interleaved_ms, markdown_table  # noqa: E402
-from dreamreward.cli import build_from_config  # noqa: E402
 from dreamreward.guidance import RankedDistillation  # noqa: E402
+from dreamreward.lightning_cli import build_from_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

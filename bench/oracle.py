@@ -32,6 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _timing import median_ms  # noqa: E402
+from dreamreward.models.mvdiffusion.camera_embedding import mvdream_camera_embedding  # noqa: E402
 from dreamreward.render.cameras import OrbitCameraSampler  # noqa: E402
 from dreamreward.world.adversarial import (  # noqa: E402
     DEGENERATE,
@@ -152,7 +153,7 @@ def prior_samples(num_prompts: int) -> dict:
         prompts = [describe(sample_scene(rng, 1, split=split)) for _ in range(num_prompts)]
         images = prior.sample(
             prompts,
-            cams.mvdream_embedding().repeat(len(prompts), 1),
+            mvdream_camera_embedding(cams).repeat(len(prompts), 1),
             num_inference_steps=50,
             guidance_scale=1.0,
             generator=torch.Generator().manual_seed(0),

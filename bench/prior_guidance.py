@@ -20,6 +20,7 @@ from diffusers import DDPMScheduler
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _timing import markdown_table  # noqa: E402
+from dreamreward.models.mvdiffusion.camera_embedding import mvdream_camera_embedding  # noqa: E402
 from dreamreward.models.mvdiffusion.prior import MultiViewPrior, load_prior  # noqa: E402
 from dreamreward.world.oracle import recognise_object  # noqa: E402
 from dreamreward.world.views import default_cameras  # noqa: E402
@@ -70,7 +71,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     prior = load_prior().eval()
     cams = default_cameras(prior.image_size)
-    embedding = cams.mvdream_embedding()
+    embedding = mvdream_camera_embedding(cams)
     prompts = [(colour, shape) for shape in SHAPES for colour in COLOURS]
     rows = []
     for sampler, steps, guidance in SETTINGS:

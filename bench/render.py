@@ -32,10 +32,10 @@ from dreamreward.render.cameras import orbit_cameras  # noqa: E402
 from dreamreward.render.dmtet import DMTetGeometry  # noqa: E402
 from dreamreward.render.encoding import MultiResolutionGridEncoding  # noqa: E402
 from dreamreward.render.mesh import Mesh  # noqa: E402
+from dreamreward.render.mesh_render import render_mesh  # noqa: E402
 from dreamreward.render.metrics import psnr  # noqa: E402
 from dreamreward.render.nerf import NeRFField  # noqa: E402
 from dreamreward.render.occupancy import OccupancyGrid  # noqa: E402
-from dreamreward.render.rasterizer import render_mesh  # noqa: E402
 from dreamreward.render.rays import generate_pinhole_rays  # noqa: E402
 from dreamreward.render.volume import VolumeRenderer  # noqa: E402
 

@@ -47,9 +47,10 @@ from _timing import interleaved_ms, markdown_table  # noqa: E402
 from dreamreward.models.reward3d import Reward3D, view_prompts  # noqa: E402
 from dreamreward.models.reward3d.efficientnet import EfficientNetTokens  # noqa: E402
 from dreamreward.models.reward3d.export import build_from_config  # noqa: E402
+from dreamreward.models.reward3d.view_labels import view_labels_from_c2w  # noqa: E402
 from dreamreward.modules.preference_metrics import pairwise_logistic_loss  # noqa: E402
 from dreamreward.modules.reward3d import Reward3DModule  # noqa: E402
-from dreamreward.render.cameras import orbit_cameras, view_labels_from_c2w  # noqa: E402
+from dreamreward.render.cameras import orbit_cameras  # noqa: E402
 
 PROMPTS = (
     "a red cube on top of a blue sphere",

@@ -34,7 +34,8 @@ import torch.nn.functional as F
 
 from dreamreward.models.reward3d import CompactBackbone, Reward3D
 from dreamreward.models.reward3d.preprocess import view_prompts
-from dreamreward.render.cameras import OrbitCameraSampler, view_labels_from_c2w
+from dreamreward.models.reward3d.view_labels import view_labels_from_c2w
+from dreamreward.render.cameras import OrbitCameraSampler
 from dreamreward.world.prompt_edits import EDIT_KINDS, describe_alike, edit_scene
 from dreamreward.world.prompts import describe, is_novel, sample_scene
 from dreamreward.world.views import default_cameras, ground_truth_views

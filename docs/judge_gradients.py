@@ -34,7 +34,7 @@ import torch
 from dreamreward.guidance.reward_term import augmented_judge_scores
 from dreamreward.models.reward3d import ViewAugmentation
 from dreamreward.models.reward3d.export import load_reward3d
-from dreamreward.render.cameras import view_labels_from_c2w
+from dreamreward.render.cameras import Cameras
 from dreamreward.render.export import read_scored_views
 from dreamreward.world.reference_judge import GroundTruthJudge, gaussian_blur
 from dreamreward.world.views import default_cameras
@@ -46,15 +46,15 @@ def low_frequency_share(grad: torch.Tensor, sigma: float = 2.0) -> float:
 
 
 def reward_gradient(
-    reward3d: torch.nn.Module, assets: torch.Tensor, prompt: str, labels: list[str], copies: int
+    reward3d: torch.nn.Module, assets: torch.Tensor, prompt: str, cams: Cameras, copies: int
 ) -> torch.Tensor:
     """d score / d assets (1, 4, 3, H, W); with ``copies`` > 0, of the mean score over that
     many augmented copies."""
     if copies == 0:
-        return torch.autograd.grad(reward3d.score(assets, [prompt], [labels]).sum(), assets)[0]
+        return torch.autograd.grad(reward3d.score(assets, [prompt], cameras=cams).sum(), assets)[0]
     generator = torch.Generator().manual_seed(0)
     scores = augmented_judge_scores(
-        reward3d, ViewAugmentation(), copies, assets, [prompt], [labels], generator=generator
+        reward3d, ViewAugmentation(), copies, assets, [prompt], cams, generator=generator
     )
     return torch.autograd.grad(scores.sum(), assets)[0]
 
@@ -62,7 +62,6 @@ def reward_gradient(
 def main(runs_dir: str, sigma: float = 2.0, reward: str | None = None, copies: int = 0) -> None:
     reward3d, judge = load_reward3d(reward), GroundTruthJudge()
     cams = default_cameras(64)
-    labels = view_labels_from_c2w(cams.c2w)
     rows, seen = [], set()
     for result_file in sorted(Path(runs_dir).glob("*/seed0/result.json")):
         prompt = json.loads(result_file.read_text())["prompt"]
@@ -71,8 +70,8 @@ def main(runs_dir: str, sigma: float = 2.0, reward: str | None = None, copies: i
         seen.add(prompt)
         views, _ = read_scored_views(result_file.parent)  # (4, 64, 64, 3)
         assets = views.permute(0, 3, 1, 2)[None].clone().requires_grad_()  # (1, 4, 3, H, W)
-        g_reward = reward_gradient(reward3d, assets, prompt, labels, copies)
-        truth_score = judge.score(assets, [prompt], [labels], cams).sum()
+        g_reward = reward_gradient(reward3d, assets, prompt, cams, copies)
+        truth_score = judge.score(assets, [prompt], cameras=cams).sum()
         (g_truth,) = torch.autograd.grad(truth_score, assets)
         g_reward, g_truth = g_reward[0], g_truth[0]  # (4, 3, H, W)
         row = (

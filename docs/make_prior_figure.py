@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from dreamreward.models.mvdiffusion.camera_embedding import mvdream_camera_embedding
 from dreamreward.models.mvdiffusion.prior import load_prior
 from dreamreward.render.export import save_image_grid
 from dreamreward.world.prompts import parse_prompt
@@ -34,7 +35,7 @@ def main(out: Path = Path(__file__).parent / "images/mvdiffusion_samples.png") -
     for i, prompt in enumerate(PROMPTS):
         sample = prior.sample(
             [prompt],
-            cams.mvdream_embedding(),
+            mvdream_camera_embedding(cams),
             num_inference_steps=50,
             guidance_scale=1.0,
             generator=[torch.Generator().manual_seed(i)],

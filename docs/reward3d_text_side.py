@@ -88,7 +88,7 @@ def text_side_on_test_splits(model, data: str, out: Path) -> dict:
         accelerator="cpu", logger=False, default_root_dir=str(out), enable_progress_bar=True
     )
     trainer.test(module, dm, verbose=False)
-    from dreamreward.modules.reward3d import write_eval_table
+    from dreamreward.modules.reward3d_report import write_eval_table
 
     write_eval_table(module._test_results, out)
     return module._test_results

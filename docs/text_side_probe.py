@@ -28,7 +28,8 @@ import torch.nn.functional as F
 
 from dreamreward.data.preference import PairDataset, PreferenceDataModule
 from dreamreward.models.reward3d import CompactBackbone, Reward3D
-from dreamreward.models.reward3d.preprocess import asset_view_labels, view_prompts
+from dreamreward.models.reward3d.preprocess import view_prompts
+from dreamreward.models.reward3d.view_labels import asset_view_labels
 from dreamreward.world.prompt_edits import edited_prompts, text_side_prompts
 from dreamreward.world.prompts import describe
 from dreamreward.world.scene import Scene

@@ -49,3 +49,8 @@ def tiny_model(head: str = "scorer") -> Reward3D:
 def tiny(head: str = "scorer", seed: int = 0) -> Reward3D:
     """A tiny Reward3D with re-randomised weights (the official init is nearly constant)."""
     return randomise(tiny_model(head), seed).eval()
+
+
+def tiny_reward(vocab_dir: str, seed: int = 0) -> Reward3D:
+    backbone = BlipBackbone(**TINY_BACKBONE, max_length=16, tokenizer_path=vocab_dir)
+    return randomise(Reward3D(backbone, head="scorer", **TINY_HEAD), seed)

@@ -10,16 +10,12 @@ import pytest
 import torch
 
 from _callbacks import StopAt
+from _dreamfl_tiny import fit, tiny_dreamfl
+from _guidance_toys import CameraJudge, Redness
+from _tiny_prior import tiny_prior
 from dreamreward.data.steps import OptimizationSteps
-from dreamreward.guidance import RewardGuidance, ScoreDistillation, TimestepSchedule
-from dreamreward.modules.dreamfl import DreamFLModule
+from dreamreward.guidance import RewardGuidance
 from dreamreward.render.dmtet import DMTetGeometry
-from dreamreward.render.encoding import MultiResolutionGridEncoding
-from dreamreward.render.nerf import NeRFField
-from dreamreward.render.occupancy import OccupancyGrid
-from dreamreward.render.volume import VolumeRenderer
-from test_guidance import CameraJudge, Redness
-from test_mvdiffusion import tiny_prior
 
 
 @pytest.fixture(autouse=True)
@@ -28,55 +24,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def tiny_dreamfl(reward: bool | RewardGuidance = True, **kw) -> DreamFLModule:
-    torch.manual_seed(0)
-    field = NeRFField(
-        encoding=MultiResolutionGridEncoding(
-            num_levels=2, features_per_level=2, base_resolution=4, max_resolution=8
-        ),
-        hidden_dim=16,
-        blob_density=10.0,
-    )
-    renderer = VolumeRenderer(
-        num_samples_per_ray=16, occupancy_grid=OccupancyGrid(resolution=8), grid_warmup_steps=2
-    )
-    guidance = ScoreDistillation(
-        tiny_prior(), guidance_scale=5.0, timesteps=TimestepSchedule(anneal_steps=4)
-    )
-    term = RewardGuidance(Redness(), weight=0.5, objective="linear") if reward else None
-    if isinstance(reward, RewardGuidance):
-        term = reward
-    args = dict(
-        nerf_steps=2,
-        nerf_resolution=8,
-        mesh_resolution=8,
-        eval_resolution=16,
-        isosurface_threshold=1.0,
-        turntable_frames=2,
-        turntable_size=16,
-        views_resolution=24,
-        prompt="a red cube",
-    )
-    args.update(kw)
-    dmtet = args.pop("dmtet", None) or DMTetGeometry(grid_resolution=8)
-    return DreamFLModule(field, renderer, dmtet, guidance, term, **args)
-
-
-def fit(module, root, steps: int, ckpt_path=None, **kw) -> L.Trainer:
-    trainer = L.Trainer(
-        default_root_dir=root,
-        max_steps=steps,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        **kw,
-    )
-    trainer.fit(module, datamodule=OptimizationSteps(steps_per_epoch=3), ckpt_path=ckpt_path)
-    return trainer
 
 
 def test_both_stages_train_and_export(tmp_path) -> None:
@@ -132,7 +79,7 @@ def test_nerf_upscale_switches_the_stage_one_resolution(tmp_path) -> None:
         sizes.append(out.renders.shape[-1])  # the side of the renders the guidance saw
         # the cameras the reward term receives are those of the renders
         assert (out.cameras.width, out.cameras.height) == tuple(out.renders.shape[-2:])
-        assert len(out.cameras) == len(out.labels) == out.renders.shape[0]
+        assert len(out.cameras) == out.renders.shape[0]
         return out
 
     module.render_training_views = recording_render

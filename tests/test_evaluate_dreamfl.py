@@ -6,12 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
+from _dreamfl_tiny import tiny_evaluation_setup
 from dreamreward.cli import main
 from dreamreward.evaluate_dreamfl import format_table, read_prompt_file, summarise_runs
 from dreamreward.stats import spearman
-from test_mvdiffusion import _saved_minilm_prior
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,35 +75,9 @@ def test_degenerate_runs_are_named_in_the_table() -> None:
     assert "degenerate" not in summarise_runs(rows[1:])
 
 
-def _tiny_setup(tmp_path):
-    """A tiny DreamFL config (tiny saved prior, 3 steps) and a 2-prompt file."""
-    _, prior_dir = _saved_minilm_prior(tmp_path)
-    config = yaml.safe_load((ROOT / "configs" / "dreamfl" / "primitives.yaml").read_text())
-    model = config["model"]["init_args"]
-    model.update(nerf_steps=2, nerf_resolution=8, mesh_resolution=8, eval_resolution=16)
-    model.update(
-        turntable_frames=2, turntable_size=16, isosurface_threshold=1.0, views_resolution=32
-    )
-    model["field"]["init_args"]["encoding"]["init_args"].update(num_levels=2, max_resolution=16)
-    model["volume_renderer"]["init_args"]["num_samples_per_ray"] = 16
-    model["dmtet"]["init_args"]["grid_resolution"] = 8
-    model["guidance"]["init_args"]["prior"] = {
-        "class_path": "dreamreward.guidance.sources.SavedPrior",
-        "init_args": {"path": str(prior_dir)},
-    }
-    model["reward"]["init_args"]["start_step"] = 0
-    config["trainer"].update(max_steps=3, val_check_interval=3, enable_progress_bar=False)
-    config["data"]["init_args"]["steps_per_epoch"] = 3
-    tiny = tmp_path / "tiny.yaml"
-    tiny.write_text(yaml.safe_dump(config))
-    prompts = tmp_path / "prompts.txt"
-    prompts.write_text("a red cube\na small blue cone next to a green sphere\n")
-    return tiny, prompts
-
-
 def test_evaluation_runs_both_methods_and_resumes(tmp_path) -> None:
     """Two prompts x one seed x two methods on a tiny saved prior, 3 steps each."""
-    tiny, prompts = _tiny_setup(tmp_path)
+    tiny, prompts = tiny_evaluation_setup(tmp_path)
     args = [
         "evaluate-dreamfl",
         "--out",
@@ -139,7 +112,7 @@ def test_evaluation_runs_both_methods_and_resumes(tmp_path) -> None:
 @pytest.mark.slow
 def test_two_worker_processes_share_the_runs(tmp_path) -> None:
     """The same evaluation spread over 2 CPU processes (Lightning Fabric, ddp_spawn)."""
-    tiny, prompts = _tiny_setup(tmp_path)
+    tiny, prompts = tiny_evaluation_setup(tmp_path)
     table = main(
         [
             "evaluate-dreamfl",
@@ -162,11 +135,11 @@ def test_dreamfl_overlays_reach_the_dreamfl_runs_only(monkeypatch, tmp_path) -> 
     """A control judge or a reward preset changes DreamFL's runs, never the baseline's."""
     import itertools
 
-    import dreamreward.cli
+    import dreamreward.lightning_cli
     from dreamreward.evaluate_dreamfl import _run
 
     calls = []
-    monkeypatch.setattr(dreamreward.cli, "main", calls.append)
+    monkeypatch.setattr(dreamreward.lightning_cli, "run_lightning", calls.append)
     overlays = {"dreamfl": ["judge.yaml"], "sds": ["sds.yaml"], "ranker": ["rank.yaml"]}
     common = ("base.yaml", overlays, ["--config", "short.yaml"], "cpu", None)
     for method in ("dreamfl", "sds", "ranker"):

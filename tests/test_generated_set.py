@@ -9,6 +9,8 @@ import datasets
 import pytest
 
 import dreamreward.models.mvdiffusion.prior as prior_module
+from _reward3d_tiny import tiny_reward
+from _tiny_prior import tiny_prior
 from dreamreward.data.build_generated import (
     RANK_STEP,
     _ranks,
@@ -20,8 +22,6 @@ from dreamreward.data.preference import PreferenceDataModule
 from dreamreward.data.schema import PREFERENCE_FEATURES, validate_dataset
 from dreamreward.evaluate_reward3d import evaluate_reward3d, format_results
 from dreamreward.models.reward3d.export import save_reward3d
-from test_mvdiffusion import tiny_prior
-from test_reward3d_module import tiny_reward, vocab_dir, world_set  # noqa: F401 (fixtures)
 
 
 def test_ranks_bucket_close_scores_into_ties():
@@ -33,7 +33,7 @@ def test_ranks_bucket_close_scores_into_ties():
     assert RANK_STEP == 0.05
 
 
-def test_prompts_of_splits_follow_the_preference_split(world_set):  # noqa: F811
+def test_prompts_of_splits_follow_the_preference_split(world_set):
     data = PreferenceDataModule(world_set, val_fraction=0.1, test_fraction=0.2, seed=0)
     data.setup()
     prompts = prompts_of_splits(world_set, ["test"], 0.1, 0.2, 0)
@@ -43,7 +43,7 @@ def test_prompts_of_splits_follow_the_preference_split(world_set):  # noqa: F811
         prompts_of_splits(world_set, ["tset"], 0.1, 0.2, 0)
 
 
-def test_build_generated_is_resumable_and_in_the_schema(world_set, tmp_path, monkeypatch):  # noqa: F811
+def test_build_generated_is_resumable_and_in_the_schema(world_set, tmp_path, monkeypatch):
     monkeypatch.setattr(prior_module, "load_prior", lambda path=None: tiny_prior())
     out = tmp_path / "generated"
     kwargs = dict(
@@ -91,7 +91,7 @@ def test_build_generated_is_resumable_and_in_the_schema(world_set, tmp_path, mon
 
 
 @pytest.fixture()
-def ranked_set(tmp_path, world_set) -> Path:  # noqa: F811
+def ranked_set(tmp_path, world_set) -> Path:
     """Three assets per prompt with known oracle scores and ranks."""
     source = datasets.load_from_disk(world_set)
     rows = [source[i] for i in range(len(source))]
@@ -105,7 +105,7 @@ def ranked_set(tmp_path, world_set) -> Path:  # noqa: F811
 
 
 @pytest.mark.filterwarnings("ignore:.*are truncated")
-def test_evaluate_reward3d_counts_agreement_per_pair(ranked_set, vocab_dir, tmp_path):  # noqa: F811
+def test_evaluate_reward3d_counts_agreement_per_pair(ranked_set, vocab_dir, tmp_path):
     export = tmp_path / "export"
     save_reward3d(tiny_reward(vocab_dir), str(export), {"note": "test"})
     results = evaluate_reward3d(

@@ -10,9 +10,9 @@ def test_render_pipeline_on_cuda():
     from dreamreward.render.background import SolidBackground
     from dreamreward.render.cameras import orbit_cameras
     from dreamreward.render.dmtet import DMTetGeometry
+    from dreamreward.render.mesh_render import render_mesh
     from dreamreward.render.nerf import NeRFField
     from dreamreward.render.occupancy import OccupancyGrid
-    from dreamreward.render.rasterizer import render_mesh
     from dreamreward.render.volume import VolumeRenderer
 
     device = torch.device("cuda")

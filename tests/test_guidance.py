@@ -4,47 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
+from _guidance_toys import CameraJudge, Redness, gen, renders
+from _tiny_prior import tiny_prior
 from dreamreward.guidance import RewardGuidance, ScoreDistillation, TimestepSchedule
-from test_mvdiffusion import tiny_prior
-
-
-class Redness(nn.Module):
-    """A toy reward with a known gradient: 10 x the mean of (red - blue) over the views."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.frozen = False
-        self.seen: torch.Tensor | None = None
-
-    def as_frozen_guide(self) -> Redness:
-        self.frozen = True
-        return self.eval()
-
-    def score(self, assets, prompts, labels):  # assets (B, V, 3, H, W)
-        assert len(labels) == len(prompts) and all(len(x) == assets.shape[1] for x in labels)
-        self.seen = assets.detach()
-        return 10 * (assets[:, :, 0] - assets[:, :, 2]).mean(dim=(1, 2, 3))
-
-
-class CameraJudge(Redness):
-    """Redness as a judge that compares with the ground truth: it takes the renders' cameras
-    (``needs_cameras``) and records how many each call got."""
-
-    needs_cameras = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.camera_counts: list[int] = []
-
-    def score(self, assets, prompts, labels, cameras):
-        self.camera_counts.append(len(cameras))
-        return super().score(assets, prompts, labels)
-
-
-def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 # ------------------------------------------------------------------ timesteps
@@ -61,10 +24,6 @@ def test_timestep_range_anneals_linearly() -> None:
 
 
 # ------------------------------------------------------------------ distillation
-def renders(objects: int = 2, seed: int = 0) -> torch.Tensor:
-    return torch.rand(objects * 4, 3, 8, 8, generator=gen(seed)).requires_grad_(True)
-
-
 def test_sds_gradient_is_weighted_noise_residual() -> None:
     prior = tiny_prior()
     sds = ScoreDistillation(prior, loss="sds", guidance_scale=7.5)
@@ -120,7 +79,13 @@ def test_distillation_rejects_mismatched_prompts() -> None:
 
 
 # ------------------------------------------------------------------ reward term
-LABELS = ["front", "side", "back", "side"] * 2
+def _cameras():
+    from dreamreward.render.cameras import orbit_cameras
+
+    return orbit_cameras(15.0, torch.tensor([0.0, 90.0, 180.0, 270.0] * 2), 2.5, 40.0, 8)
+
+
+CAMS = _cameras()  # two objects' rings of 4 views
 
 
 def test_reward_is_frozen_and_waits_for_start_step() -> None:
@@ -128,13 +93,13 @@ def test_reward_is_frozen_and_waits_for_start_step() -> None:
     term = RewardGuidance(reward, weight=0.5, start_step=100)
     assert reward.frozen
     g = renders()
-    out = term(g, g.detach(), torch.tensor([999, 999]), ["a", "b"], LABELS, 99, torch.tensor(1.0))
+    out = term(g, g.detach(), torch.tensor([999, 999]), ["a", "b"], CAMS, 99, torch.tensor(1.0))
     assert not out.active and float(out.loss.detach()) == 0.0 and out.distill_scale == 1.0
 
 
 def test_every_k_steps_with_k_times_the_weight() -> None:
     g = renders()
-    args = (g.detach(), torch.tensor([999, 999]), ["a", "b"], LABELS)
+    args = (g.detach(), torch.tensor([999, 999]), ["a", "b"], CAMS)
     every_step = RewardGuidance(Redness(), weight=0.5, objective="linear", start_step=10)
     every_third = RewardGuidance(Redness(), weight=0.5, objective="linear", start_step=10, every=3)
     assert [every_third.active_at(s) for s in (9, 10, 11, 12, 13)] == [0, 1, 0, 0, 1]
@@ -170,7 +135,7 @@ def test_straight_through_scores_x0_but_moves_the_render() -> None:
     g = renders()
     x0 = torch.zeros(8, 3, 8, 8)
     x0[:, 0] = 1.0  # a pure red prediction
-    out = term(g, x0, torch.tensor([100, 900]), ["a", "b"], LABELS, 0, torch.tensor(1.0))
+    out = term(g, x0, torch.tensor([100, 900]), ["a", "b"], CAMS, 0, torch.tensor(1.0))
     # object 0 (t=100 <= 300) is scored on x_hat, object 1 on its render
     assert torch.equal(reward.seen[0], x0[:4])
     torch.testing.assert_close(reward.seen[1], g.detach()[4:])
@@ -187,7 +152,7 @@ def test_hinge_stops_pulling_past_the_margin() -> None:
     red = torch.zeros(4, 3, 8, 8)
     red[:, 0] = 1.0
     g = red.clone().requires_grad_(True)  # reward 10 > margin 4
-    out = term(g, red, torch.tensor([999]), ["a"], LABELS[:4], 0, torch.tensor(1.0))
+    out = term(g, red, torch.tensor([999]), ["a"], CAMS[:4], 0, torch.tensor(1.0))
     assert float(out.loss.detach()) == 0.0
 
 
@@ -196,9 +161,9 @@ def test_digit_weighting_and_reward_only_tail() -> None:
         Redness(), weight=0.3, objective="hinge", weighting="digits", reward_only_after=50
     )
     g = torch.full((4, 3, 8, 8), 0.5, requires_grad=True)  # reward 0 -> hinge 4 (1 digit)
-    out = term(g, g.detach(), torch.tensor([999]), ["a"], LABELS[:4], 10, torch.tensor(1234.0))
+    out = term(g, g.detach(), torch.tensor([999]), ["a"], CAMS[:4], 10, torch.tensor(1234.0))
     assert out.weight == pytest.approx(0.3 * 10**3) and out.distill_scale == 1.0
-    tail = term(g, g.detach(), torch.tensor([999]), ["a"], LABELS[:4], 50, torch.tensor(5.0))
+    tail = term(g, g.detach(), torch.tensor([999]), ["a"], CAMS[:4], 50, torch.tensor(5.0))
     assert tail.distill_scale == 0.0
 
 
@@ -208,7 +173,7 @@ def test_grad_fraction_weighting_balances_gradient_norms() -> None:
     )
     g = renders()
     distill = (g - 0.3).pow(2).sum() * 7.0
-    out = term(g, g.detach(), torch.tensor([999, 999]), ["a", "b"], LABELS, 0, distill)
+    out = term(g, g.detach(), torch.tensor([999, 999]), ["a", "b"], CAMS, 0, distill)
     g_reward = torch.autograd.grad(out.loss, g, retain_graph=True)[0]
     g_distill = torch.autograd.grad(distill, g)[0]
     assert float(g_reward.norm() / g_distill.norm()) == pytest.approx(0.25, rel=1e-4)
@@ -219,10 +184,9 @@ def test_augmented_copies_are_scored_in_one_batch_and_averaged() -> None:
     the reward is their mean, the draws repeat for the same step, and the gradient still lands
     on the renders; camera judges get the cameras once per copy."""
     from dreamreward.models.reward3d import ViewAugmentation
-    from dreamreward.render.cameras import orbit_cameras
 
     g = renders()
-    args = (g.detach(), torch.tensor([999, 999]), ["a", "b"], LABELS)
+    args = (g.detach(), torch.tensor([999, 999]), ["a", "b"], CAMS)
     augment = ViewAugmentation(max_zoom=1.3, max_shift=0.1, soften_probability=1.0)
     judge = Redness()
     term = RewardGuidance(
@@ -251,10 +215,9 @@ def test_augmented_copies_are_scored_in_one_batch_and_averaged() -> None:
     torch.testing.assert_close(
         unmoved(g, *args, 5, torch.tensor(1.0)).reward, plain(g, *args, 5, torch.tensor(1.0)).reward
     )
-    cameras = orbit_cameras(15.0, torch.tensor([0.0, 90.0, 180.0, 270.0] * 2), 2.5, 40.0, 8)
     camera_judge = CameraJudge()
     RewardGuidance(camera_judge, augmentation=augment, augmented_copies=2)(
-        g, *args, 0, torch.tensor(1.0), cameras=cameras
+        g, *args, 0, torch.tensor(1.0)
     )
     assert camera_judge.camera_counts == [16]
     with pytest.raises(ValueError, match="augmented_copies"):

@@ -12,9 +12,9 @@ import yaml
 from torch import nn
 from torch.utils.data import DataLoader
 
+from _dreamfl_tiny import tiny_evaluation_setup
 from dreamreward.checkpointing import AtomicCheckpointIO, ResumableCheckpoint
 from dreamreward.cli import main
-from test_evaluate_dreamfl import _tiny_setup
 
 STEPS = 6
 
@@ -23,7 +23,7 @@ def _config(tmp_path: Path, name: str, signal_name: str | None = None) -> Path:
     """The tiny DreamFL config of the evaluation tests, its own output folder, 6 steps, the
     main job's checkpoint callback (first periodic save at step 300: never, here), and
     optionally a signal sent to the process after step 2."""
-    tiny, _ = _tiny_setup(tmp_path / name)
+    tiny, _ = tiny_evaluation_setup(tmp_path / name)
     config = yaml.safe_load(tiny.read_text())
     config["trainer"].update(
         logger=False, max_steps=STEPS, default_root_dir=str(tmp_path / name / "run")

@@ -23,7 +23,7 @@ def test_rasterize_matches_kaolin():
 
     from dreamreward.render.cameras import orbit_cameras
     from dreamreward.render.mesh import Mesh
-    from dreamreward.render.rasterizer import render_mesh
+    from dreamreward.render.mesh_render import render_mesh
 
     ico = trimesh.creation.icosphere(subdivisions=3, radius=0.6)
     mesh = Mesh(

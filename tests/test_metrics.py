@@ -16,8 +16,8 @@ from dreamreward.render.metrics import (
     psnr,
     sample_surface,
     volume_iou,
-    winding_number,
 )
+from dreamreward.render.winding_number import winding_number
 
 
 def to_mesh(tm: trimesh.Trimesh, offset=(0.0, 0.0, 0.0)) -> Mesh:

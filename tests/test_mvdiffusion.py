@@ -9,6 +9,7 @@ import torch
 from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import Attention
 
+from _tiny_prior import FixedEncoder, saved_minilm_prior, tiny_prior, tiny_unet
 from dreamreward.models.mvdiffusion.attention import MultiViewAttnProcessor, multiview_num_views
 from dreamreward.models.mvdiffusion.prior import (
     MultiViewPrior,
@@ -16,26 +17,9 @@ from dreamreward.models.mvdiffusion.prior import (
     pixel_scheduler_config,
     shipped_prior_dir,
 )
-from dreamreward.models.mvdiffusion.text import MiniLMPromptEncoder, PromptEncoder, PromptTokens
+from dreamreward.models.mvdiffusion.text import MiniLMPromptEncoder
 from dreamreward.models.mvdiffusion.unet import MultiViewUNet, small_unet_config
-from dreamreward.models.reward3d.errors import CheckpointMismatchError
-
-
-def tiny_unet(num_views: int = 4, cross: int = 32, seed: int = 0) -> MultiViewUNet:
-    config = small_unet_config(
-        image_size=8,
-        block_out_channels=(16, 32),
-        attention_head_dim=8,
-        cross_attention_dim=cross,
-        norm_num_groups=8,
-    )
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(**config)
-    # diffusers zero-initialises conv_out: re-randomise every tensor or the tests prove nothing
-    with torch.no_grad():
-        for p in unet.parameters():
-            p.normal_(0, 0.2)
-    return MultiViewUNet(unet, num_views)
+from dreamreward.models.weight_errors import CheckpointMismatchError
 
 
 def inputs(objects: int = 2, views: int = 4, cross: int = 32, seed: int = 0) -> dict:
@@ -47,31 +31,6 @@ def inputs(objects: int = 2, views: int = 4, cross: int = 32, seed: int = 0) -> 
         "encoder_hidden_states": torch.randn(n, 5, cross, generator=g),
         "cameras": torch.randn(n, 16, generator=g),
     }
-
-
-class _FixedEncoder(PromptEncoder):
-    """A deterministic hash-free toy encoder: token features from the characters."""
-
-    def __init__(self, width: int = 32, max_length: int = 5) -> None:
-        super().__init__()
-        self.width, self.max_length = width, max_length
-        g = torch.Generator().manual_seed(0)
-        self.table = torch.nn.Parameter(torch.randn(128, width, generator=g))
-        self.calls = 0
-
-    def _encode(self, prompts: list[str]) -> PromptTokens:
-        self.calls += 1
-        ids = torch.zeros(len(prompts), self.max_length, dtype=torch.long)
-        for i, p in enumerate(prompts):
-            codes = [ord(c) % 128 for c in p[: self.max_length]]
-            ids[i, : len(codes)] = torch.tensor(codes, dtype=torch.long)
-        return PromptTokens(self.table[ids], None)
-
-
-def tiny_prior(num_views: int = 4) -> MultiViewPrior:
-    return MultiViewPrior(
-        tiny_unet(num_views), _FixedEncoder(), pixel_scheduler_config(), image_size=8
-    )
 
 
 # ------------------------------------------------------------------ attention processor
@@ -175,7 +134,7 @@ def test_small_unet_config_errors() -> None:
 
 # ------------------------------------------------------------------ text encoders
 def test_prompt_cache_and_views() -> None:
-    enc = _FixedEncoder()
+    enc = FixedEncoder()
     a = enc(["abc", "xyz", "abc"])
     assert a.embeddings.shape == (3, 5, 32) and enc.calls == 2  # once per distinct prompt
     enc(["xyz"])
@@ -294,23 +253,11 @@ def test_prior_sampling_is_seeded() -> None:
 
 def test_prior_text_width_must_match() -> None:
     with pytest.raises(ValueError, match="cross-attends to 64"):
-        MultiViewPrior(tiny_unet(cross=64), _FixedEncoder(), pixel_scheduler_config())
-
-
-def _saved_minilm_prior(tmp_path):
-    enc = MiniLMPromptEncoder(max_length=8)
-    spec = {
-        "class_path": "dreamreward.models.mvdiffusion.text.MiniLMPromptEncoder",
-        "init_args": {"max_length": 8},
-    }
-    prior = MultiViewPrior(
-        tiny_unet(cross=384), enc, pixel_scheduler_config(), image_size=8, text_encoder_spec=spec
-    )
-    return prior, prior.save_pretrained(tmp_path / "prior")
+        MultiViewPrior(tiny_unet(cross=64), FixedEncoder(), pixel_scheduler_config())
 
 
 def test_prior_save_load_roundtrip(tmp_path) -> None:
-    prior, folder = _saved_minilm_prior(tmp_path)
+    prior, folder = saved_minilm_prior(tmp_path)
     loaded = load_prior(folder)
     assert loaded.num_views == 4 and loaded.image_size == 8
     assert not any(p.requires_grad for p in loaded.parameters())
@@ -332,7 +279,7 @@ def test_prior_save_load_roundtrip(tmp_path) -> None:
 
 
 def test_prior_load_errors(tmp_path) -> None:
-    _, folder = _saved_minilm_prior(tmp_path)
+    _, folder = saved_minilm_prior(tmp_path)
     with pytest.raises(FileNotFoundError, match="not a saved multi-view prior"):
         load_prior(tmp_path / "nowhere")
     # weights that do not fit the config
@@ -344,7 +291,7 @@ def test_prior_load_errors(tmp_path) -> None:
     with pytest.raises(CheckpointMismatchError, match="does not fit"):
         load_prior(folder)
     # a text encoder class outside this package is refused
-    _, folder = _saved_minilm_prior(tmp_path / "b")
+    _, folder = saved_minilm_prior(tmp_path / "b")
     meta = json.loads((folder / "prior.json").read_text())
     meta["text_encoder"]["class_path"] = "os.system"
     (folder / "prior.json").write_text(json.dumps(meta))
@@ -376,7 +323,7 @@ def test_latent_prior_goes_through_the_vae() -> None:
         norm_num_groups=8,
     )
     unet = MultiViewUNet(UNet2DConditionModel(**config))
-    prior = MultiViewPrior(unet, _FixedEncoder(), pixel_scheduler_config(), vae=vae).eval()
+    prior = MultiViewPrior(unet, FixedEncoder(), pixel_scheduler_config(), vae=vae).eval()
     assert prior.is_latent and prior.image_size == 64
     assert not any(p.requires_grad for p in vae.parameters())
     images = torch.rand(4, 3, 32, 32, requires_grad=True)  # resized to 64 px for the VAE

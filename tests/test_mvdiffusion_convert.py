@@ -29,7 +29,7 @@ from dreamreward.models.mvdiffusion.convert import (
     mvdream_scheduler_config,
     mvdream_unet_config,
 )
-from dreamreward.models.reward3d.errors import (
+from dreamreward.models.weight_errors import (
     CheckpointFormatError,
     CheckpointMismatchError,
     check_state_dict,

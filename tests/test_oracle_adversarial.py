@@ -12,6 +12,7 @@ import random
 import pytest
 import torch
 
+from dreamreward.models.mvdiffusion.camera_embedding import mvdream_camera_embedding
 from dreamreward.world.adversarial import (
     DEGENERATE,
     MUST_FAIL,
@@ -100,7 +101,7 @@ def test_the_priors_good_one_object_samples_stay_close() -> None:
     scenes = [sample_scene(rng, 1) for _ in range(4)]
     images = prior.sample(
         [describe(s) for s in scenes],
-        cams.mvdream_embedding().repeat(len(scenes), 1),
+        mvdream_camera_embedding(cams).repeat(len(scenes), 1),
         num_inference_steps=50,
         guidance_scale=1.0,  # the shipped prior's setting (guidance turns its shapes into boxes)
         generator=torch.Generator().manual_seed(0),

@@ -7,13 +7,13 @@ import json
 import pytest
 import torch
 
+from _guidance_toys import CameraJudge, Redness, gen, renders
+from _tiny_prior import tiny_prior
 from dreamreward.guidance import RankedDistillation, ScoreDistillation
 from dreamreward.render.cameras import Cameras
 from dreamreward.world.views import default_cameras
-from test_guidance import CameraJudge, Redness, gen, renders
-from test_mvdiffusion import tiny_prior
 
-LABELS = ["front", "side", "back", "side"] * 2
+CAMS = Cameras.cat([default_cameras(8)] * 2)  # two objects' rings of 4 views
 PROMPTS = ["ab", "cd"]
 
 
@@ -35,7 +35,7 @@ def test_gradient_pulls_to_the_winner_and_pushes_from_the_loser(loss) -> None:
     assert judge.frozen and not any(p.requires_grad for p in prior.parameters())
     g = renders()
     cams = torch.randn(8, 16)
-    out = ranker(g, PROMPTS, cams, 10_000, gen(3), view_labels=LABELS)
+    out = ranker(g, PROMPTS, cams, 10_000, gen(3), render_cameras=CAMS)
     out.loss.backward()
     z, ((target_a, x0_a), (target_b, x0_b)) = draws(prior, ranker, g, cams, 3)
     # the judge saw both one-step predictions as images: A's two objects, then B's
@@ -56,7 +56,7 @@ def test_close_scores_fall_back_to_distillation_from_the_winner() -> None:
     ranker = RankedDistillation(Redness(), score_margin=1e9, prior=prior, loss="sds")
     g = renders()
     cams = torch.randn(8, 16)
-    out = ranker(g, PROMPTS, cams, 10_000, gen(5), view_labels=LABELS)
+    out = ranker(g, PROMPTS, cams, 10_000, gen(5), render_cameras=CAMS)
     out.loss.backward()
     z, ((target_a, _), (target_b, _)) = draws(prior, ranker, g, cams, 5)
     first, second = (z - target_a) / 8 * 2, (z - target_b) / 8 * 2
@@ -73,18 +73,17 @@ def test_before_start_step_it_is_the_baseline_step() -> None:
     plain = ScoreDistillation(prior, loss="sds")
     cams = torch.randn(8, 16)
     a, b = renders(), renders()
-    ranker(a, PROMPTS, cams, 50, gen(2), view_labels=LABELS).loss.backward()
+    ranker(a, PROMPTS, cams, 50, gen(2), render_cameras=CAMS).loss.backward()
     plain(b, PROMPTS, cams, 50, gen(2)).loss.backward()
     torch.testing.assert_close(a.grad, b.grad)
 
 
-def test_a_camera_judge_gets_both_draws_cameras_and_labels_are_required() -> None:
+def test_a_camera_judge_gets_both_draws_cameras_and_cameras_are_required() -> None:
     judge = CameraJudge()
     ranker = RankedDistillation(judge, prior=tiny_prior())
-    cams = Cameras.cat([default_cameras(8)] * 2)
-    ranker(renders(), PROMPTS, torch.randn(8, 16), 0, gen(), LABELS, cams)
+    ranker(renders(), PROMPTS, torch.randn(8, 16), 0, gen(), CAMS)
     assert judge.camera_counts == [16]  # 2 draws x 2 objects x 4 views
-    with pytest.raises(ValueError, match="view labels"):
+    with pytest.raises(ValueError, match="cameras"):
         ranker(renders(), PROMPTS, torch.randn(8, 16), 0, gen())
     with pytest.raises(ValueError, match="score_margin"):
         RankedDistillation(Redness(), score_margin=float("nan"), prior=tiny_prior())
@@ -93,7 +92,7 @@ def test_a_camera_judge_gets_both_draws_cameras_and_labels_are_required() -> Non
 
 
 def test_a_ranker_run_is_its_own_method_and_scored_by_its_judge(tmp_path) -> None:
-    from test_dreamfl import fit, tiny_dreamfl
+    from _dreamfl_tiny import fit, tiny_dreamfl
 
     module = tiny_dreamfl(reward=False)
     module.guidance = RankedDistillation(

@@ -9,11 +9,14 @@ import types
 import pytest
 import torch
 
+import dreamreward.render.coverage as coverage_module
 import dreamreward.render.rasterizer as rasterizer_module
 from dreamreward.render.cameras import orbit_cameras
 from dreamreward.render.mesh import Mesh
-from dreamreward.render.rasterizer import rasterize, render_mesh, soft_silhouette
+from dreamreward.render.mesh_render import render_mesh
+from dreamreward.render.rasterizer import rasterize
 from dreamreward.render.rays import pixel_centers_ndc
+from dreamreward.render.soft_silhouette import soft_silhouette
 
 
 def disk_fan(n: int = 96, radius: float = 0.6, z: float = -2.0, reverse: bool = False):
@@ -222,9 +225,9 @@ def test_many_faces_and_chunking_agree(monkeypatch):
     image = cams.project(cam_pts)[:, mesh.faces]
     feats = cam_pts[:, mesh.faces]
     ref_out, ref_idx = rasterize(40, 40, z, image, feats)
-    monkeypatch.setattr(rasterizer_module, "_MAX_CANDIDATES", 7)
+    monkeypatch.setattr(coverage_module, "_MAX_CANDIDATES", 7)
     monkeypatch.setattr(rasterizer_module, "_INTERP_CHUNK", 13)
-    monkeypatch.setattr(rasterizer_module, "_SMALL_PROBLEM", 0)  # rectangular tiles too
+    monkeypatch.setattr(coverage_module, "_SMALL_PROBLEM", 0)  # rectangular tiles too
     out, idx = rasterize(40, 40, z, image, feats)
     assert torch.equal(idx, ref_idx)
     assert torch.allclose(out, ref_out, atol=1e-6)

@@ -7,8 +7,8 @@ from dreamreward.render.background import SolidBackground
 from dreamreward.render.cameras import orbit_cameras
 from dreamreward.render.encoding import MultiResolutionGridEncoding
 from dreamreward.render.mesh import Mesh
+from dreamreward.render.mesh_render import render_mesh
 from dreamreward.render.nerf import NeRFField
-from dreamreward.render.rasterizer import render_mesh
 from dreamreward.render.volume import VolumeRenderer
 
 CENTRE = torch.tensor([0.25, -0.2, 0.15])  # off-centre, so a flipped axis would show

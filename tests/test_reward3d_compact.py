@@ -50,7 +50,7 @@ from dreamreward.models.reward3d.efficientnet import (
     load_efficientnet_lite0,
 )
 from dreamreward.models.reward3d.export import build_from_config
-from dreamreward.models.reward3d.tokenizer import _load, default_tokenizer_dir
+from dreamreward.models.tokenizer import _load, default_tokenizer_dir
 
 LABELS = ["front", "side", "back", "side"]
 

@@ -14,11 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
-from _reward3d_tiny import TINY_BACKBONE, TINY_HEAD, randomise
+from _reward3d_tiny import tiny_reward
 from dreamreward.data.preference import PreferenceDataModule, pairs_as_asset_batch
 from dreamreward.data.schema import PREFERENCE_FEATURES, synthetic_rows
 from dreamreward.models.reward3d import (
-    BlipBackbone,
     CheckpointMismatchError,
     CompactBackbone,
     Reward3D,
@@ -30,24 +29,9 @@ from dreamreward.modules.preference_metrics import (
     pairwise_correct,
     pairwise_logistic_loss,
 )
-from dreamreward.modules.reward3d import Reward3DModule, crossed_kind_odds, weighted_order
-from dreamreward.world.prompt_edits import edited_prompts
+from dreamreward.modules.reward3d import Reward3DModule
+from dreamreward.world.prompt_edits import edit_kind_odds, edited_prompts, weighted_order
 from dreamreward.world.prompts import describe
-
-WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "red", "blue", "cube", "sphere"]
-WORDS += [",", "front", "side", "back", "overhead", "view", "prompt", "0", "1", "2", "3"]
-
-
-@pytest.fixture(scope="module")
-def vocab_dir(tmp_path_factory) -> str:
-    folder = tmp_path_factory.mktemp("vocab")
-    (folder / "vocab.txt").write_text("\n".join(WORDS) + "\n")
-    return str(folder)
-
-
-def tiny_reward(vocab_dir: str, seed: int = 0) -> Reward3D:
-    backbone = BlipBackbone(**TINY_BACKBONE, max_length=16, tokenizer_path=vocab_dir)
-    return randomise(Reward3D(backbone, head="scorer", **TINY_HEAD), seed)
 
 
 @pytest.fixture(scope="module")
@@ -382,27 +366,6 @@ def test_resume_continues_the_schedule_and_weights_exactly(learnable_set, vocab_
         )
 
 
-@pytest.fixture(scope="module")
-def world_set(tmp_path_factory) -> str:
-    """The learnable set with world prompts and scenes: its correct assets have a text side."""
-    from dreamreward.world.prompts import describe, sample_scene
-
-    rows = synthetic_rows(num_prompts=12, assets_per_prompt=4, image_size=16, novel_prompts=2)
-    rng = random.Random(0)
-    scenes = {}
-    for row in rows:
-        if row["prompt_id"] not in scenes:
-            scenes[row["prompt_id"]] = sample_scene(rng, 2)
-        scene = scenes[row["prompt_id"]]
-        row["prompt"] = describe(scene)
-        row["scene"] = json.dumps(scene.to_dict())
-        row["defect"] = "none" if row["rank"] == 1 else "wrong_color"
-    columns = {name: [r[name] for r in rows] for name in PREFERENCE_FEATURES}
-    path = tmp_path_factory.mktemp("world_pref") / "ds"
-    datasets.Dataset.from_dict(columns, features=PREFERENCE_FEATURES).save_to_disk(str(path))
-    return str(path)
-
-
 @pytest.mark.filterwarnings("ignore:.*are truncated")
 def test_prompt_edit_term_and_text_side_report(world_set, vocab_dir, tmp_path):
     """The edit term is a softmax over the true prompt, every kind of edit and another prompt
@@ -459,7 +422,7 @@ def test_prompt_edit_term_and_text_side_report(world_set, vocab_dir, tmp_path):
 
 
 def test_eval_table_lists_the_text_side(tmp_path):
-    from dreamreward.modules.reward3d import write_eval_table
+    from dreamreward.modules.reward3d_report import write_eval_table
 
     results = {
         "test": {
@@ -568,7 +531,7 @@ def test_crossed_edit_kind_odds_are_validated_and_drawn_by_weight():
     """``crossed_edit_kinds``: unnamed kinds keep odds 1, unknown kinds and bad odds are
     refused by name, a kind with odds 0 is never drawn, and heavier kinds come first more often
     (in proportion to their odds for the first draw)."""
-    odds = crossed_kind_odds({"colour": 3, "relation": 0})
+    odds = edit_kind_odds({"colour": 3, "relation": 0})
     assert odds == {
         "colour": 3.0,
         "shape": 1.0,
@@ -577,11 +540,11 @@ def test_crossed_edit_kind_odds_are_validated_and_drawn_by_weight():
         "object left out": 1.0,
     }
     with pytest.raises(ValueError, match=r"unknown edit kinds \['color'\]"):
-        crossed_kind_odds({"color": 2})
+        edit_kind_odds({"color": 2})
     with pytest.raises(ValueError, match=r"crossed_edit_kinds\['shape'\]"):
-        crossed_kind_odds({"shape": -1})
+        edit_kind_odds({"shape": -1})
     with pytest.raises(ValueError, match="every edit kind odds 0"):
-        crossed_kind_odds(dict.fromkeys(["colour", "shape", "swapped colours", "relation",
+        edit_kind_odds(dict.fromkeys(["colour", "shape", "swapped colours", "relation",
                                          "object left out"], 0))  # fmt: skip
     rng = random.Random(0)
     orders = [weighted_order(odds, rng) for _ in range(6000)]
@@ -597,7 +560,7 @@ def test_crossed_edit_kind_odds_are_validated_and_drawn_by_weight():
 def test_crossed_term_renders_one_pair_per_edit(world_set, vocab_dir, monkeypatch):
     """``crossed_edits_per_asset: 2`` scores up to two edits of different kinds per correct
     asset, only of the kinds with odds > 0."""
-    import dreamreward.modules.reward3d as module_file
+    import dreamreward.modules.reward3d_text_side as module_file
 
     drawn: list[str] = []
     edit = module_file.edit_scene

@@ -12,15 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
+from dreamreward.data.camera_files import to_our_c2w
 from dreamreward.data.pairs import build_pairs
 from dreamreward.data.preference import PreferenceDataModule
-from dreamreward.data.rewarddb import (
-    RestrictedUnpickler,
-    convert_rewarddb,
-    load_rewarddb,
-    restricted_load,
-    to_our_c2w,
-)
+from dreamreward.data.rewarddb import convert_rewarddb, load_rewarddb
+from dreamreward.data.safe_pickle import RestrictedUnpickler, restricted_load
 from dreamreward.data.schema import PREFERENCE_FEATURES, validate_dataset
 from dreamreward.render.cameras import orbit_cameras
 
@@ -295,7 +291,7 @@ class _HugeBytes:
 def test_restricted_unpickler_refuses_huge_allocations(tmp_path, payload):
     import pickle
 
-    from dreamreward.data.rewarddb import restricted_load
+    from dreamreward.data.safe_pickle import restricted_load
 
     path = tmp_path / "cam_0.pkl"
     path.write_bytes(pickle.dumps(payload, protocol=2))

@@ -30,7 +30,7 @@ from typing import Any
 
 from dreamreward.render.export import unique_slug
 from dreamreward.stats import mean_ci, spearman
-from dreamreward.world.prompts import is_novel, parse_prompt
+from dreamreward.world.prompts import ground_truth_scene, is_novel
 
 METHODS = ("dreamfl", "sds")
 """The two methods every evaluation runs; ``--methods`` adds more."""
@@ -70,9 +70,8 @@ def read_prompt_file(path: str | Path) -> list[str]:
 def _groups(prompt: str) -> list[str]:
     """The table rows a prompt counts in besides "all": its split (train-split / novel
     composition) and its object count, for primitives prompts; "free" otherwise."""
-    try:
-        scene = parse_prompt(prompt)
-    except ValueError:
+    scene = ground_truth_scene(prompt)
+    if scene is None:
         return ["free"]
     count = len(scene.objects)
     return ["novel" if is_novel(scene) else "train", f"{count} object{'s' * (count > 1)}"]
@@ -200,9 +199,8 @@ def rescore_oracle(row: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     from dreamreward.world.oracle import oracle_score
     from dreamreward.world.views import default_cameras
 
-    try:
-        scene = parse_prompt(row["prompt"])
-    except ValueError:
+    scene = ground_truth_scene(row["prompt"])
+    if scene is None:
         return row
     try:
         views, source = read_scored_views(run_dir)
@@ -228,23 +226,17 @@ def reference_rows(
     lower is what reward hacking looks like."""
     import torch
 
-    from dreamreward.cli import build_from_config
-    from dreamreward.render.cameras import view_labels_from_c2w
+    from dreamreward.lightning_cli import build_from_config
     from dreamreward.world.oracle import oracle_score
     from dreamreward.world.views import default_cameras, ground_truth_views
 
-    scenes = {}
-    for prompt in prompts:
-        try:
-            scenes[prompt] = parse_prompt(prompt)
-        except ValueError:
-            continue  # not a primitives prompt: no ground truth
+    # free-text prompts have no ground truth to render
+    scenes = {p: scene for p in prompts if (scene := ground_truth_scene(p)) is not None}
     if not scenes:
         return []
     cli = build_from_config(["--config", dreamfl_config, *extra_args, "--trainer.logger", "false"])
     module = cli.model
     cams = default_cameras(module.hparams.eval_resolution)
-    labels = view_labels_from_c2w(cams.c2w)
     rows = []
     for prompt, scene in scenes.items():
         views = ground_truth_views(scene, cams)
@@ -253,7 +245,7 @@ def reference_rows(
         row["oracle"] = oracle_score(views, scene, cams).total
         if module.eval_reward_model is not None:
             with torch.no_grad():
-                reward = module.eval_reward_model.score(views[None], [prompt], [labels])
+                reward = module.eval_reward_model.score(views[None], [prompt], cameras=cams)
             row["reward"] = float(reward[0])
         rows.append(row)
     return rows
@@ -337,7 +329,7 @@ def _run(
     device: int | None,
 ) -> None:
     """``fit`` one (prompt, seed, method) into ``job["dir"]``."""
-    from dreamreward.cli import main
+    from dreamreward.lightning_cli import run_lightning
 
     run_args = _run_args(job, dreamfl_config, overlays, extra_args)
     Path(job["dir"]).mkdir(parents=True, exist_ok=True)
@@ -357,7 +349,7 @@ def _run(
         "null",
     ]
     # the run's own overrides last, as before: they may override the placement defaults
-    main(["fit", *run_args[: -len(extra_args) or None], *placement, *extra_args])
+    run_lightning(["fit", *run_args[: -len(extra_args) or None], *placement, *extra_args])
 
 
 def summarise_runs(rows: list[dict[str, Any]], methods: list[str] | None = None) -> dict[str, Any]:

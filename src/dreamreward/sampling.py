@@ -14,10 +14,11 @@ from pathlib import Path
 
 import torch
 
+from dreamreward.models.mvdiffusion.camera_embedding import mvdream_camera_embedding
 from dreamreward.models.mvdiffusion.prior import load_prior
 from dreamreward.render.export import save_image_grid
 from dreamreward.world.oracle import degeneracy, oracle_score, view_consistency
-from dreamreward.world.prompts import parse_prompt
+from dreamreward.world.prompts import ground_truth_scene
 from dreamreward.world.views import default_cameras
 
 
@@ -64,7 +65,7 @@ def sample_views(
     cams = default_cameras(model.image_size)
     images = model.sample(
         [prompt] * num_samples,
-        cams.mvdream_embedding().repeat(num_samples, 1),
+        mvdream_camera_embedding(cams).repeat(num_samples, 1),
         num_inference_steps=steps,
         guidance_scale=guidance_scale,
         negative_prompt=negative_prompt,
@@ -75,10 +76,7 @@ def sample_views(
     path = save_image_grid(views.flatten(0, 1), Path(out), ncols=model.num_views)
     result: dict[str, object] = {"grid": str(path)}
     result["consistency"] = [round(view_consistency(v), 4) for v in views]
-    try:
-        scene = parse_prompt(prompt)
-    except ValueError:
-        scene = None  # free text: no ground truth to judge by
+    scene = ground_truth_scene(prompt)  # None for free text: no ground truth to judge by
     if scene is not None:
         # a degenerate sample (empty, frame-filling, noise) gets a note, not a number that
         # looks like a judgement

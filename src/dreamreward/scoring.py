@@ -37,7 +37,7 @@ from torch import Tensor
 from dreamreward.models.reward3d.export import load_reward3d
 from dreamreward.models.reward3d.heads import NUM_VIEWS
 from dreamreward.models.reward3d.model import Reward3D
-from dreamreward.models.reward3d.preprocess import asset_view_labels
+from dreamreward.models.reward3d.view_labels import asset_view_labels
 from dreamreward.render.cameras import Cameras
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")

@@ -45,6 +45,7 @@ from tqdm.auto import tqdm
 from dreamreward.data.build_primitives import _png
 from dreamreward.data.preference import PreferenceDataModule
 from dreamreward.data.schema import PREFERENCE_FEATURES
+from dreamreward.models.mvdiffusion.camera_embedding import mvdream_camera_embedding
 from dreamreward.world.oracle import oracle_score, view_consistency
 from dreamreward.world.scene import Scene
 from dreamreward.world.views import default_cameras
@@ -121,7 +122,7 @@ def generate_prompt_rows(
     """The rows of one prompt: ``seeds`` prior samples per guidance scale, oracle-ranked."""
     scene = Scene.from_dict(json.loads(prompt["scene"]))
     cameras = default_cameras(prior.image_size)
-    embedding = cameras.mvdream_embedding()
+    embedding = mvdream_camera_embedding(cameras)
     candidates = []
     for g in guidance_scales:
         generators = [

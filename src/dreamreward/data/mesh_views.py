@@ -12,9 +12,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from dreamreward.render.cameras import Cameras, orbit_cameras
-from dreamreward.render.image_ops import box_downsample
 from dreamreward.render.mesh import Mesh, load_mesh
-from dreamreward.render.rasterizer import render_mesh
+from dreamreward.render.mesh_render import render_mesh_antialiased
 from dreamreward.render.rays import generate_pinhole_rays
 
 
@@ -162,12 +161,8 @@ class MultiViewMeshDataModule(L.LightningDataModule):
     def _render(self, cameras: Cameras) -> dict[str, Tensor]:
         mesh = self.reference_mesh
         assert mesh is not None
-        ss = self.supersample
-        fine = cameras.with_resolution(cameras.width * ss, cameras.height * ss)
-        out = render_mesh(mesh, fine, vertex_features=mesh.vertex_colors)
-        mask = out["mask"].float()
-        rgb = out["features"] * mask + (1 - mask)  # white background
-        rgb, mask = box_downsample(rgb, ss), box_downsample(mask, ss)
+        out = render_mesh_antialiased(mesh, cameras, 1.0, self.supersample)  # white background
+        rgb, mask = out["rgb"], out["mask"]
         origins, directions = generate_pinhole_rays(cameras)
         return {
             "c2w": cameras.c2w,

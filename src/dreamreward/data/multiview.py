@@ -32,9 +32,10 @@ from tqdm.auto import tqdm
 
 from dreamreward.data.build_primitives import scene_key
 from dreamreward.data.preference import EpochShuffleSampler
+from dreamreward.models.mvdiffusion.camera_embedding import mvdream_camera_embedding
 from dreamreward.render.cameras import OrbitCameraSampler
 from dreamreward.world.layout import scene_mesh
-from dreamreward.world.prompts import describe, parse_prompt, sample_scene
+from dreamreward.world.prompts import describe, ground_truth_scene, sample_scene
 from dreamreward.world.views import render_views
 
 VIEWS_FILE = "views.safetensors"
@@ -75,7 +76,7 @@ def build_multiview(
         views = sampler.sample(1, gen)
         rgb = render_views(mesh, views.cameras)["rgb"]
         images[g] = (rgb * 255).round().to(torch.uint8)
-        cameras[g] = views.cameras.mvdream_embedding()
+        cameras[g] = mvdream_camera_embedding(views.cameras)
         rows.append({"prompt": describe(scene, rng), "scene": scene.to_dict()})
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
@@ -302,10 +303,7 @@ class MultiViewDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         items = []
         for p in self.predict_prompts:
-            try:
-                parse_prompt(p)
-                split = "primitives"
-            except ValueError:
-                split = "free"  # any text works; only primitives prompts get an oracle score
+            # any text works; only primitives prompts get an oracle score
+            split = "free" if ground_truth_scene(p) is None else "primitives"
             items.append({"prompt": p, "split": split, "objects": ""})
         return self._prompts(items)

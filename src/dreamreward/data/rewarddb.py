@@ -43,14 +43,13 @@ Cameras (interpretation): a pickle holds a numpy array or nested list of shape (
 is MVDream's ``get_camera(blender_coord=True)``: Z-up world, OpenGL camera axes, the same as
 ours; see :func:`to_our_c2w` for the others.
 
-The pickles are untrusted: :class:`RestrictedUnpickler` resolves only plain containers, numbers
-and numpy arrays, and rejects any other global before anything is called.
+The pickles are untrusted: they are read by :func:`~dreamreward.data.safe_pickle.restricted_load`
+(plain containers, numbers and numpy arrays only); cameras are parsed and converted by
+:mod:`dreamreward.data.camera_files`. Run it as ``python -m dreamreward convert-rewarddb``.
 """
 
 from __future__ import annotations
 
-import importlib
-import io
 import json
 import math
 import pickle
@@ -63,6 +62,8 @@ import datasets
 import numpy as np
 from PIL import Image
 
+from dreamreward.data.camera_files import CameraConvention, parse_cameras, to_our_c2w
+from dreamreward.data.safe_pickle import restricted_load
 from dreamreward.data.schema import (
     NUM_VIEWS,
     PREFERENCE_FEATURES,
@@ -73,254 +74,10 @@ from dreamreward.data.schema import (
     resize_view,
 )
 
-CameraConvention = Literal["blender", "opengl", "opencv"]
 RankingFormat = Literal["ranks", "order"]
 
 PROMPT_FILE = "prompt_reward.json"
 DATA_DIR = "data"
-# A camera pickle holds a few dozen floats: anything large is refused before unpickling.
-MAX_PICKLE_BYTES = 1 << 20
-
-# --------------------------------------------------------------------------- restricted pickle
-# bytearray stays out: bytearray(n) would let a 40-byte pickle allocate n bytes. The others only
-# hold what the (size-capped) file spells out.
-_BUILTIN_TYPES = ("set", "frozenset", "complex", "list", "tuple", "dict")
-# No array a camera pickle legitimately holds comes near this; a forged shape would.
-MAX_ARRAY_BYTES = 8 << 20
-_ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(
-    {("builtins", name) for name in _BUILTIN_TYPES}
-    | {
-        ("collections", "OrderedDict"),
-        # Protocols 0-2 encode bytes as codecs.encode(latin-1 text): a pure transformation.
-        ("_codecs", "encode"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-        # Protocol 5 rebuilds contiguous arrays with frombuffer (refuses object dtypes).
-        ("numpy.core.numeric", "_frombuffer"),
-        ("numpy._core.numeric", "_frombuffer"),
-    }
-)
-_MODULE_ALIASES = {"__builtin__": "builtins"}  # Python 2 name in protocol 0-2 pickles
-
-
-def _check_array_size(shape: Any, dtype: Any, source: str) -> None:
-    import numpy as np
-
-    try:
-        dims = (int(shape),) if np.isscalar(shape) else tuple(int(d) for d in shape)
-        itemsize = np.dtype(dtype).itemsize
-    except (TypeError, ValueError) as error:
-        raise pickle.UnpicklingError(f"{source}: malformed array header ({error})") from None
-    count = 1
-    for d in dims:
-        if d < 0:
-            raise pickle.UnpicklingError(f"{source}: negative array dimension {dims}")
-        count *= d
-    if count * itemsize > MAX_ARRAY_BYTES:
-        raise pickle.UnpicklingError(
-            f"{source}: refusing an array of shape {dims} ({count * itemsize} bytes) from an "
-            f"untrusted pickle (limit {MAX_ARRAY_BYTES} bytes)"
-        )
-
-
-def _bounded_numpy(name: str, real: Any, source: str) -> Any:
-    """Wrap numpy's array constructors so a forged shape cannot allocate gigabytes."""
-    import numpy as np
-
-    if name == "ndarray":
-
-        class BoundedNdarray(np.ndarray):
-            def __new__(cls, shape, dtype=float, *args, **kwargs):  # noqa: D102
-                _check_array_size(shape, dtype, source)
-                return np.ndarray.__new__(np.ndarray, shape, dtype, *args, **kwargs)
-
-        return BoundedNdarray
-    if name == "_reconstruct":
-
-        def reconstruct(subtype, shape, dtype):
-            _check_array_size(shape, dtype, source)
-            return real(np.ndarray, shape, dtype)
-
-        return reconstruct
-    return real
-
-
-def _resolve_allowed(module: str, name: str) -> Any:
-    """Import an allowed global; numpy 1.x calls ``numpy._core`` ``numpy.core`` and vice versa."""
-    candidates = [module]
-    if module.startswith("numpy._core."):
-        candidates.append("numpy.core." + module.removeprefix("numpy._core."))
-    elif module.startswith("numpy.core."):
-        candidates.insert(0, "numpy._core." + module.removeprefix("numpy.core."))
-    for candidate in candidates:
-        try:
-            return getattr(importlib.import_module(candidate), name)
-        except (ImportError, AttributeError):
-            continue
-    raise pickle.UnpicklingError(f"allowed global {module}.{name} is not importable here")
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler for untrusted camera files: plain containers, numbers and numpy arrays only.
-
-    Every global a pickle names goes through :meth:`find_class`; anything outside the allow-list
-    raises :class:`pickle.UnpicklingError` naming the source and the global, before it is
-    imported or called. Persistent ids are refused too.
-
-    Args:
-        file: a binary file object.
-        source: the file name used in error messages.
-    """
-
-    def __init__(self, file: io.BufferedIOBase, *, source: str = "<stream>") -> None:
-        super().__init__(file)
-        self.source = source
-
-    def find_class(self, module: str, name: str) -> Any:
-        key = (_MODULE_ALIASES.get(module, module), name)
-        if key not in _ALLOWED_GLOBALS:
-            raise pickle.UnpicklingError(
-                f"{self.source}: forbidden global '{module}.{name}' in an untrusted pickle; "
-                "only plain containers, numbers and numpy arrays are allowed (nothing was "
-                "executed). If the file is trusted, convert it to a .npy array first."
-            )
-        return _bounded_numpy(name, _resolve_allowed(*key), self.source)
-
-    def persistent_load(self, pid: Any) -> Any:
-        raise pickle.UnpicklingError(f"{self.source}: persistent ids are not allowed ({pid!r})")
-
-
-def restricted_load(path: str | Path, max_bytes: int = MAX_PICKLE_BYTES) -> Any:
-    """Unpickle an untrusted file with :class:`RestrictedUnpickler`.
-
-    Raises:
-        pickle.UnpicklingError: a forbidden global, a corrupt stream, or a file over ``max_bytes``.
-    """
-    path = Path(path)
-    size = path.stat().st_size
-    if size > max_bytes:
-        raise pickle.UnpicklingError(
-            f"{path}: {size} bytes is too large for a camera pickle (limit {max_bytes})"
-        )
-    with path.open("rb") as fh:
-        try:
-            return RestrictedUnpickler(fh, source=str(path)).load()
-        except pickle.UnpicklingError as err:
-            if str(err).startswith(str(path)):  # ours: already names the file
-                raise
-            raise pickle.UnpicklingError(f"{path}: not a valid pickle ({err})") from err
-        except Exception as err:  # truncated/garbled streams raise many types
-            raise pickle.UnpicklingError(f"{path}: not a valid pickle ({err!r})") from err
-
-
-# --------------------------------------------------------------------------- cameras
-_C2W_KEYS = ("c2w", "camera", "cameras", "pose", "poses", "transform_matrix")
-_W2C_KEYS = ("w2c", "extrinsic", "extrinsics")
-
-# World change Y-up -> Z-up: (x, y, z) -> (x, -z, y), a +90 degree turn about X.
-_Y_UP_TO_Z_UP = np.array(
-    [[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, -1.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]]
-)
-# Camera axes OpenCV (x right, y down, z forward) -> OpenGL (x right, y up, z back).
-_OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0, 1.0])
-
-
-def to_our_c2w(matrices: np.ndarray, convention: CameraConvention = "blender") -> np.ndarray:
-    """(N, 4, 4) camera-to-world in ``convention`` -> (N, 4, 4) in ours (Z-up, OpenGL axes).
-
-    - ``"blender"``: Z-up world, OpenGL camera axes (MVDream ``get_camera(blender_coord=True)``,
-      threestudio): already ours.
-    - ``"opengl"``: Y-up world, OpenGL camera axes (MVDream ``blender_coord=False``): the world
-      is turned Y-up -> Z-up.
-    - ``"opencv"``: Z-up world, OpenCV camera axes (y down, looking down +z): camera axes flipped.
-
-    The single place to adjust once the real pickles are seen. Translations are kept as they are.
-    """
-    if convention == "blender":
-        return matrices.copy()
-    if convention == "opengl":
-        return _Y_UP_TO_Z_UP @ matrices
-    if convention == "opencv":
-        return matrices @ _OPENCV_TO_OPENGL
-    raise ValueError(f"unknown camera convention {convention!r}; use blender, opengl or opencv")
-
-
-MAX_CAMERA_VALUES = 1 << 16  # 4096 flattened 4x4 matrices: far more views than any asset has
-
-
-def _check_nested_size(obj: Any, where: str, limit: int = MAX_CAMERA_VALUES) -> None:
-    """Count the leaves of nested lists / tuples before numpy converts them.
-
-    A pickle may reference one list many times (memo), so a few kilobytes can spell out a
-    nested structure of billions of numbers; the count stops at ``limit``, whatever the file
-    size. Arrays (already sized by the unpickler's check) count by their size.
-    """
-    count = 0
-    stack = [obj]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, (list, tuple)):
-            count += 1  # the container itself: endless empty lists are refused too
-            stack.extend(item)
-        elif isinstance(item, np.ndarray):
-            count += item.size
-        else:
-            count += 1
-        if count > limit:
-            raise ValueError(
-                f"{where}: refusing a camera structure of more than {limit} values from an "
-                "untrusted pickle (nested lists that share their elements?)"
-            )
-
-
-def parse_cameras(obj: Any, source: str) -> np.ndarray:
-    """An unpickled camera object -> (N, 4, 4) float64 camera-to-world (file's convention).
-
-    Raises:
-        ValueError: naming ``source`` (and the dict key), for an unknown structure, a bad shape,
-            non-finite values, or a rotation that is not orthonormal.
-    """
-    inverse = False
-    where = source
-    if isinstance(obj, Mapping):
-        key = next((k for k in (*_C2W_KEYS, *_W2C_KEYS) if k in obj), None)
-        if key is None:
-            raise ValueError(
-                f"{source}: camera dict has keys {sorted(map(str, obj))}; expected one of "
-                f"{_C2W_KEYS} (camera-to-world) or {_W2C_KEYS} (world-to-camera)"
-            )
-        inverse, where, obj = key in _W2C_KEYS, f"{source}[{key!r}]", obj[key]
-    _check_nested_size(obj, where)
-    try:
-        arr = np.asarray(obj, dtype=np.float64)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{where}: not a numeric camera array ({err})") from err
-    shape = arr.shape
-    if shape[-1:] == (16,) and arr.ndim in (1, 2):
-        arr = arr.reshape(-1, 4, 4)  # flattened row-major, as MVDream stores them
-    elif shape[-2:] in ((4, 4), (3, 4)) and arr.ndim in (2, 3):
-        arr = arr.reshape(-1, *shape[-2:])
-        if shape[-2] == 3:
-            bottom = np.broadcast_to([0.0, 0.0, 0.0, 1.0], (arr.shape[0], 1, 4))
-            arr = np.concatenate([arr, bottom], axis=1)
-    else:
-        raise ValueError(
-            f"{where}: camera array of shape {shape}; expected (16,), (4, 4), (3, 4) or a stack "
-            "(N, 16), (N, 4, 4), (N, 3, 4)"
-        )
-    if arr.shape[0] == 0 or not np.isfinite(arr).all():
-        raise ValueError(f"{where}: empty camera array or NaN/infinite values")
-    if not np.allclose(arr[:, 3], [0.0, 0.0, 0.0, 1.0], atol=1e-4):
-        raise ValueError(f"{where}: bottom row of a camera matrix is not (0, 0, 0, 1)")
-    rot = arr[:, :3, :3]
-    if not np.allclose(rot @ rot.transpose(0, 2, 1), np.eye(3), atol=1e-3):
-        raise ValueError(f"{where}: the 3x3 rotation part is not orthonormal (not a rigid pose)")
-    return np.linalg.inv(arr) if inverse else arr
-
 
 # --------------------------------------------------------------------------- prompt_reward.json
 _TEXT_KEYS = ("prompt", "text", "caption")
@@ -762,14 +519,3 @@ def convert_rewarddb(
     ds.save_to_disk(str(out_path))
     print(f"wrote {len(ds)} assets of {len(set(ds['prompt_id']))} prompts to {out_path}")
     return ds
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m dreamreward.data.rewarddb --root DIR --out DIR [--image_size N] ...``"""
-    from jsonargparse import CLI  # the CLI's parser library; only needed here
-
-    CLI(convert_rewarddb, args=None if argv is None else list(argv), as_positional=False)
-
-
-if __name__ == "__main__":
-    main()

@@ -29,12 +29,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dreamreward.guidance.reward_term import frozen_judge, judge_scores
+from dreamreward.guidance.judge import Judge
+from dreamreward.guidance.reward_term import frozen_judge
 from dreamreward.guidance.score_distillation import DistillationOutput, ScoreDistillation
 from dreamreward.guidance.sources import PriorSource, RewardSource
 from dreamreward.guidance.timesteps import TimestepSchedule
 from dreamreward.render.cameras import Cameras
-from dreamreward.world.reference_judge import GroundTruthJudge
 
 
 class RankedDistillation(ScoreDistillation):
@@ -52,7 +52,7 @@ class RankedDistillation(ScoreDistillation):
 
     def __init__(
         self,
-        judge: RewardSource | GroundTruthJudge | None = None,
+        judge: RewardSource | Judge | None = None,
         score_margin: float = 0.01,
         start_step: int = 0,
         prior: PriorSource | None = None,
@@ -78,20 +78,18 @@ class RankedDistillation(ScoreDistillation):
         cameras: Tensor,
         step: int,
         generator: torch.Generator,
-        view_labels: list[str] | None = None,
         render_cameras: Cameras | None = None,
     ) -> DistillationOutput:
-        """As :meth:`ScoreDistillation.forward`; ``view_labels`` (B*V) are needed for a
-        Reward3D judge, ``render_cameras`` (B*V) for a judge that compares with the ground
-        truth. The returned ``x0`` / ``x0_images`` are the winner's."""
+        """As :meth:`ScoreDistillation.forward`; the judge needs the B*V ``render_cameras``
+        (asset-major). The returned ``x0`` / ``x0_images`` are the winner's."""
         if step < self.start_step:
             return super().forward(renders, prompts, cameras, step, generator)
         b = len(prompts)
         v = self.prior.num_views
-        if view_labels is None or len(view_labels) != b * v:
+        if render_cameras is None or len(render_cameras) != b * v:
             raise ValueError(
-                f"RankedDistillation needs the {b * v} renders' view labels, got "
-                f"{None if view_labels is None else len(view_labels)}"
+                f"RankedDistillation needs the {b * v} renders' cameras, got "
+                f"{None if render_cameras is None else len(render_cameras)}"
             )
         z, t, text, uncond = self._prepare(renders, prompts, step, generator)
         # the same timestep, two noise draws (DreamDPO's pair)
@@ -105,11 +103,8 @@ class RankedDistillation(ScoreDistillation):
                     images, renders.shape[-2:], mode="bilinear", align_corners=False, antialias=True
                 )
             assets = images.clamp(0, 1).reshape(2 * b, v, *images.shape[1:])
-            labels = [view_labels[i * v : (i + 1) * v] for i in range(b)] * 2
-            both_cameras = None
-            if render_cameras is not None:
-                both_cameras = Cameras.cat([render_cameras, render_cameras])
-            scores = judge_scores(self.judge, assets, prompts * 2, labels, both_cameras)
+            both_cameras = Cameras.cat([render_cameras, render_cameras])
+            scores = self.judge.score(assets, prompts * 2, cameras=both_cameras)
             score_a, score_b = scores[:b].float(), scores[b:].float()
         a_wins = (score_a >= score_b).to(z.device)  # (B,)
         push = ((score_a - score_b).abs() > self.score_margin).to(z.device)

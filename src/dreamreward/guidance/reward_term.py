@@ -44,11 +44,10 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from dreamreward.guidance.judge import Judge
 from dreamreward.guidance.sources import RewardSource, ShippedReward3D
 from dreamreward.models.reward3d.augmentation import ViewAugmentation
-from dreamreward.models.reward3d.model import Reward3D
 from dreamreward.render.cameras import Cameras
-from dreamreward.world.reference_judge import GroundTruthJudge
 
 
 @dataclass
@@ -73,45 +72,34 @@ class RewardOutput:
     distill_scale: float
 
 
-def frozen_judge(judge: RewardSource | Reward3D | GroundTruthJudge | None) -> nn.Module:
+def frozen_judge(judge: RewardSource | Judge | None) -> Judge:
     """The judge a guidance term uses, frozen and in eval mode: a source is loaded (None: the
     shipped primitives Reward3D), a built model or judge is taken as it is."""
     if isinstance(judge, RewardSource) or judge is None:
         judge = (judge or ShippedReward3D()).load()
-    return judge.as_frozen_guide()
-
-
-def judge_scores(
-    judge: Reward3D | GroundTruthJudge,
-    assets: Tensor,
-    prompts: list[str],
-    view_labels: list[list[str]],
-    cameras: Cameras | None = None,
-) -> Tensor:
-    """(B,) scores of B assets (B, V, 3, H, W) in [0, 1] under their prompts; a judge that
-    compares with the ground truth (``needs_cameras``) also gets the B*V cameras, asset-major."""
-    if getattr(judge, "needs_cameras", False):
-        if cameras is None:
-            raise ValueError(f"{type(judge).__name__} needs the renders' cameras")
-        return judge.score(assets, prompts, view_labels, cameras=cameras)
-    return judge.score(assets, prompts, view_labels)
+    if not isinstance(judge, Judge):
+        raise TypeError(
+            f"{type(judge).__name__} is not a judge: it needs score(renders, prompts, *, "
+            "cameras), check_prompt(prompt), reads_ground_truth() and as_frozen_guide() "
+            "(dreamreward.guidance.judge.Judge)"
+        )
+    judge.as_frozen_guide()
+    return judge
 
 
 def augmented_judge_scores(
-    judge: Reward3D | GroundTruthJudge,
+    judge: Judge,
     augmentation: ViewAugmentation,
     copies: int,
     assets: Tensor,
     prompts: list[str],
-    view_labels: list[list[str]],
-    cameras: Cameras | None = None,
+    cameras: Cameras,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """(B,) mean score of ``copies`` augmented copies of the (B, V, 3, H, W) assets, all copies
-    scored in one batch (a camera judge gets the cameras once per copy)."""
+    scored in one batch (the judge gets the cameras once per copy)."""
     shown = torch.cat([augmentation(assets, generator) for _ in range(copies)])
-    repeated = Cameras.cat([cameras] * copies) if cameras is not None else None
-    scores = judge_scores(judge, shown, prompts * copies, view_labels * copies, repeated)
+    scores = judge.score(shown, prompts * copies, cameras=Cameras.cat([cameras] * copies))
     return scores.view(copies, len(prompts)).mean(0)
 
 
@@ -127,9 +115,8 @@ class RewardGuidance(nn.Module):
         reward: where the Reward3D model comes from (default: the shipped primitives model);
             an already built ``Reward3D`` works too (Python use). Made a frozen guide here.
             A :class:`~dreamreward.world.reference_judge.GroundTruthJudge` in its place is the
-            primitives world's positive control (a judge that knows the answer). A judge with
-            ``needs_cameras = True`` is called ``score(assets, prompts, labels, cameras=...)``
-            with the step's cameras; Reward3D is called without them.
+            primitives world's positive control (a judge that knows the answer). Any
+            :class:`~dreamreward.guidance.judge.Judge` works; it gets the step's cameras.
         weight: lambda_r (the base weight).
         objective: ``"linear"`` (the paper: maximise r) or ``"hinge"`` (released:
             ``relu(margin - r)``).
@@ -155,7 +142,7 @@ class RewardGuidance(nn.Module):
 
     def __init__(
         self,
-        reward: RewardSource | GroundTruthJudge | None = None,
+        reward: RewardSource | Judge | None = None,
         weight: float = 0.3,
         objective: Literal["linear", "hinge"] = "hinge",
         hinge_margin: float = 4.0,
@@ -204,10 +191,9 @@ class RewardGuidance(nn.Module):
         x0_images: Tensor,
         timesteps: Tensor,
         prompts: list[str],
-        view_labels: list[str],
+        cameras: Cameras,
         step: int,
         distill_loss: Tensor,
-        cameras: Cameras | None = None,
     ) -> RewardOutput:
         """The reward loss for B objects.
 
@@ -216,11 +202,10 @@ class RewardGuidance(nn.Module):
             x0_images: (B*V, 3, H', W') the prior's detached one-step prediction as images.
             timesteps: (B,) the distillation timesteps.
             prompts: B prompts.
-            view_labels: B*V view labels ("front", "side", ...) for the view prompts.
+            cameras: the B*V cameras of the renders, asset-major (the judge derives what it
+                needs: Reward3D its view labels, the ground-truth judge the same viewpoints).
             step: the optimizer step.
             distill_loss: the distillation loss of this step (for the weightings).
-            cameras: the B*V cameras of the renders (needed by a judge that compares with
-                the ground truth from the same viewpoints; Reward3D reads the view labels).
         """
         b = len(prompts)
         v = renders.shape[0] // b
@@ -244,10 +229,11 @@ class RewardGuidance(nn.Module):
             # value of x_hat, gradient of the render (straight-through)
             straight = renders - (renders - x0).detach()
             images = torch.where(use_x0.view(-1, 1, 1, 1), straight, renders)
-        labels = [view_labels[i * v : (i + 1) * v] for i in range(b)]
+        if len(cameras) != b * v:
+            raise ValueError(f"{b} objects of {v} views need {b * v} cameras, got {len(cameras)}")
         assets = images.clamp(0, 1).reshape(b, v, *images.shape[1:])  # (B, V, 3, H, W)
         if self.augmentation is None:
-            reward = judge_scores(self.reward, assets, prompts, labels, cameras)
+            reward = self.reward.score(assets, prompts, cameras=cameras)
         else:
             generator = torch.Generator().manual_seed(self.augmentation_seed * 1_000_003 + step)
             reward = augmented_judge_scores(
@@ -256,7 +242,6 @@ class RewardGuidance(nn.Module):
                 self.augmented_copies,
                 assets,
                 prompts,
-                labels,
                 cameras,
                 generator,
             )

@@ -9,4 +9,8 @@
     - ``reward3d.model``       ``Reward3D``: backbone + head, the official call and ``score``
     - ``reward3d.checkpoint``  strict loading of the official ``Reward3D_*.pt`` /
                                ``ImageReward.pt`` state dicts (``weights_only``), the reverse map
+- ``mvdiffusion``  the multi-view diffusion prior (MVDream on a stock diffusers UNet)
+- ``weight_errors``  ``check_state_dict`` and the errors of a weights file that does not fit its
+                   model (shared by every model here)
+- ``tokenizer``    bert-base-uncased from a local folder (Reward3D and the prior's text encoder)
 """

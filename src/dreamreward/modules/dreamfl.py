@@ -37,11 +37,12 @@ from dreamreward.guidance.ranked_distillation import RankedDistillation
 from dreamreward.guidance.reward_term import RewardGuidance
 from dreamreward.guidance.score_distillation import ScoreDistillation
 from dreamreward.guidance.sources import RewardSource
+from dreamreward.models.mvdiffusion.camera_embedding import mvdream_camera_embedding
 from dreamreward.modules.frozen_weights import drop_frozen, restore_frozen
 from dreamreward.modules.resume_check import check_resume_matches
 from dreamreward.modules.two_stage import TwoStageAssetModule
 from dreamreward.render.background import Background
-from dreamreward.render.cameras import Cameras, OrbitCameraSampler, view_labels_from_c2w
+from dreamreward.render.cameras import Cameras, OrbitCameraSampler
 from dreamreward.render.dmtet import DMTetGeometry
 from dreamreward.render.export import SCORED_VIEWS, save_image_grid
 from dreamreward.render.nerf import NeRFField
@@ -57,14 +58,12 @@ class TrainingViews(NamedTuple):
     Attributes:
         renders: (V, 3, H, W) in [0, 1], differentiable w.r.t. the asset.
         camera_embedding: (V, 16) MVDream's camera conditioning.
-        labels: V view labels ("front", "side", ...) for Reward3D's view prompts.
         regularization: the stage-2 mesh regulariser (0 in stage 1), a scalar.
-        cameras: the V cameras (at the render size).
+        cameras: the V cameras (at the render size); a judge derives what it needs from them.
     """
 
     renders: Tensor
     camera_embedding: Tensor
-    labels: list[str]
     regularization: Tensor
     cameras: Cameras
 
@@ -165,7 +164,7 @@ class DreamFLModule(TwoStageAssetModule):
         guides = [getattr(reward, "reward", None), getattr(guidance, "judge", None)]
         guides = [judge for judge in guides if judge is not None]
         if eval_reward is None and guides:
-            if getattr(guides[0], "needs_cameras", False):
+            if guides[0].reads_ground_truth():
                 raise ValueError(
                     f"DreamFLModule: the guiding judge ({type(guides[0]).__name__}) cannot "
                     "score the results; set eval_reward (e.g. "
@@ -175,9 +174,8 @@ class DreamFLModule(TwoStageAssetModule):
         else:
             self.eval_reward_model = eval_reward.load() if eval_reward is not None else None
         for judge in (*guides, self.eval_reward_model):
-            scene_of = getattr(judge, "scene", None)
-            if callable(scene_of):  # a judge that needs the prompt's ground truth: check now,
-                scene_of(prompt)  # not at the reward term's first step
+            if judge is not None:  # now, not at the reward term's first step
+                judge.check_prompt(prompt)
         self.camera_sampler = cameras or OrbitCameraSampler()
         try:
             self.scene = parse_prompt(prompt)  # a primitives prompt: the oracle can judge it
@@ -269,8 +267,8 @@ class DreamFLModule(TwoStageAssetModule):
         else:
             rgb = self._render_nerf(cams)
             regularization = rgb.new_zeros(())
-        embedding = views.cameras.mvdream_embedding().to(self.device)
-        return TrainingViews(rgb.permute(0, 3, 1, 2), embedding, views.labels, regularization, cams)
+        embedding = mvdream_camera_embedding(views.cameras).to(self.device)
+        return TrainingViews(rgb.permute(0, 3, 1, 2), embedding, regularization, cams)
 
     def training_resolution(self) -> int:
         """The render side of this step: stage 1 (with its optional upscale) or stage 2."""
@@ -304,14 +302,13 @@ class DreamFLModule(TwoStageAssetModule):
                 "nerf_process_peak_rss_mb": _peak_rss_mb(),
             }
         views = self.render_training_views()
-        renders, labels, regularization = views.renders, views.labels, views.regularization
+        renders, regularization = views.renders, views.regularization
         distill = self.guidance(
             renders,
             [self.prompt],
             views.camera_embedding,
             self.global_step,
             self._step_generator(1),
-            view_labels=labels,
             render_cameras=views.cameras,
         )
         loss = distill.loss + regularization
@@ -326,10 +323,9 @@ class DreamFLModule(TwoStageAssetModule):
                 distill.x0_images,
                 distill.timesteps,
                 [self.prompt],
-                labels,
+                views.cameras,
                 self.global_step,
                 distill.loss,
-                cameras=views.cameras,
             )
             loss = term.distill_scale * distill.loss + regularization + term.loss
             logs["reward_weight"] = term.weight
@@ -355,10 +351,8 @@ class DreamFLModule(TwoStageAssetModule):
         views = self.render_views(cams.to(self.device)).clamp(0, 1)
         scores: dict[str, float] = {}
         if self.eval_reward_model is not None:
-            labels = view_labels_from_c2w(cams.c2w)
-            scores["reward"] = float(
-                self.eval_reward_model.score(views[None], [self.prompt], [labels])[0]
-            )
+            reward = self.eval_reward_model.score(views[None], [self.prompt], cameras=cams)
+            scores["reward"] = float(reward[0])
         if self.scene is not None:
             scores["oracle"] = oracle_score(views.cpu(), self.scene, cams).total
         return views, scores

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from diffusers import UNet2DConditionModel
 from torch import Tensor
 
+from dreamreward.models.mvdiffusion.camera_embedding import mvdream_camera_embedding
 from dreamreward.models.mvdiffusion.prior import MultiViewPrior, load_prior, pixel_scheduler_config
 from dreamreward.models.mvdiffusion.text import MiniLMPromptEncoder
 from dreamreward.models.mvdiffusion.unet import MultiViewUNet, small_unet_config
@@ -222,7 +223,7 @@ class MVDiffusionModule(L.LightningModule):
 
     # ------------------------------------------------------------------ sampling + evaluation
     def _cameras(self, count: int) -> Tensor:
-        cams = default_cameras(self.hparams.image_size).mvdream_embedding()
+        cams = mvdream_camera_embedding(default_cameras(self.hparams.image_size))
         return cams.repeat(count, 1).to(self.device)
 
     def generate(self, prompts: list[str], unet: MultiViewUNet | None = None) -> Tensor:

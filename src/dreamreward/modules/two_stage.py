@@ -22,12 +22,10 @@ from dreamreward.render.background import Background, SolidBackground
 from dreamreward.render.cameras import Cameras, orbit_cameras
 from dreamreward.render.dmtet import DMTetGeometry
 from dreamreward.render.export import export_mesh, save_image_grid, save_turntable
-from dreamreward.render.image_ops import box_downsample
 from dreamreward.render.mesh import Mesh
 from dreamreward.render.mesh_ops import laplacian_smoothing_loss, normal_consistency_loss
+from dreamreward.render.mesh_render import render_mesh_antialiased
 from dreamreward.render.nerf import NeRFField
-from dreamreward.render.rasterizer import render_mesh
-from dreamreward.render.rays import generate_pinhole_rays
 from dreamreward.render.volume import VolumeRenderer
 
 
@@ -149,23 +147,13 @@ class TwoStageAssetModule(L.LightningModule):
             dict with ``rgb`` (N, H, W, 3), ``alpha`` (N, H, W, 1) (soft if ``soft``) and
             ``mask`` (N, H, W, 1) coverage.
         """
-        ss = self.hparams.mesh_supersample
-        fine = cameras.with_resolution(cameras.width * ss, cameras.height * ss)
-        out = render_mesh(
+        return render_mesh_antialiased(
             mesh,
-            fine,
-            vertex_features=mesh.vertex_colors,
-            soft_sigma=self.hparams.soft_sigma * ss * ss if soft else None,
+            cameras,
+            self.background,
+            self.hparams.mesh_supersample,
+            self.hparams.soft_sigma if soft else None,
         )
-        mask = out["mask"].float()
-        _, directions = generate_pinhole_rays(fine)  # a learned background needs view rays
-        bg = self.background(directions.to(mask))
-        images = {
-            "rgb": out["features"] * mask + bg * (1 - mask),
-            "alpha": out["alpha"],
-            "mask": mask,
-        }
-        return {k: box_downsample(v, ss) for k, v in images.items()}
 
     def render_views(self, cameras: Cameras) -> Tensor:
         """(N, H, W, 3) renders with the current stage's representation."""

@@ -1,5 +1,9 @@
 """Perspective cameras and the MVDream/threestudio 4-view orbit sampler.
 
+What a consumer makes of a camera lives with the consumer: MVDream's 16-value embedding in
+:mod:`dreamreward.models.mvdiffusion.camera_embedding`, Reward3D's view labels in
+:mod:`dreamreward.models.reward3d.view_labels`.
+
 Conventions (mirroring Kaolin's and threestudio's, which MVDream's camera embedding expects):
 
 - World space is right-handed and **Z-up**; the object sits at the origin.
@@ -18,8 +22,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-
-VIEW_LABELS: tuple[str, ...] = ("front", "side", "back", "overhead")
 
 
 def _as_batch(x: Tensor | float, n: int, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -154,14 +156,6 @@ class Cameras:
         proj[:, 3, 2] = -1.0
         return proj
 
-    def mvdream_embedding(self) -> Tensor:
-        """(N, 16) MVDream camera condition: c2w with its translation scaled to unit length,
-        flattened row-major (threestudio-mvdream's ``normalize_camera``; never in place)."""
-        c2w = self.c2w.clone()
-        translation = c2w[:, :3, 3]
-        c2w[:, :3, 3] = translation / translation.norm(dim=-1, keepdim=True).clamp_min(1e-8)
-        return c2w.reshape(len(self), 16)
-
 
 def look_at(
     eye: Tensor,
@@ -256,52 +250,6 @@ def orbit_cameras(
     return Cameras(look_at(eye), torch.deg2rad(fovy), width, height or width, near, far)
 
 
-def view_labels(
-    elevation_deg: Tensor,
-    azimuth_deg: Tensor,
-    front_half_width_deg: float = 30.0,
-    overhead_above_deg: float = 60.0,
-) -> list[str]:
-    """Reward3D's view-dependent prompt suffix for each camera.
-
-    ``overhead`` above ``overhead_above_deg`` elevation, else ``front`` within
-    ±``front_half_width_deg`` of azimuth 0, ``back`` within that of 180, otherwise ``side``.
-
-    Raises:
-        ValueError: a NaN or infinite angle (a broken camera has no view to name; it would
-            otherwise fall through every test and be called ``side``).
-    """
-    bad = ~(torch.isfinite(elevation_deg) & torch.isfinite(azimuth_deg))
-    if bad.any():
-        raise ValueError(
-            f"cameras {bad.nonzero().flatten().tolist()[:8]} have a NaN or infinite elevation / "
-            "azimuth (a camera-to-world matrix with NaN or infinite entries?)"
-        )
-    azim = torch.remainder(azimuth_deg + 180.0, 360.0) - 180.0  # (-180, 180]
-    labels = []
-    for elev, a in zip(elevation_deg.tolist(), azim.tolist(), strict=True):
-        if elev > overhead_above_deg:
-            labels.append("overhead")
-        elif abs(a) <= front_half_width_deg:
-            labels.append("front")
-        elif abs(a) >= 180.0 - front_half_width_deg:
-            labels.append("back")
-        else:
-            labels.append("side")
-    return labels
-
-
-def view_labels_from_c2w(c2w: Tensor, **thresholds: float) -> list[str]:
-    """:func:`view_labels` of cameras given as (N, 4, 4) camera-to-world matrices (Z-up world,
-    azimuth 0 on +X): the position's elevation and azimuth decide, as for orbit cameras."""
-    if c2w.ndim != 3 or tuple(c2w.shape[1:]) != (4, 4):
-        raise ValueError(f"expected camera-to-world matrices (N, 4, 4), got {tuple(c2w.shape)}")
-    pos = c2w[:, :3, 3].detach().cpu().double()  # float64 on CPU: MPS has no float64
-    elevation = torch.rad2deg(torch.atan2(pos[:, 2], pos[:, :2].norm(dim=-1)))
-    azimuth = torch.rad2deg(torch.atan2(pos[:, 1], pos[:, 0]))
-    return view_labels(elevation, azimuth, **thresholds)
-
-
 @dataclass
 class OrbitViews:
     """Cameras of B objects x V views (object-major, view-minor) and their spherical parameters.
@@ -309,7 +257,6 @@ class OrbitViews:
     Attributes:
         cameras: B*V cameras.
         elevation_deg, azimuth_deg, distance, fovy_deg: (B*V,)
-        labels: B*V view labels for view-dependent prompts.
         num_views: V.
     """
 
@@ -318,7 +265,6 @@ class OrbitViews:
     azimuth_deg: Tensor
     distance: Tensor
     fovy_deg: Tensor
-    labels: list[str]
     num_views: int
 
 
@@ -400,5 +346,4 @@ class OrbitCameraSampler:
             self.width,
             self.height,
         )
-        labels = view_labels(per_view["elevation_deg"], per_view["azimuth_deg"])
-        return OrbitViews(cameras=cameras, labels=labels, num_views=v, **per_view)
+        return OrbitViews(cameras=cameras, num_views=v, **per_view)

@@ -19,6 +19,7 @@ objects side by side is the same asset seen from the other side).
 
 from __future__ import annotations
 
+import math
 import random
 import zlib
 
@@ -130,3 +131,31 @@ def text_side_prompts(scene: Scene, key: str) -> dict[str, str]:
     prompts |= edited_prompts(scene, random.Random(seed), allow_novel=True, paraphrase=False)
     prompts["out of vocabulary"] = OUT_OF_VOCABULARY_PROMPTS[seed % len(OUT_OF_VOCABULARY_PROMPTS)]
     return prompts
+
+
+def edit_kind_odds(odds: dict[str, float] | None) -> dict[str, float]:
+    """Every edit kind's odds, 1 unless ``odds`` names it (the crossed term's
+    ``Reward3DModule(crossed_edit_kinds=...)``: errors name that argument)."""
+    odds = dict(odds or {})
+    unknown = sorted(set(odds) - set(EDIT_KINDS))
+    if unknown:
+        raise ValueError(
+            f"model.crossed_edit_kinds names unknown edit kinds {unknown}; "
+            f"the kinds are {list(EDIT_KINDS)}"
+        )
+    full = {kind: float(odds.get(kind, 1.0)) for kind in EDIT_KINDS}
+    for kind, value in full.items():
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(
+                f"model.crossed_edit_kinds[{kind!r}] must be a finite number >= 0, got {value}"
+            )
+    if not any(full.values()):
+        raise ValueError("model.crossed_edit_kinds gives every edit kind odds 0")
+    return full
+
+
+def weighted_order(odds: dict[str, float], rng: random.Random) -> list[str]:
+    """The kinds with odds > 0 in a random order where each next kind is drawn, among those
+    left, with probability proportional to its odds (Efraimidis-Spirakis keys u^(1/w))."""
+    keys = {kind: rng.random() ** (1.0 / w) for kind, w in odds.items() if w > 0}
+    return sorted(keys, key=keys.__getitem__, reverse=True)

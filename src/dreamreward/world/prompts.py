@@ -390,6 +390,15 @@ def _random_scene(rng: random.Random, num_objects: int) -> Scene:
     return Scene(objects, relation)
 
 
+def ground_truth_scene(text: str) -> Scene | None:
+    """The scene a primitives-world prompt describes, or ``None`` for free text: what every
+    place that judges by the oracle "when the prompt has a ground truth" asks."""
+    try:
+        return parse_prompt(text)
+    except ValueError:
+        return None
+
+
 def sample_scene(rng: random.Random, num_objects: int | None = None, split: str = "train") -> Scene:
     """Draw a random scene (uniform shapes, sizes, relations; distinct colours).
 

@@ -38,8 +38,6 @@ class GroundTruthJudge(nn.Module):
             weighting does not depend on it).
     """
 
-    needs_cameras = True  # RewardGuidance passes the step's cameras to ``score``
-
     def __init__(self, blur_sigma: float = 1.5, scale: float = 10.0) -> None:
         super().__init__()
         if blur_sigma < 0 or scale <= 0:
@@ -53,6 +51,14 @@ class GroundTruthJudge(nn.Module):
     def as_frozen_guide(self) -> GroundTruthJudge:
         """Nothing to freeze (no weights); here so it stands where a Reward3D stands."""
         return self.eval()
+
+    def reads_ground_truth(self) -> bool:
+        """True: it reads the answer, so it may guide a run but never score one."""
+        return True
+
+    def check_prompt(self, prompt: str) -> None:
+        """Raise ``ValueError`` unless ``prompt`` is a primitives-world prompt."""
+        self.scene(prompt)
 
     def scene(self, prompt: str) -> Scene:
         """The prompt's ground-truth scene (cached).
@@ -74,15 +80,14 @@ class GroundTruthJudge(nn.Module):
         self,
         renders: Tensor,
         prompts: Sequence[str],
-        view_labels: Sequence[Sequence[str]] | None,
+        *,
         cameras: Cameras,
     ) -> Tensor:
-        """Score B assets of V views each.
+        """Score B assets of V views each (the :class:`~dreamreward.guidance.judge.Judge` call).
 
         Args:
             renders: (B, V, 3, H, W) in [0, 1], differentiable.
             prompts: B primitives prompts.
-            view_labels: unused (the cameras say more); kept for Reward3D's call.
             cameras: the B*V cameras the renders were made from, asset-major.
 
         Returns:

@@ -27,6 +27,7 @@ from torch import Tensor
 from dreamreward.render.cameras import Cameras, orbit_cameras
 from dreamreward.render.image_ops import box_downsample
 from dreamreward.render.mesh import Mesh
+from dreamreward.render.mesh_render import project_faces
 from dreamreward.render.rasterizer import rasterize
 from dreamreward.world.scene import Scene
 
@@ -170,10 +171,7 @@ def render_views(
             verts
         )
 
-    cam_points = cams.world_to_camera(verts)  # (N, V, 3)
-    face_z = cam_points[..., 2][:, faces]  # (N, F, 3)
-    face_image = cams.project(cam_points)[:, faces]  # (N, F, 3, 2)
-    valid = (face_z < -cams.near).all(-1)
+    _, face_z, face_image, valid = project_faces(mesh, cams)
     # Camera-space normals (n_cam = R^T n_world, as rows: n @ R), so the light is a constant.
     rot = cams.c2w[:, :3, :3].to(verts.dtype)  # (N, 3, 3)
     normals = corner_normals(verts.detach(), faces, crease_deg)  # (F, 3, 3)

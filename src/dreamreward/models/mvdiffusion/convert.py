@@ -48,7 +48,7 @@ from diffusers.loaders import single_file_utils as _sfu
 from torch import Tensor, nn
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from dreamreward.models.reward3d.errors import (
+from dreamreward.models.weight_errors import (
     CheckpointFormatError,
     CheckpointMismatchError,
     check_state_dict,

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from dreamreward.models.mvdiffusion.text import PromptEncoder, PromptTokens
 from dreamreward.models.mvdiffusion.unet import MultiViewUNet, flatten_cameras
-from dreamreward.models.reward3d.errors import CheckpointMismatchError, check_state_dict
+from dreamreward.models.weight_errors import CheckpointMismatchError, check_state_dict
 
 PRIOR_FILE = "prior.json"
 UNET_WEIGHTS = "diffusion_pytorch_model.safetensors"
@@ -274,8 +274,8 @@ class MultiViewPrior(nn.Module):
 
         Args:
             prompts: B prompts.
-            cameras: (B*V, 16) camera embeddings (e.g. ``default_cameras().mvdream_embedding()``
-                repeated per prompt).
+            cameras: (B*V, 16) camera embeddings (e.g.
+                ``mvdream_camera_embedding(default_cameras())`` repeated per prompt).
             num_inference_steps: DDIM steps.
             guidance_scale: CFG weight (1 = no guidance).
             negative_prompt: the unconditional prompt.

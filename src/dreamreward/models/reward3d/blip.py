@@ -33,7 +33,7 @@ from torch.utils.checkpoint import checkpoint
 
 from dreamreward.models.reward3d.backbone import Reward3DBackbone
 from dreamreward.models.reward3d.preprocess import CLIP_MEAN, CLIP_STD, DEFAULT_MAX_LENGTH
-from dreamreward.models.reward3d.tokenizer import load_bert_tokenizer
+from dreamreward.models.tokenizer import load_bert_tokenizer
 
 # BLIP's MED BERT (like BERT of its era) masks padding by adding -10000 to the attention logits
 # rather than -inf: exp(-10000) underflows to exactly 0 in float32/bf16, so masked keys get zero

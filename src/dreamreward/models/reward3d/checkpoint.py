@@ -45,8 +45,8 @@ import torch
 from torch import Tensor
 
 from dreamreward.models.reward3d.blip import BlipBackbone
-from dreamreward.models.reward3d.errors import CheckpointFormatError, CheckpointMismatchError
 from dreamreward.models.reward3d.model import Reward3D
+from dreamreward.models.weight_errors import CheckpointFormatError, CheckpointMismatchError
 
 log = logging.getLogger(__name__)
 

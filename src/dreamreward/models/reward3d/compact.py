@@ -31,8 +31,8 @@ from dreamreward.models.reward3d.efficientnet import (
     IMAGENET_STD,
     EfficientNetTokens,
 )
-from dreamreward.models.reward3d.errors import CheckpointMismatchError, check_state_dict
-from dreamreward.models.reward3d.tokenizer import default_tokenizer_dir, load_bert_tokenizer
+from dreamreward.models.tokenizer import default_tokenizer_dir, load_bert_tokenizer
+from dreamreward.models.weight_errors import CheckpointMismatchError, check_state_dict
 
 MINILM_SIZES = dict(
     vocab_size=30522, width=384, depth=6, heads=12, intermediate_size=1536, pad_token_id=0

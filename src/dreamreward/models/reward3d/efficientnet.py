@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from dreamreward.models.reward3d.errors import CheckpointMismatchError, check_state_dict
+from dreamreward.models.weight_errors import CheckpointMismatchError, check_state_dict
 
 #: ImageNet mean/std the torch port of the weights expects (inputs in [0, 1]).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

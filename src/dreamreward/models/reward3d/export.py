@@ -25,8 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from dreamreward.models.reward3d.errors import CheckpointMismatchError, check_state_dict
 from dreamreward.models.reward3d.model import Reward3D
+from dreamreward.models.weight_errors import CheckpointMismatchError, check_state_dict
 
 CONFIG_FILE = "reward3d.json"
 ADAPTER_DIR = "adapter"

@@ -25,6 +25,8 @@ from dreamreward.models.reward3d.preprocess import (
     tokenize_prompts,
     view_prompts,
 )
+from dreamreward.models.reward3d.view_labels import asset_view_labels
+from dreamreward.render.cameras import Cameras
 
 HeadKind = Literal["scorer", "cross_view_fusion"]
 
@@ -174,16 +176,31 @@ class Reward3D(nn.Module):
         self,
         renders: Tensor,
         prompts: Sequence[str],
-        view_labels: Sequence[str] | Sequence[Sequence[str]],
+        view_labels: Sequence[str] | Sequence[Sequence[str]] | None = None,
         tokenizer: Any = None,
         max_length: int | None = None,
         check_range: bool = True,
+        *,
+        cameras: Cameras | None = None,
     ) -> Tensor:
         """Score B assets from their 4 renders each (arguments as :meth:`encode_inputs`).
+
+        Give the view labels, or the B*4 ``cameras`` (asset-major) the renders were made from
+        and the labels are derived from them (the :class:`~dreamreward.guidance.judge.Judge`
+        call).
 
         Returns:
             (B,) rewards, differentiable w.r.t. ``renders`` when autograd is enabled.
         """
+        if view_labels is None:
+            if cameras is None:
+                raise ValueError("Reward3D.score needs view_labels or the renders' cameras")
+            if len(cameras) != renders.shape[0] * NUM_VIEWS:
+                raise ValueError(
+                    f"{renders.shape[0]} assets of {NUM_VIEWS} views need "
+                    f"{renders.shape[0] * NUM_VIEWS} cameras, got {len(cameras)}"
+                )
+            view_labels = asset_view_labels(cameras.c2w.reshape(-1, NUM_VIEWS, 4, 4))
         inputs = self.encode_inputs(
             renders, prompts, view_labels, tokenizer, max_length, check_range
         )
@@ -246,6 +263,15 @@ class Reward3D(nn.Module):
         return images, input_ids.to(device), attention_mask.to(device)
 
     # ------------------------------------------------------------------------------ guiding
+    def reads_ground_truth(self) -> bool:
+        """False: a learned reward, it may score runs (guidance.judge.Judge)."""
+        return False
+
+    def check_prompt(self, prompt: str) -> None:
+        """Any non-empty text can be scored (guidance.judge.Judge)."""
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError(f"Reward3D scores a non-empty text prompt, got {prompt!r}")
+
     def as_frozen_guide(self) -> Reward3D:
         """Eval mode, no parameter gradients, pinned: later ``.train()`` calls keep eval mode.
 

