@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import lightning as L
 import pytest
 import torch
 
+import _dreamfl_tiny
 from _callbacks import StopAt
 from _dreamfl_tiny import fit, tiny_dreamfl
 from _guidance_toys import CameraJudge, Redness
@@ -108,7 +108,7 @@ def test_empty_prompt_is_refused() -> None:
 def test_a_primitives_prior_refuses_free_text_and_an_open_prior_takes_it(monkeypatch) -> None:
     prior = tiny_prior()
     prior.prompt_domain = "primitives"  # as the shipped prior.json and MVDiffusionModule say
-    monkeypatch.setattr(sys.modules[__name__], "tiny_prior", lambda: prior)  # tiny_dreamfl's
+    monkeypatch.setattr(_dreamfl_tiny, "tiny_prior", lambda: prior)  # tiny_dreamfl's
     with pytest.raises(ValueError, match=r"'a red dragon' is outside .*unknown word"):
         tiny_dreamfl(prompt="a red dragon")
     assert tiny_dreamfl(prompt="a small green cone").scene is not None
