@@ -29,7 +29,7 @@ def _one_thread():
 def test_both_stages_train_and_export(tmp_path) -> None:
     module = tiny_dreamfl()
     trainer = fit(module, tmp_path, 4)
-    assert module.global_step == 4 and bool(module.dmtet_initialized)
+    assert module.global_step == 4 and module.asset.in_mesh_stage
     metrics = trainer.callback_metrics
     assert "train/reward" in metrics and torch.isfinite(metrics["train/loss"])
     result = json.loads((tmp_path / "result.json").read_text())
@@ -277,9 +277,9 @@ def test_bad_stage_settings_are_refused_before_training() -> None:
 def test_a_field_that_misses_the_threshold_gets_the_right_advice() -> None:
     """A density above the threshold everywhere is not told to lower the threshold."""
     with pytest.raises(RuntimeError, match="fills the whole grid.*raise model.isosurface"):
-        tiny_dreamfl(isosurface_threshold=1e-12).current_mesh()
+        tiny_dreamfl(isosurface_threshold=1e-12).asset.mesh()
     with pytest.raises(RuntimeError, match="lower model.isosurface_threshold or raise"):
-        tiny_dreamfl(isosurface_threshold=1e9).current_mesh()
+        tiny_dreamfl(isosurface_threshold=1e9).asset.mesh()
 
 
 def test_a_ground_truth_judge_refuses_free_text_when_the_run_is_built() -> None:

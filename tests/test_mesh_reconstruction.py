@@ -122,8 +122,8 @@ def test_fit_exports_mesh_turntable_and_metrics(sphere_ply, tmp_path):
         enable_checkpointing=False,
     )
     trainer.fit(module, dm)
-    assert bool(module.dmtet_initialized)
-    assert "dmtet_initialized" in module.state_dict()  # a resumed run keeps its stage
+    assert module.asset.in_mesh_stage
+    assert "asset.dmtet_initialized" in module.state_dict()  # a resumed run keeps its stage
     out = Path(trainer.log_dir)
     for name in ("mesh.glb", "mesh.obj", "turntable.gif", "metrics.json"):
         assert (out / name).is_file(), name
@@ -139,7 +139,7 @@ def test_fit_exports_mesh_turntable_and_metrics(sphere_ply, tmp_path):
 def test_unreachable_isosurface_gives_clear_error(sphere_ply):
     module = _module(isosurface_threshold=1e6)
     with pytest.raises(RuntimeError, match="isosurface_threshold"):
-        module.current_mesh()
+        module.asset.mesh()
 
 
 def test_resume_keeps_the_stage_and_predict_renders(sphere_ply, tmp_path):
@@ -152,15 +152,15 @@ def test_resume_keeps_the_stage_and_predict_renders(sphere_ply, tmp_path):
     first.fit(module, _datamodule(sphere_ply))
     ckpt = first.checkpoint_callback.best_model_path or first.checkpoint_callback.last_model_path
     state = torch.load(ckpt, weights_only=False)["state_dict"]
-    assert bool(state["dmtet_initialized"])  # saved in stage 2
+    assert bool(state["asset.dmtet_initialized"])  # saved in stage 2
 
     resumed = _module()
     second = trainer(75)
     second.fit(resumed, _datamodule(sphere_ply), ckpt_path=ckpt)
     assert second.global_step == 75
-    assert bool(resumed.dmtet_initialized)
+    assert resumed.asset.in_mesh_stage
     # the resumed DMTet continued from the saved SDF instead of re-initialising from density
-    drift = (resumed.dmtet.sdf.detach() - state["dmtet.sdf"]).abs().max()
+    drift = (resumed.asset.dmtet.sdf.detach() - state["asset.dmtet.sdf"]).abs().max()
     assert float(drift) < 0.05
 
     renders = second.predict(resumed, _datamodule(sphere_ply))
@@ -206,3 +206,17 @@ def test_a_run_stopped_in_stage_one_warns_and_keeps_its_checkpoint(sphere_ply, t
         trainer.fit(module, _datamodule(sphere_ply))
     assert not (tmp_path / "metrics.json").exists()
     assert list(tmp_path.rglob("*.ckpt"))  # something to resume from
+
+
+def test_a_checkpoint_from_before_the_asset_object_loads(sphere_ply):
+    """Runs saved when the module held field / dmtet / ... at its top level still load."""
+    module = _module()
+    legacy = {k.removeprefix("asset."): v.clone() for k, v in module.state_dict().items()}
+    assert any(k.startswith("field.") for k in legacy)
+    legacy["dmtet_initialized"] = torch.ones((), dtype=torch.bool)
+    other = _module()
+    other.load_state_dict(legacy)
+    assert other.asset.in_mesh_stage
+    checkpoint = {"state_dict": dict(legacy)}
+    other.on_load_checkpoint(checkpoint)
+    assert set(checkpoint["state_dict"]) == set(module.state_dict())

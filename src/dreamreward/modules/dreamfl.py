@@ -142,7 +142,14 @@ class DreamFLModule(TwoStageAssetModule):
                 f"nerf_upscale_step {nerf_upscale_step} must lie inside stage 1 (0, {nerf_steps})"
             )
         super().__init__(
-            field, volume_renderer, dmtet, background, nerf_steps, isosurface_threshold
+            field,
+            volume_renderer,
+            dmtet,
+            background,
+            nerf_steps,
+            isosurface_threshold,
+            mesh_supersample,
+            soft_sigma,
         )
         self.save_hyperparameters(
             ignore=[
@@ -228,6 +235,7 @@ class DreamFLModule(TwoStageAssetModule):
     )
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)  # keys of runs saved before the asset object
         trainer = self._trainer
         source = str(trainer.ckpt_path) if trainer is not None and trainer.ckpt_path else None
         saved_method = checkpoint.get("dreamfl_method", self.method)
@@ -261,11 +269,11 @@ class DreamFLModule(TwoStageAssetModule):
         size = self.training_resolution()
         cams = views.cameras.with_resolution(size, size).to(self.device)
         if self.in_mesh_stage:
-            mesh = self.current_mesh()
-            rgb = self.render_mesh_views(mesh, cams, soft=True)["rgb"]
+            mesh = self.asset.mesh()
+            rgb = self.asset.render_mesh(mesh, cams, soft=True)["rgb"]
             regularization = self.mesh_regularization(mesh)
         else:
-            rgb = self._render_nerf(cams)
+            rgb = self.asset.render_nerf(cams, self._step_generator(2))
             regularization = rgb.new_zeros(())
         embedding = mvdream_camera_embedding(views.cameras).to(self.device)
         return TrainingViews(rgb.permute(0, 3, 1, 2), embedding, regularization, cams)
@@ -279,20 +287,6 @@ class DreamFLModule(TwoStageAssetModule):
         if upscale is not None and self.global_step >= upscale:
             return hp.nerf_upscale_resolution
         return hp.nerf_resolution
-
-    def _render_nerf(self, cams: Any) -> Tensor:
-        from dreamreward.render.rays import generate_pinhole_rays
-
-        origins, directions = generate_pinhole_rays(cams)
-        n, h, w = len(cams), cams.height, cams.width
-        out = self.volume_renderer(
-            self.field,
-            self.background,
-            origins.reshape(-1, 3),
-            directions.reshape(-1, 3),
-            generator=self._step_generator(2),
-        )
-        return out["rgb"].reshape(n, h, w, 3)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         if self.global_step == self.hparams.nerf_steps and self._start_time is not None:
@@ -346,9 +340,9 @@ class DreamFLModule(TwoStageAssetModule):
     def evaluate_views(self) -> tuple[Tensor, dict[str, float]]:
         """The canonical views (V, H, W, 3) and their scores (reward, oracle if known)."""
         if self.in_mesh_stage:
-            self._ensure_dmtet()
+            self.asset.start_mesh_stage()
         cams = default_cameras(self.hparams.eval_resolution)
-        views = self.render_views(cams.to(self.device)).clamp(0, 1)
+        views = self.asset.render(cams.to(self.device)).clamp(0, 1)
         scores: dict[str, float] = {}
         if self.eval_reward_model is not None:
             reward = self.eval_reward_model.score(views[None], [self.prompt], cameras=cams)
@@ -423,7 +417,7 @@ class DreamFLModule(TwoStageAssetModule):
         current asset (the exported mesh after stage 2), not upscaled; for a primitives prompt
         a second row shows the ground truth from the same cameras."""
         cams = default_cameras(self.hparams.views_resolution)
-        rows = [self.render_views(cams.to(self.device)).clamp(0, 1).cpu()]
+        rows = [self.asset.render(cams.to(self.device)).clamp(0, 1).cpu()]
         if self.scene is not None:
             rows.append(ground_truth_views(self.scene, cams))
         return save_image_grid(torch.cat(rows), path, ncols=len(cams))

@@ -86,7 +86,14 @@ class MeshReconstructionModule(TwoStageAssetModule):
         turntable_fovy_deg: float = 45.0,
     ) -> None:
         super().__init__(
-            field, volume_renderer, dmtet, background, nerf_steps, isosurface_threshold
+            field,
+            volume_renderer,
+            dmtet,
+            background,
+            nerf_steps,
+            isosurface_threshold,
+            mesh_supersample,
+            soft_sigma,
         )
         self.save_hyperparameters(ignore=["field", "volume_renderer", "dmtet", "background"])
         self.check_settings()
@@ -121,9 +128,7 @@ class MeshReconstructionModule(TwoStageAssetModule):
         # Sample jitter from a generator keyed by the step: a resumed run draws the same jitter
         # (Lightning checkpoints do not store the global RNG state).
         jitter = self._step_generator(1)
-        out = self.volume_renderer(
-            self.field, self.background, batch["rays_o"], batch["rays_d"], generator=jitter
-        )
+        out = self.asset.render_rays(batch["rays_o"], batch["rays_d"], jitter)
         mse = F.mse_loss(out["rgb"], batch["rays_rgb"])
         opacity = F.mse_loss(out["opacity"], batch["rays_mask"])
         loss = mse + self.hparams.opacity_weight * opacity
@@ -135,8 +140,8 @@ class MeshReconstructionModule(TwoStageAssetModule):
         }
 
     def _mesh_step(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        mesh = self.current_mesh()
-        out = self.render_mesh_views(mesh, self._cameras(batch), soft=True)
+        mesh = self.asset.mesh()
+        out = self.asset.render_mesh(mesh, self._cameras(batch), soft=True)
         mse = F.mse_loss(out["rgb"], batch["rgb"])
         silhouette = F.mse_loss(out["alpha"], batch["mask"])
         loss = mse + self.hparams.silhouette_weight * silhouette + self.mesh_regularization(mesh)
@@ -160,7 +165,7 @@ class MeshReconstructionModule(TwoStageAssetModule):
         Returns:
             (N, H, W, 3) renders.
         """
-        pred = self.render_views(self._cameras(batch))
+        pred = self.asset.render(self._cameras(batch))
         path = self._log_dir() / "predictions" / f"views_{batch_idx:04d}.png"
         save_image_grid(pred, path, ncols=pred.shape[0])
         return pred
@@ -168,8 +173,8 @@ class MeshReconstructionModule(TwoStageAssetModule):
     @torch.no_grad()
     def _evaluate(self, batch: dict[str, Tensor], split: str) -> None:
         if self.in_mesh_stage:
-            self._ensure_dmtet()
-        pred = self.render_views(self._cameras(batch))
+            self.asset.start_mesh_stage()
+        pred = self.asset.render(self._cameras(batch))
         value = psnr(pred, batch["rgb"]).mean()
         self.log(f"{split}/psnr", value, prog_bar=True, batch_size=pred.shape[0])
         grid = torch.cat([batch["rgb"], pred], dim=0)  # targets on the first row

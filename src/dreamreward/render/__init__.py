@@ -5,6 +5,7 @@
 - ``encoding``, ``nerf``, ``background``   the implicit volume (NeRF) and what lies behind it
 - ``occupancy``, ``compositing``, ``volume``   volume rendering with empty-space skipping
 - ``tetgrid``, ``marching_tets``, ``dmtet``    DMTet: SDF on a tet grid -> mesh
+- ``two_stage_asset``  the asset DreamFL and reconstruction optimise: a NeRF, then its DMTet mesh
 - ``coverage``, ``rasterizer``, ``soft_silhouette``   which face covers a pixel, differentiable
   interpolation, soft silhouettes
 - ``mesh_render``, ``mesh_ops``               mesh -> images in one call, mesh regularisers
