@@ -98,7 +98,6 @@ class ScoreDistillation(nn.Module):
         cameras: Tensor,
         step: int,
         generator: torch.Generator,
-        view_labels: list[str] | None = None,
         render_cameras: Cameras | None = None,
     ) -> DistillationOutput:
         """Distillation loss for B objects x V views.
@@ -110,8 +109,8 @@ class ScoreDistillation(nn.Module):
             step: the optimizer step (anneals the timestep range).
             generator: a CPU generator for the timesteps and the noise (seed it per step for
                 exact resume).
-            view_labels, render_cameras: the B*V view labels and cameras of the renders; unused
-                here, read by subclasses that judge the prior's predictions
+            render_cameras: the B*V cameras of the renders; unused here, read by subclasses
+                that judge the prior's predictions
                 (:class:`~dreamreward.guidance.ranked_distillation.RankedDistillation`).
         """
         z, t, text, uncond = self._prepare(renders, prompts, step, generator)
