@@ -8,7 +8,7 @@ ranker (:class:`~dreamreward.guidance.RankedDistillation`) only orders two candi
 
 Implementations: :class:`~dreamreward.models.reward3d.Reward3D` and
 :class:`~dreamreward.world.reference_judge.GroundTruthJudge` (they meet it structurally; neither
-imports this module). ``tests/test_judge_contract.py`` runs one contract test against each.
+imports this module). ``tests/guidance/test_judge_contract.py`` runs one contract test against each.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ randomness). Two families:
 
 Kinds that need two objects (blob, missing object, swapped colours, wrong relation) return
 ``None`` for one-object scenes, as do swapped colours for two objects of one colour. Used by
-``tests/test_oracle_adversarial.py`` and ``bench/oracle.py`` (the README's table).
+``tests/world/test_oracle_adversarial.py`` and ``bench/oracle.py`` (the README's table).
 """
 
 from __future__ import annotations

@@ -175,7 +175,7 @@ def test_configs_resolve(capsys) -> None:
 
     from dreamreward.cli import main
 
-    root = Path(__file__).resolve().parents[1] / "configs" / "dreamfl"
+    root = Path(__file__).resolve().parents[2] / "configs" / "dreamfl"
     for overlay in (None, "primitives_sds.yaml", "presets/ground_truth_judge.yaml"):
         extra = ["--config", str(root / overlay)] if overlay else []
         with pytest.raises(SystemExit) as exit_info:
@@ -213,7 +213,7 @@ def test_full_scale_configs_resolve(overlays, capsys) -> None:
 
     from dreamreward.cli import main
 
-    root = Path(__file__).resolve().parents[1] / "configs" / "dreamfl"
+    root = Path(__file__).resolve().parents[2] / "configs" / "dreamfl"
     argv = ["fit", "--config", str(root / "mvdream_sd21.yaml")]
     for overlay in overlays:
         argv += ["--config", str(root / overlay)]
@@ -244,7 +244,7 @@ def test_missing_full_scale_weights_name_the_path(tmp_path) -> None:
 
     from dreamreward.cli import main
 
-    config = Path(__file__).resolve().parents[1] / "configs" / "dreamfl" / "mvdream_sd21.yaml"
+    config = Path(__file__).resolve().parents[2] / "configs" / "dreamfl" / "mvdream_sd21.yaml"
     missing = tmp_path / "nothing.pt"
     with pytest.raises(FileNotFoundError, match=f"no MVDream weights at {missing}"):
         main(

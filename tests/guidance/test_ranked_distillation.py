@@ -116,7 +116,7 @@ def test_ranker_configs_resolve(capsys) -> None:
 
     from dreamreward.cli import main
 
-    root = Path(__file__).resolve().parents[1] / "configs" / "dreamfl"
+    root = Path(__file__).resolve().parents[2] / "configs" / "dreamfl"
     overlays = ["presets/ranker.yaml", "presets/ranker_ground_truth_judge.yaml"]
     for n in (1, 2):
         extra = [a for o in overlays[:n] for a in ("--config", str(root / o))]

@@ -9,7 +9,7 @@ import yaml
 
 from dreamreward.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs" / "render" / "fit_mesh.yaml"
 
 

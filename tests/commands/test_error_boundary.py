@@ -11,7 +11,7 @@ import pytest
 from dreamreward.error_boundary import InputError, run_with_error_boundary, user_error
 from dreamreward.evaluate_dreamfl import read_prompt_file
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _project_error(tmp_path) -> FileNotFoundError:

@@ -27,7 +27,7 @@ from dreamreward.scoring import (
     score_files,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((ROOT / "configs" / "reward3d").glob("*.yaml"))
 
 

@@ -12,7 +12,7 @@ from dreamreward.cli import main
 from dreamreward.evaluate_dreamfl import format_table, read_prompt_file, summarise_runs
 from dreamreward.stats import spearman
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_prompt_file_errors(tmp_path) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 # Each package may import the ones before it (and itself); never one after it.
 LAYERS = ("render", "world", "models", "data", "guidance", "modules")
 # Dependency-free helpers anyone may import.

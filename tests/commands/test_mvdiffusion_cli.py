@@ -10,7 +10,7 @@ import pytest
 from dreamreward.cli import main
 from dreamreward.sampling import sample_views
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs" / "mvdiffusion" / "primitives.yaml"
 
 
