@@ -71,3 +71,21 @@ def test_checks_a_prompt_before_any_work(judge) -> None:
     judge.check_prompt(PROMPTS[0])  # every judge judges a primitives prompt
     with pytest.raises(ValueError):
         judge.check_prompt("")
+
+
+def test_a_reward3d_call_needs_labels_or_cameras() -> None:
+    reward = shipped_reward3d()
+    assets, _ = assets_and_cameras()
+    with pytest.raises(ValueError, match="needs view_labels or the renders' cameras"):
+        reward.score(assets, PROMPTS)
+
+
+def test_a_guidance_term_refuses_what_is_not_a_judge() -> None:
+    from dreamreward.guidance.reward_term import frozen_judge
+
+    class ScoresOnly(torch.nn.Module):  # no check_prompt / reads_ground_truth / as_frozen_guide
+        def score(self, renders, prompts, *, cameras):
+            return renders.mean((1, 2, 3, 4))
+
+    with pytest.raises(TypeError, match=r"ScoresOnly is not a judge: .*Judge"):
+        frozen_judge(ScoresOnly())

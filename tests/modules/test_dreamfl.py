@@ -29,7 +29,7 @@ def _one_thread():
 def test_both_stages_train_and_export(tmp_path) -> None:
     module = tiny_dreamfl()
     trainer = fit(module, tmp_path, 4)
-    assert module.global_step == 4 and module.asset.in_mesh_stage
+    assert module.global_step == 4 and module.asset.has_mesh
     metrics = trainer.callback_metrics
     assert "train/reward" in metrics and torch.isfinite(metrics["train/loss"])
     result = json.loads((tmp_path / "result.json").read_text())

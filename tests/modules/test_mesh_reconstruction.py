@@ -122,7 +122,7 @@ def test_fit_exports_mesh_turntable_and_metrics(sphere_ply, tmp_path):
         enable_checkpointing=False,
     )
     trainer.fit(module, dm)
-    assert module.asset.in_mesh_stage
+    assert module.asset.has_mesh
     assert "asset.dmtet_initialized" in module.state_dict()  # a resumed run keeps its stage
     out = Path(trainer.log_dir)
     for name in ("mesh.glb", "mesh.obj", "turntable.gif", "metrics.json"):
@@ -158,7 +158,7 @@ def test_resume_keeps_the_stage_and_predict_renders(sphere_ply, tmp_path):
     second = trainer(75)
     second.fit(resumed, _datamodule(sphere_ply), ckpt_path=ckpt)
     assert second.global_step == 75
-    assert resumed.asset.in_mesh_stage
+    assert resumed.asset.has_mesh
     # the resumed DMTet continued from the saved SDF instead of re-initialising from density
     drift = (resumed.asset.dmtet.sdf.detach() - state["asset.dmtet.sdf"]).abs().max()
     assert float(drift) < 0.05
@@ -216,7 +216,7 @@ def test_a_checkpoint_from_before_the_asset_object_loads(sphere_ply):
     legacy["dmtet_initialized"] = torch.ones((), dtype=torch.bool)
     other = _module()
     other.load_state_dict(legacy)
-    assert other.asset.in_mesh_stage
+    assert other.asset.has_mesh
     checkpoint = {"state_dict": dict(legacy)}
     other.on_load_checkpoint(checkpoint)
     assert set(checkpoint["state_dict"]) == set(module.state_dict())

@@ -91,8 +91,9 @@ class TwoStageAsset(nn.Module):
 
     # ------------------------------------------------------------------ stage 2: the mesh
     @property
-    def in_mesh_stage(self) -> bool:
-        """Whether DMTet has been initialised from the field."""
+    def has_mesh(self) -> bool:
+        """Whether DMTet has been initialised from the field (the training module decides when
+        the mesh stage starts; this says whether the asset has its mesh yet)."""
         return bool(self.dmtet_initialized)
 
     def start_mesh_stage(self) -> None:
@@ -102,7 +103,7 @@ class TwoStageAsset(nn.Module):
             RuntimeError: the density never crosses ``isosurface_threshold`` on the tet grid,
                 with what to change.
         """
-        if self.in_mesh_stage:
+        if self.has_mesh:
             return
         self.dmtet.initialize_from_density(self.field.density, self.isosurface_threshold)
         sdf = self.dmtet.sdf.detach()
@@ -151,7 +152,7 @@ class TwoStageAsset(nn.Module):
     # ------------------------------------------------------------------ either stage
     def render(self, cameras: Cameras) -> Tensor:
         """(N, H, W, 3) renders with the current stage's representation (no jitter)."""
-        if self.in_mesh_stage:
+        if self.has_mesh:
             return self.render_mesh(self.mesh(), cameras, soft=False)["rgb"]
         return self.volume_renderer.render_cameras(self.field, self.background, cameras)["rgb"]
 
