@@ -7,8 +7,9 @@ Extra subcommands: ``python -m dreamreward build-primitives --out DIR [--num_pro
 ``python -m dreamreward sample --prompt TEXT --out grid.png`` (4 views from the prior);
 ``python -m dreamreward evaluate-dreamfl --out DIR`` (DreamFL vs SDS over a prompt set);
 ``python -m dreamreward build-generated --out DIR`` (the prior's samples of a split's prompts,
-ranked by the oracle) and ``evaluate-reward3d --data DIR`` (does a Reward3D rank them as the
-oracle does).
+ranked by the oracle), ``build-blends --generated DIR --out DIR`` (those samples blended towards
+the truth, ranked by how far) and ``evaluate-reward3d --data DIR`` (does a Reward3D rank them as
+the oracle does).
 
 Run as a command (``entry``), everything sits behind ``error_boundary``: a mistake in the input is
 one line naming the field or file, exit code 2; a bug keeps its traceback.
@@ -32,6 +33,7 @@ __all__ = ["DreamRewardCLI", "build_from_config", "entry", "main"]
 
 def _extra_commands() -> dict[str, Callable[..., object]]:
     """Subcommands beside Lightning's, each a typed function (jsonargparse builds the parser)."""
+    from dreamreward.data.build_blends import build_blends
     from dreamreward.data.build_generated import build_generated
     from dreamreward.data.build_primitives import build_primitives
     from dreamreward.data.multiview import build_multiview
@@ -44,6 +46,7 @@ def _extra_commands() -> dict[str, Callable[..., object]]:
     return {
         "build-primitives": build_primitives,
         "build-generated": build_generated,
+        "build-blends": build_blends,
         "build-multiview": build_multiview,
         "convert-rewarddb": convert_rewarddb,
         "score": score_files,
