@@ -48,6 +48,23 @@ def test_a_shift_moves_the_content_and_softening_removes_detail() -> None:
     assert float(soft.std()) < 0.5 * float(checker.std())
 
 
+def test_a_fixed_blur_is_the_same_gaussian_every_time_and_smooths_the_gradient() -> None:
+    from dreamreward.render.image_ops import gaussian_blur
+
+    views = _views()
+    blur = ViewAugmentation(max_zoom=1.0, max_shift=0.0, soften_probability=0.0, blur_sigma=4.0)
+    out = blur(views, torch.Generator().manual_seed(0))
+    # sigma is given per 64 px of view side: 4 at 64 px is 1 at these 16 px views
+    expected = gaussian_blur(views.flatten(0, 1), 1.0).clamp(0, 1).reshape(views.shape)
+    assert torch.allclose(out, expected, atol=1e-6)
+    assert torch.equal(out, blur(views, torch.Generator().manual_seed(5)))  # nothing random
+    # the gradient of anything read through the blur is blurred: its pixel noise is damped
+    inputs = views.clone().requires_grad_(True)
+    noise = torch.randn(views.shape, generator=torch.Generator().manual_seed(1))
+    (blur(inputs) * noise).sum().backward()
+    assert inputs.grad is not None and float(inputs.grad.std()) < 0.5 * float(noise.std())
+
+
 def test_gradients_reach_the_views() -> None:
     views = _views().requires_grad_(True)
     out = ViewAugmentation(soften_probability=1.0)(views, torch.Generator().manual_seed(0))
@@ -64,6 +81,8 @@ def test_gradients_reach_the_views() -> None:
         ({"max_shift": 0.5}, "max_shift"),
         ({"min_resolution": 0.0}, "min_resolution"),
         ({"soften_probability": 1.5}, "soften_probability"),
+        ({"blur_sigma": -1.0}, "blur_sigma"),
+        ({"blur_sigma": float("nan")}, "blur_sigma"),
     ],
 )
 def test_bad_settings_are_named(kwargs, message) -> None:

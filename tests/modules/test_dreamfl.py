@@ -203,6 +203,7 @@ def test_configs_resolve(capsys) -> None:
             "grad_fraction",
             "every_other_step",
             "augmented_reward",
+            "blurred_reward",
         )
     ],
 )
@@ -235,6 +236,9 @@ def test_full_scale_configs_resolve(overlays, capsys) -> None:
     if overlays == ["presets/augmented_reward.yaml"]:
         assert reward["augmentation"]["class_path"].endswith("ViewAugmentation")
         assert reward["augmented_copies"] == 4
+    elif overlays == ["presets/blurred_reward.yaml"]:
+        assert reward["augmentation"]["init_args"]["blur_sigma"] == 2.0
+        assert reward["augmented_copies"] == 1
     else:
         assert reward["augmentation"] is None
 
@@ -280,6 +284,9 @@ def test_a_field_that_misses_the_threshold_gets_the_right_advice() -> None:
         tiny_dreamfl(isosurface_threshold=1e-12).asset.mesh()
     with pytest.raises(RuntimeError, match="lower model.isosurface_threshold or raise"):
         tiny_dreamfl(isosurface_threshold=1e9).asset.mesh()
+    # Through the module, the message also gives the value of nerf_steps it advises raising.
+    with pytest.raises(RuntimeError, match=r"or raise model.nerf_steps.*model.nerf_steps=\d+"):
+        tiny_dreamfl(isosurface_threshold=1e9).current_mesh()
 
 
 def test_a_ground_truth_judge_refuses_free_text_when_the_run_is_built() -> None:

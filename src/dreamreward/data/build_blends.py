@@ -205,6 +205,8 @@ def build_blends(
     info = {
         "generated": str(generated),
         "alphas": [float(a) for a in alphas],
+        "max_oracle": max_oracle,
+        "samples_left_out": skipped,
         "prompts": len(groups),
         "assets": len(rows),
     }

@@ -269,7 +269,7 @@ class DreamFLModule(TwoStageAssetModule):
         size = self.training_resolution()
         cams = views.cameras.with_resolution(size, size).to(self.device)
         if self.in_mesh_stage:
-            mesh = self.asset.mesh()
+            mesh = self.current_mesh()
             rgb = self.asset.render_mesh(mesh, cams, soft=True)["rgb"]
             regularization = self.mesh_regularization(mesh)
         else:
@@ -340,7 +340,7 @@ class DreamFLModule(TwoStageAssetModule):
     def evaluate_views(self) -> tuple[Tensor, dict[str, float]]:
         """The canonical views (V, H, W, 3) and their scores (reward, oracle if known)."""
         if self.in_mesh_stage:
-            self.asset.start_mesh_stage()
+            self.start_mesh_stage()
         cams = default_cameras(self.hparams.eval_resolution)
         views = self.asset.render(cams.to(self.device)).clamp(0, 1)
         scores: dict[str, float] = {}

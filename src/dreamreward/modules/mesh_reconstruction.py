@@ -140,7 +140,7 @@ class MeshReconstructionModule(TwoStageAssetModule):
         }
 
     def _mesh_step(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        mesh = self.asset.mesh()
+        mesh = self.current_mesh()
         out = self.asset.render_mesh(mesh, self._cameras(batch), soft=True)
         mse = F.mse_loss(out["rgb"], batch["rgb"])
         silhouette = F.mse_loss(out["alpha"], batch["mask"])
@@ -173,7 +173,7 @@ class MeshReconstructionModule(TwoStageAssetModule):
     @torch.no_grad()
     def _evaluate(self, batch: dict[str, Tensor], split: str) -> None:
         if self.in_mesh_stage:
-            self.asset.start_mesh_stage()
+            self.start_mesh_stage()
         pred = self.asset.render(self._cameras(batch))
         value = psnr(pred, batch["rgb"]).mean()
         self.log(f"{split}/psnr", value, prog_bar=True, batch_size=pred.shape[0])

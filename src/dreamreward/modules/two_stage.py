@@ -99,6 +99,22 @@ class TwoStageAssetModule(L.LightningModule):
     def in_mesh_stage(self) -> bool:
         return self.global_step >= self.nerf_steps
 
+    def start_mesh_stage(self) -> None:
+        """Start the asset's mesh stage (DMTet from the NeRF's density); a failure also names
+        this run's ``nerf_steps``, which the asset cannot know and the advice may point at."""
+        try:
+            self.asset.start_mesh_stage()
+        except RuntimeError as error:
+            raise RuntimeError(
+                f"{error} (model.nerf_steps={self.nerf_steps}; the mesh stage started at step "
+                f"{self.global_step})"
+            ) from error
+
+    def current_mesh(self) -> Mesh:
+        """The asset's stage-2 mesh (see :meth:`start_mesh_stage` for a failed start)."""
+        self.start_mesh_stage()
+        return self.asset.mesh()
+
     def mesh_regularization(self, mesh: Mesh) -> Tensor:
         """Normal consistency and Laplacian smoothing, weighted by the hyperparameters."""
         hp = self.hparams

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dreamreward.render.cameras import Cameras
+from dreamreward.render.image_ops import gaussian_blur
 from dreamreward.render.mesh import Mesh
 from dreamreward.world.layout import scene_mesh
 from dreamreward.world.prompts import is_novel
@@ -222,17 +223,10 @@ def _cut(mesh: Mesh, severity: float, gen: torch.Generator) -> Mesh:
 
 
 def _gaussian_blur(images: Tensor, sigma: float) -> Tensor:
-    """(N, H, W, C) separable Gaussian blur."""
-    radius = max(1, int(3 * sigma))
-    x = torch.arange(-radius, radius + 1, dtype=images.dtype)
-    kernel = torch.exp(-(x**2) / (2 * sigma**2))
-    kernel = kernel / kernel.sum()
-    c = images.shape[-1]
-    t = images.permute(0, 3, 1, 2)
-    t = F.pad(t, (radius, radius, radius, radius), mode="replicate")
-    t = F.conv2d(t, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    t = F.conv2d(t, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-    return t.permute(0, 2, 3, 1)
+    """(N, H, W, C) separable Gaussian blur (the kernel half width ``int(3 sigma)``, as the
+    primitives sets were built with)."""
+    blurred = gaussian_blur(images.permute(0, 3, 1, 2), sigma, radius=max(1, int(3 * sigma)))
+    return blurred.permute(0, 2, 3, 1)
 
 
 def degrade(rgb: Tensor, mask: Tensor, kind: str, severity: float, gen: torch.Generator) -> Tensor:

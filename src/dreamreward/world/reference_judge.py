@@ -15,14 +15,13 @@ Use it in place of Reward3D in a DreamFL config
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dreamreward.render.cameras import Cameras
+from dreamreward.render.image_ops import gaussian_blur
 from dreamreward.world.prompts import parse_prompt
 from dreamreward.world.scene import Scene
 from dreamreward.world.views import ground_truth_views
@@ -115,17 +114,3 @@ class GroundTruthJudge(nn.Module):
         blurred = gaussian_blur(renders.flatten(0, 1), sigma)
         diff = (blurred - gaussian_blur(truth.flatten(0, 1), sigma)).abs()
         return -self.scale * diff.reshape(b, -1).mean(dim=1)
-
-
-def gaussian_blur(images: Tensor, sigma: float) -> Tensor:
-    """(N, C, H, W) -> the same, blurred by a separable Gaussian (replicate padding)."""
-    if sigma <= 0:
-        return images
-    radius = max(1, math.ceil(3 * sigma))
-    x = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
-    kernel = torch.exp(-(x**2) / (2 * sigma**2))
-    kernel = kernel / kernel.sum()
-    c = images.shape[1]
-    padded = F.pad(images, (radius, radius, radius, radius), mode="replicate")
-    out = F.conv2d(padded, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(out, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)

@@ -15,18 +15,24 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dreamreward.render.image_ops import gaussian_blur
+
 
 class ViewAugmentation(nn.Module):
     """Per view: a random zoom and shift (bilinear resampling; the border pixels, background in
     a render, fill what moves into view), then with probability ``soften_probability`` a
     random loss of resolution (bilinear down to a factor of ``min_resolution``..1 of the size
-    and back up), the softness of a low-resolution NeRF render.
+    and back up), the softness of a low-resolution NeRF render; finally, with ``blur_sigma``
+    > 0, a fixed Gaussian blur (not random: at guidance time it makes the judge read only the
+    coarse picture, so its gradient is smooth in the pixels).
 
     Args:
         max_zoom: zoom factor drawn log-uniformly in [1 / max_zoom, max_zoom] (1 = none).
         max_shift: shift drawn uniformly in [-max_shift, max_shift] of the image size, per axis.
         min_resolution: the smallest resolution factor of the softening, in (0, 1].
         soften_probability: chance that a view is softened.
+        blur_sigma: the fixed blur's standard deviation in pixels of a 64 px view (scaled with
+            the view size); 0 = none.
     """
 
     def __init__(
@@ -35,6 +41,7 @@ class ViewAugmentation(nn.Module):
         max_shift: float = 0.06,
         min_resolution: float = 0.5,
         soften_probability: float = 0.5,
+        blur_sigma: float = 0.0,
     ) -> None:
         super().__init__()
         if not (math.isfinite(max_zoom) and max_zoom >= 1.0):
@@ -45,6 +52,9 @@ class ViewAugmentation(nn.Module):
             raise ValueError(f"min_resolution must be in (0, 1], got {min_resolution}")
         if not (0.0 <= soften_probability <= 1.0):
             raise ValueError(f"soften_probability must be in [0, 1], got {soften_probability}")
+        if not (math.isfinite(blur_sigma) and blur_sigma >= 0.0):
+            raise ValueError(f"blur_sigma must be a finite number >= 0, got {blur_sigma}")
+        self.blur_sigma = blur_sigma
         self.max_zoom = max_zoom
         self.max_shift = max_shift
         self.min_resolution = min_resolution
@@ -93,4 +103,5 @@ class ViewAugmentation(nn.Module):
                     image = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
                 softened.append(image)
             out = torch.cat(softened)
+        out = gaussian_blur(out, self.blur_sigma * h / 64)
         return out.clamp(0.0, 1.0).reshape(shape)
