@@ -8,8 +8,9 @@ Extra subcommands: ``python -m dreamreward build-primitives --out DIR [--num_pro
 ``python -m dreamreward evaluate-dreamfl --out DIR`` (DreamFL vs SDS over a prompt set);
 ``python -m dreamreward build-generated --out DIR`` (the prior's samples of a split's prompts,
 ranked by the oracle), ``build-blends --generated DIR --out DIR`` (those samples blended towards
-the truth, ranked by how far) and ``evaluate-reward3d --data DIR`` (does a Reward3D rank them as
-the oracle does).
+the truth, ranked by how far), ``build-from-runs --runs DIR --out DIR`` (finished DreamFL / SDS
+runs of training prompts as such a set) and ``evaluate-reward3d --data DIR`` (does a Reward3D
+rank them as the oracle does).
 
 Run as a command (``entry``), everything sits behind ``error_boundary``: a mistake in the input is
 one line naming the field or file, exit code 2; a bug keeps its traceback.
@@ -34,6 +35,7 @@ __all__ = ["DreamRewardCLI", "build_from_config", "entry", "main"]
 def _extra_commands() -> dict[str, Callable[..., object]]:
     """Subcommands beside Lightning's, each a typed function (jsonargparse builds the parser)."""
     from dreamreward.data.build_blends import build_blends
+    from dreamreward.data.build_from_runs import build_from_runs
     from dreamreward.data.build_generated import build_generated
     from dreamreward.data.build_primitives import build_primitives
     from dreamreward.data.multiview import build_multiview
@@ -47,6 +49,7 @@ def _extra_commands() -> dict[str, Callable[..., object]]:
         "build-primitives": build_primitives,
         "build-generated": build_generated,
         "build-blends": build_blends,
+        "build-from-runs": build_from_runs,
         "build-multiview": build_multiview,
         "convert-rewarddb": convert_rewarddb,
         "score": score_files,
