@@ -31,6 +31,8 @@ def _fake_run(root: Path, method: str, prompt: str, oracle: float, seed: int = 0
     save_image_grid(views, folder / SCORED_VIEWS, ncols=4)
     result = {"prompt": prompt, "seed": seed, "method": method, "oracle": oracle}
     (folder / "result.json").write_text(json.dumps(result))
+    args = ["--config", "a.yaml", "--config", f"{method}.yaml", "--model.init_args.prompt", prompt]
+    (folder / "run_args.json").write_text(json.dumps(args))
 
 
 def _splits(world_set: str) -> dict[str, list[dict[str, str]]]:
@@ -62,6 +64,7 @@ def test_runs_become_ranked_rows_of_their_training_prompts(world_set, tmp_path):
     assert [ranks[f"{first}-dreamfl-s0"], ranks[f"{first}-sds-s0"]] == _ranks([0.3, 0.0])
     info = json.loads((out / "build_info.json").read_text())
     assert info["oracle_by_asset"][f"{first}-dreamfl-s0"] == 0.3
+    assert info["configs_by_method"]["sds"] == ["a.yaml", "sds.yaml"]
 
     # it joins the preference set, and build-blends takes it as it takes build-generated's
     build_blends(str(out), str(tmp_path / "blends"), progress=False)

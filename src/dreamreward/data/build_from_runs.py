@@ -90,6 +90,7 @@ def build_from_runs(
         if line.strip() and not line.lstrip().startswith("#")
     }
     groups: dict[str, list[dict[str, Any]]] = {}
+    configs: dict[str, list[str]] = {}  # what each method's runs were made with, for the record
     for folder in folders:
         result = json.loads((folder / "result.json").read_text())
         where = f"{folder / 'result.json'}"
@@ -110,6 +111,10 @@ def build_from_runs(
         if result.get("oracle") is None:
             raise ValueError(f"{where}: no oracle score")
         views, _ = read_scored_views(folder)  # (4, H, W, 3)
+        if result["method"] not in configs and (folder / "run_args.json").is_file():
+            args = json.loads((folder / "run_args.json").read_text())
+            pairs = zip(args[:-1], args[1:], strict=True)
+            configs[result["method"]] = [b for a, b in pairs if a == "--config"]
         groups.setdefault(by_scene[key]["prompt_id"], []).append(
             {"folder": folder, "result": result, "views": views}
         )
@@ -157,6 +162,7 @@ def build_from_runs(
         "prompts": len(groups),
         "assets": len(rows),
         "oracle_mean": round(sum(oracle.values()) / len(oracle), 4),
+        "configs_by_method": configs,
         "oracle_by_asset": oracle,
     }
     (out_path / "build_info.json").write_text(json.dumps(info, indent=2))
