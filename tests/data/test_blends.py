@@ -52,6 +52,11 @@ def test_blends_rank_by_how_far_towards_the_truth(generated_train, tmp_path):
     # Per prompt: the truth once (the samples share their cameras), each sample at 0 and 0.5.
     assert len(blends) == len(prompts) + 2 * len(source)
     assert set(blends["defect"]) == {"blend/truth", "blend/0.5", "blend/0"}
+    # the truth is named after a source asset: blend sets of two sources never share an id
+    truths = [
+        a for a, d in zip(blends["asset_id"], blends["defect"], strict=True) if d == "blend/truth"
+    ]
+    assert all(t.removesuffix("-truth") in set(source["asset_id"]) for t in truths)
     rank = {"blend/truth": 1, "blend/0.5": 2, "blend/0": 3}
     assert all(r["rank"] == rank[r["defect"]] for r in blends.select_columns(["rank", "defect"]))
 

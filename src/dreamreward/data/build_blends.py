@@ -107,9 +107,9 @@ def blend_prompt_rows(rows: Sequence[dict[str, Any]], alphas: Sequence[float]) -
         if key not in truths:
             cameras = row_cameras(row, width=views.shape[2], height=views.shape[1])
             truths[key] = ground_truth_views(scene, cameras).clamp(0, 1)  # (V, H, W, 3)
-            out.append(
-                _blend_row(row, truths[key], TRUTH, 1, f"{first['prompt_id']}-truth{len(truths)}")
-            )
+            # named after the sample it was first rendered for: unique across blend sets made
+            # from different sources of one prompt (each source's asset ids are)
+            out.append(_blend_row(row, truths[key], TRUTH, 1, f"{row['asset_id']}-truth"))
         truth = truths[key]
         for alpha in levels:
             blended = (1 - alpha) * views + alpha * truth
