@@ -25,7 +25,7 @@ def _canonical(prompt: dict[str, str]) -> str:
 
 
 def _fake_run(root: Path, method: str, prompt: str, oracle: float, seed: int = 0) -> None:
-    folder = root / method / prompt.replace(" ", "_")[:40] / f"seed{seed}"
+    folder = root / method / prompt.replace(" ", "_").replace(".", "-") / f"seed{seed}"
     folder.mkdir(parents=True)
     views = torch.rand(4, 16, 16, 3, generator=torch.Generator().manual_seed(len(prompt)))
     save_image_grid(views, folder / SCORED_VIEWS, ncols=4)
@@ -99,6 +99,11 @@ def test_held_out_and_excluded_prompts_are_refused(world_set, tmp_path):
 
     with pytest.raises(ValueError, match="no finished runs"):
         build_from_runs(str(tmp_path / "empty"), str(tmp_path / "c"), world_set, **SPLIT)
+    runs4 = tmp_path / "runs4"
+    _fake_run(runs4, "sds", prompt, 0.0)
+    _fake_run(runs4, "sds", prompt + ".", 0.0)  # another wording of the same scene
+    with pytest.raises(ValueError, match="a second run of prompt"):
+        build_from_runs(str(runs4), str(tmp_path / "e"), world_set, exclude=[], **SPLIT)
     runs3 = tmp_path / "runs3"
     _fake_run(runs3, "sds", "a photo of a dog", 0.0)
     with pytest.raises(ValueError, match="not a primitives prompt"):

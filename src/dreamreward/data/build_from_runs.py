@@ -130,6 +130,11 @@ def build_from_runs(
             alignment, consistent = _rating(score), _rating(consistency)
             fidelity = _rating((score + consistency) / 2)
             asset_id = f"{prompt_id}-{result['method']}-s{result['seed']}"
+            if asset_id in oracle:  # two wordings of one scene, run with one method and seed
+                raise ValueError(
+                    f"{member['folder']}: a second run of prompt {prompt_id} with method "
+                    f"{result['method']!r} and seed {result['seed']} (keep one of them)"
+                )
             oracle[asset_id] = round(score, 6)
             rows.append(
                 {
