@@ -70,6 +70,23 @@ def test_x0_loss_targets_the_rescaled_one_step_prediction() -> None:
     assert not any(p.requires_grad for p in prior.parameters())
 
 
+def test_the_prior_derives_its_camera_condition_from_cameras() -> None:
+    """Given Cameras, distillation computes MVDream's embedding itself: the same loss and
+    target as when handed that embedding."""
+    from dreamreward.models.mvdiffusion.camera_embedding import mvdream_camera_embedding
+    from dreamreward.render.cameras import Cameras
+    from dreamreward.world.views import default_cameras
+
+    cameras = Cameras.cat([default_cameras(8)] * 2)
+    sds = ScoreDistillation(tiny_prior(), loss="sds", guidance_scale=5.0)
+    from_cameras = sds(renders(), ["ab", "cd"], cameras, 10_000, gen(2))
+    from_embedding = sds(renders(), ["ab", "cd"], mvdream_camera_embedding(cameras), 10_000, gen(2))
+    assert torch.equal(from_cameras.loss, from_embedding.loss)
+    assert torch.equal(from_cameras.x0, from_embedding.x0)
+    other = sds(renders(), ["ab", "cd"], torch.zeros(8, 16), 10_000, gen(2))
+    assert not torch.equal(other.x0, from_cameras.x0)  # the condition is read
+
+
 def test_distillation_rejects_mismatched_prompts() -> None:
     sds = ScoreDistillation(tiny_prior())
     with pytest.raises(ValueError, match="need 4 views per prompt"):

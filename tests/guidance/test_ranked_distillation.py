@@ -83,6 +83,8 @@ def test_a_camera_judge_gets_both_draws_cameras_and_cameras_are_required() -> No
     ranker = RankedDistillation(judge, prior=tiny_prior())
     ranker(renders(), PROMPTS, torch.randn(8, 16), 0, gen(), CAMS)
     assert judge.camera_counts == [16]  # 2 draws x 2 objects x 4 views
+    ranker(renders(), PROMPTS, CAMS, 0, gen())  # given Cameras, the judge reads those
+    assert judge.camera_counts == [16, 16]
     with pytest.raises(ValueError, match="cameras"):
         ranker(renders(), PROMPTS, torch.randn(8, 16), 0, gen())
     with pytest.raises(ValueError, match="score_margin"):

@@ -31,7 +31,11 @@ from torch import Tensor
 
 from dreamreward.guidance.judge import Judge
 from dreamreward.guidance.reward_term import frozen_judge
-from dreamreward.guidance.score_distillation import DistillationOutput, ScoreDistillation
+from dreamreward.guidance.score_distillation import (
+    DistillationOutput,
+    ScoreDistillation,
+    prior_camera_condition,
+)
 from dreamreward.guidance.sources import PriorSource, RewardSource
 from dreamreward.guidance.timesteps import TimestepSchedule
 from dreamreward.render.cameras import Cameras
@@ -75,17 +79,20 @@ class RankedDistillation(ScoreDistillation):
         self,
         renders: Tensor,
         prompts: list[str],
-        cameras: Tensor,
+        cameras: Cameras | Tensor,
         step: int,
         generator: torch.Generator,
         render_cameras: Cameras | None = None,
     ) -> DistillationOutput:
-        """As :meth:`ScoreDistillation.forward`; the judge needs the B*V ``render_cameras``
-        (asset-major). The returned ``x0`` / ``x0_images`` are the winner's."""
+        """As :meth:`ScoreDistillation.forward`; the judge needs the B*V renders' cameras
+        (asset-major): ``cameras`` themselves, or ``render_cameras`` when ``cameras`` is a
+        precomputed embedding. The returned ``x0`` / ``x0_images`` are the winner's."""
         if step < self.start_step:
             return super().forward(renders, prompts, cameras, step, generator)
         b = len(prompts)
         v = self.prior.num_views
+        if render_cameras is None and isinstance(cameras, Cameras):
+            render_cameras = cameras
         if render_cameras is None or len(render_cameras) != b * v:
             raise ValueError(
                 f"RankedDistillation needs the {b * v} renders' cameras, got "
@@ -94,7 +101,8 @@ class RankedDistillation(ScoreDistillation):
         z, t, text, uncond = self._prepare(renders, prompts, step, generator)
         # the same timestep, two noise draws (DreamDPO's pair)
         noises = [torch.randn(z.shape, generator=generator).to(z) for _ in range(2)]
-        draws = [self.predict_target(z, noise, t, text, uncond, cameras) for noise in noises]
+        condition = prior_camera_condition(cameras).to(z)
+        draws = [self.predict_target(z, noise, t, text, uncond, condition) for noise in noises]
         with torch.no_grad():
             decoded = [self.prior.decode(x0) for _, x0 in draws]  # 2 x (B*V, 3, h, w)
             images = torch.cat(decoded)

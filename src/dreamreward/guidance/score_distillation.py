@@ -24,8 +24,17 @@ from torch import Tensor, nn
 
 from dreamreward.guidance.sources import PriorSource, SavedPrior
 from dreamreward.guidance.timesteps import TimestepSchedule
+from dreamreward.models.mvdiffusion.camera_embedding import mvdream_camera_embedding
 from dreamreward.models.mvdiffusion.prior import MultiViewPrior
 from dreamreward.render.cameras import Cameras
+
+
+def prior_camera_condition(cameras: Cameras | Tensor) -> Tensor:
+    """The multi-view prior's camera condition: (N, 16) MVDream embeddings of N ``Cameras``
+    (derived here, where the prior consumes them), or a (N, 16) tensor passed through."""
+    if isinstance(cameras, Cameras):
+        return mvdream_camera_embedding(cameras)
+    return cameras
 
 
 @dataclass
@@ -95,7 +104,7 @@ class ScoreDistillation(nn.Module):
         self,
         renders: Tensor,
         prompts: list[str],
-        cameras: Tensor,
+        cameras: Cameras | Tensor,
         step: int,
         generator: torch.Generator,
         render_cameras: Cameras | None = None,
@@ -105,17 +114,20 @@ class ScoreDistillation(nn.Module):
         Args:
             renders: (B*V, 3, H, W) in [0, 1], differentiable.
             prompts: B prompts.
-            cameras: (B*V, 16) MVDream camera embeddings of the renders.
+            cameras: the B*V cameras of the renders (asset-major); the prior derives its own
+                condition from them (:func:`prior_camera_condition`). A (B*V, 16) tensor is
+                taken as that condition already computed (MVDream's camera embedding).
             step: the optimizer step (anneals the timestep range).
             generator: a CPU generator for the timesteps and the noise (seed it per step for
                 exact resume).
-            render_cameras: the B*V cameras of the renders; unused here, read by subclasses
-                that judge the prior's predictions
-                (:class:`~dreamreward.guidance.ranked_distillation.RankedDistillation`).
+            render_cameras: the renders' cameras when ``cameras`` is an embedding (a judge of
+                the prior's predictions needs them:
+                :class:`~dreamreward.guidance.ranked_distillation.RankedDistillation`).
         """
         z, t, text, uncond = self._prepare(renders, prompts, step, generator)
         noise = torch.randn(z.shape, generator=generator).to(z)
-        target, x0 = self.predict_target(z, noise, t, text, uncond, cameras)
+        condition = prior_camera_condition(cameras).to(z)
+        target, x0 = self.predict_target(z, noise, t, text, uncond, condition)
         return self._output(z, target, t, x0)
 
     def _prepare(

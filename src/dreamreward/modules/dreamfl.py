@@ -37,7 +37,6 @@ from dreamreward.guidance.ranked_distillation import RankedDistillation
 from dreamreward.guidance.reward_term import RewardGuidance
 from dreamreward.guidance.score_distillation import ScoreDistillation
 from dreamreward.guidance.sources import RewardSource
-from dreamreward.models.mvdiffusion.camera_embedding import mvdream_camera_embedding
 from dreamreward.modules.frozen_weights import drop_frozen, restore_frozen
 from dreamreward.modules.resume_check import check_resume_matches
 from dreamreward.modules.two_stage import TwoStageAssetModule
@@ -57,13 +56,12 @@ class TrainingViews(NamedTuple):
 
     Attributes:
         renders: (V, 3, H, W) in [0, 1], differentiable w.r.t. the asset.
-        camera_embedding: (V, 16) MVDream's camera conditioning.
         regularization: the stage-2 mesh regulariser (0 in stage 1), a scalar.
-        cameras: the V cameras (at the render size); a judge derives what it needs from them.
+        cameras: the V cameras (at the render size); the prior and the judge each derive
+            what they need from them.
     """
 
     renders: Tensor
-    camera_embedding: Tensor
     regularization: Tensor
     cameras: Cameras
 
@@ -275,8 +273,7 @@ class DreamFLModule(TwoStageAssetModule):
         else:
             rgb = self.asset.render_nerf(cams, self._step_generator(2))
             regularization = rgb.new_zeros(())
-        embedding = mvdream_camera_embedding(views.cameras).to(self.device)
-        return TrainingViews(rgb.permute(0, 3, 1, 2), embedding, regularization, cams)
+        return TrainingViews(rgb.permute(0, 3, 1, 2), regularization, cams)
 
     def training_resolution(self) -> int:
         """The render side of this step: stage 1 (with its optional upscale) or stage 2."""
@@ -298,12 +295,7 @@ class DreamFLModule(TwoStageAssetModule):
         views = self.render_training_views()
         renders, regularization = views.renders, views.regularization
         distill = self.guidance(
-            renders,
-            [self.prompt],
-            views.camera_embedding,
-            self.global_step,
-            self._step_generator(1),
-            render_cameras=views.cameras,
+            renders, [self.prompt], views.cameras, self.global_step, self._step_generator(1)
         )
         loss = distill.loss + regularization
         logs: dict[str, Tensor | float] = {
