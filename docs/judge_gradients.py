@@ -102,13 +102,13 @@ def generated_assets(
     scores below ``max_oracle``."""
     import datasets
 
-    from dreamreward.data.build_blends import _image, row_cameras
+    from dreamreward.data.build_blends import row_cameras, row_views
 
     oracle = json.loads((Path(folder) / "build_info.json").read_text())["oracle_by_asset"]
     for row in datasets.load_from_disk(folder):
         if oracle[row["asset_id"]] >= max_oracle:
             continue
-        views = torch.stack([_image(v) for v in row["views"]])
+        views = row_views(row)
         yield row["prompt"], views, row_cameras(row, views.shape[2], views.shape[1])
 
 

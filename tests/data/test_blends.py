@@ -10,7 +10,7 @@ import torch
 
 import dreamreward.models.mvdiffusion.prior as prior_module
 from _tiny_prior import tiny_prior
-from dreamreward.data.build_blends import _image, blend_label, build_blends, row_cameras
+from dreamreward.data.build_blends import blend_label, build_blends, row_cameras, row_views
 from dreamreward.data.build_generated import build_generated
 from dreamreward.data.pairs import build_pairs
 from dreamreward.data.preference import PreferenceDataModule
@@ -61,14 +61,14 @@ def test_blends_rank_by_how_far_towards_the_truth(generated_train, tmp_path):
     assert all(r["rank"] == rank[r["defect"]] for r in blends.select_columns(["rank", "defect"]))
 
     first = source[0]
-    views = torch.stack([_image(v) for v in first["views"]])
+    views = row_views(first)
     truth = ground_truth_views(
         Scene.from_dict(json.loads(first["scene"])), row_cameras(first, *views.shape[1:3])
     )
     by_id = {a: i for i, a in enumerate(blends["asset_id"])}
     stored = blends[by_id[f"{first['asset_id']}-blend0"]]
-    assert torch.equal(torch.stack([_image(v) for v in stored["views"]]), views)
-    half = torch.stack([_image(v) for v in blends[by_id[f"{first['asset_id']}-blend0.5"]]["views"]])
+    assert torch.equal(row_views(stored), views)
+    half = row_views(blends[by_id[f"{first['asset_id']}-blend0.5"]])
     assert torch.allclose(half, 0.5 * views + 0.5 * truth.clamp(0, 1), atol=1 / 255)
 
     # Pairs: the truth beats every blend, 0.5 beats every 0; equal levels never pair.

@@ -31,20 +31,22 @@ would leak their answers into training).
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import datasets
-import numpy as np
 import torch
-from PIL import Image
 from tqdm.auto import tqdm
 
 from dreamreward.data.build_primitives import _png
-from dreamreward.data.schema import PREFERENCE_FEATURES, validate_dataset
+from dreamreward.data.schema import (
+    cameras_to_tensor,
+    check_new_output,
+    save_preference_rows,
+    views_to_tensor,
+)
 from dreamreward.render.cameras import Cameras
 from dreamreward.world.scene import Scene
 from dreamreward.world.views import ground_truth_views
@@ -57,19 +59,15 @@ def blend_label(alpha: float) -> str:
     return "blend/truth" if alpha == TRUTH else f"blend/{alpha:g}"
 
 
-def _image(view: Any) -> torch.Tensor:
-    """A stored view (PIL image or ``{"bytes": ...}``) -> (H, W, 3) float in [0, 1]."""
-    if isinstance(view, dict):
-        view = Image.open(io.BytesIO(view["bytes"]))
-    array = np.asarray(view.convert("RGB"), dtype=np.float32) / 255.0
-    return torch.from_numpy(array)
+def row_views(row: dict[str, Any]) -> torch.Tensor:
+    """A row's stored views -> (V, H, W, 3) float in [0, 1]."""
+    return views_to_tensor(row["views"]).permute(0, 2, 3, 1)
 
 
 def row_cameras(row: dict[str, Any], width: int, height: int) -> Cameras:
     """The cameras a row's views were rendered from (its ``cameras`` and ``fovy_deg``)."""
-    c2w = torch.tensor(row["cameras"], dtype=torch.float32).reshape(-1, 4, 4)
     fovy = torch.deg2rad(torch.tensor(row["fovy_deg"], dtype=torch.float32))
-    return Cameras(c2w=c2w, fovy=fovy, width=width, height=height)
+    return Cameras(c2w=cameras_to_tensor(row["cameras"]), fovy=fovy, width=width, height=height)
 
 
 def _ratings(alpha: float) -> dict[str, float]:
@@ -97,7 +95,7 @@ def blend_prompt_rows(rows: Sequence[dict[str, Any]], alphas: Sequence[float]) -
     truths: dict[str, torch.Tensor] = {}
     out: list[dict] = []
     for row in rows:
-        views = torch.stack([_image(v) for v in row["views"]])  # (V, H, W, 3)
+        views = row_views(row)  # (V, H, W, 3)
         if not row["cameras"] or len(row["cameras"]) != len(views):
             raise ValueError(
                 f"asset {row['asset_id']!r}: {len(views)} views need as many cameras, got "
@@ -168,9 +166,7 @@ def build_blends(
     """
     if not alphas or any(not 0.0 <= a < TRUTH for a in alphas):
         raise ValueError(f"alphas must be a non-empty list of numbers in [0, 1), got {alphas}")
-    out_path = Path(out)
-    if out_path.exists() and any(out_path.iterdir()):
-        raise FileExistsError(f"{out_path} exists and is not empty; choose another --out")
+    out_path = check_new_output(out)
     if not Path(generated).exists():
         raise FileNotFoundError(f"{generated}: no generated set there (run build-generated)")
     source = datasets.load_from_disk(generated)
@@ -198,10 +194,6 @@ def build_blends(
             raise ValueError(f"{generated}: {error}") from error
     if not rows:
         raise ValueError(f"{generated}: every sample scores >= max_oracle={max_oracle}: no blends")
-    columns = {name: [r[name] for r in rows] for name in PREFERENCE_FEATURES}
-    dataset = datasets.Dataset.from_dict(columns, features=PREFERENCE_FEATURES)
-    validate_dataset(dataset)
-    dataset.save_to_disk(str(out_path))
     info = {
         "generated": str(generated),
         "alphas": [float(a) for a in alphas],
@@ -210,5 +202,4 @@ def build_blends(
         "prompts": len(groups),
         "assets": len(rows),
     }
-    (out_path / "build_info.json").write_text(json.dumps(info, indent=2))
-    return datasets.load_from_disk(str(out_path))
+    return save_preference_rows(rows, out_path, info)

@@ -28,9 +28,9 @@ from typing import Any
 
 import datasets
 
-from dreamreward.data.build_generated import _ranks, _rating, prompts_of_splits
+from dreamreward.data.build_generated import _ranks, oracle_ratings, prompts_of_splits
 from dreamreward.data.build_primitives import _png
-from dreamreward.data.schema import PREFERENCE_FEATURES, validate_dataset
+from dreamreward.data.schema import cameras_to_list, check_new_output, save_preference_rows
 from dreamreward.render.export import read_scored_views
 from dreamreward.world.oracle import view_consistency
 from dreamreward.world.prompts import describe, parse_prompt
@@ -75,9 +75,7 @@ def build_from_runs(
         ValueError: no finished runs, a run's prompt outside ``splits`` or not a primitives
             prompt, or a run without an oracle score.
     """
-    out_path = Path(out)
-    if out_path.exists() and any(out_path.iterdir()):
-        raise FileExistsError(f"{out_path} exists and is not empty; choose another --out")
+    out_path = check_new_output(out)
     folders = find_runs(runs)
     if not folders:
         raise ValueError(f"{runs}: no finished runs (<method>/<prompt>/seed<k>/result.json)")
@@ -126,9 +124,7 @@ def build_from_runs(
         for member, rank in zip(members, ranks, strict=True):
             result, views = member["result"], member["views"]
             cameras = default_cameras(views.shape[1])
-            score, consistency = float(result["oracle"]), view_consistency(views)
-            alignment, consistent = _rating(score), _rating(consistency)
-            fidelity = _rating((score + consistency) / 2)
+            score = float(result["oracle"])
             asset_id = f"{prompt_id}-{result['method']}-s{result['seed']}"
             if asset_id in oracle:  # two wordings of one scene, run with one method and seed
                 raise ValueError(
@@ -142,24 +138,15 @@ def build_from_runs(
                     "prompt": prompt["prompt"],
                     "asset_id": asset_id,
                     "views": [_png(v) for v in views],
-                    "cameras": cameras.c2w.reshape(len(cameras), 16).tolist(),
+                    "cameras": cameras_to_list(cameras.c2w),
                     "fovy_deg": cameras.fovy.rad2deg().tolist(),
-                    "ratings": {
-                        "alignment": alignment,
-                        "fidelity": fidelity,
-                        "consistency": consistent,
-                        "overall": (alignment + fidelity + consistent) / 3,
-                    },
+                    "ratings": oracle_ratings(score, view_consistency(views)),
                     "rank": rank,
                     "defect": f"generated/{result['method']}",
                     "scene": prompt["scene"],
                     "composition": prompt["composition"],
                 }
             )
-    columns = {name: [r[name] for r in rows] for name in PREFERENCE_FEATURES}
-    dataset = datasets.Dataset.from_dict(columns, features=PREFERENCE_FEATURES)
-    validate_dataset(dataset)
-    dataset.save_to_disk(str(out_path))
     info = {
         "runs": str(runs),
         "preference_set": str(preference_set),
@@ -170,5 +157,4 @@ def build_from_runs(
         "configs_by_method": configs,
         "oracle_by_asset": oracle,
     }
-    (out_path / "build_info.json").write_text(json.dumps(info, indent=2))
-    return datasets.load_from_disk(str(out_path))
+    return save_preference_rows(rows, out_path, info)

@@ -35,7 +35,6 @@ import json
 import math
 import zlib
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import datasets
@@ -44,7 +43,7 @@ from tqdm.auto import tqdm
 
 from dreamreward.data.build_primitives import _png
 from dreamreward.data.preference import PreferenceDataModule
-from dreamreward.data.schema import PREFERENCE_FEATURES
+from dreamreward.data.schema import PREFERENCE_FEATURES, check_new_output
 from dreamreward.models.mvdiffusion.camera_embedding import mvdream_camera_embedding
 from dreamreward.world.oracle import oracle_score, view_consistency
 from dreamreward.world.scene import Scene
@@ -61,6 +60,19 @@ def source_name(guidance_scale: float) -> str:
 
 def _rating(score: float) -> int:
     return int(min(6, max(1, round(1 + 5 * score))))
+
+
+def oracle_ratings(score: float, consistency: float) -> dict[str, float]:
+    """The rating axes of a generated asset from its oracle score and its views' consistency
+    (both in [0, 1]; the oracle has no fidelity axis of its own: the mean of the two)."""
+    alignment, consistent = _rating(score), _rating(consistency)
+    fidelity = _rating((score + consistency) / 2)
+    return {
+        "alignment": alignment,
+        "fidelity": fidelity,
+        "consistency": consistent,
+        "overall": (alignment + fidelity + consistent) / 3,
+    }
 
 
 def _ranks(scores: Sequence[float]) -> list[int]:
@@ -147,8 +159,6 @@ def generate_prompt_rows(
     fovy = torch.rad2deg(cameras.fovy).tolist()
     rows = []
     for (g, s, asset, score, consistency), rank in zip(candidates, ranks, strict=True):
-        alignment, consistent = _rating(score), _rating(consistency)
-        fidelity = _rating((score + consistency) / 2)
         rows.append(
             {
                 "prompt_id": prompt["prompt_id"],
@@ -160,12 +170,7 @@ def generate_prompt_rows(
                 ],
                 "cameras": c2w,
                 "fovy_deg": fovy,
-                "ratings": {
-                    "alignment": alignment,
-                    "fidelity": fidelity,
-                    "consistency": consistent,
-                    "overall": (alignment + fidelity + consistent) / 3,
-                },
+                "ratings": oracle_ratings(score, consistency),
                 "rank": rank,
                 "defect": f"generated/{source_name(g)}",
                 "scene": prompt["scene"],
@@ -212,9 +217,7 @@ def build_generated(
         raise ValueError(f"seeds must be >= 1, got {seeds}")
     if not guidance_scales:
         raise ValueError("guidance_scales is empty")
-    out_path = Path(out)
-    if out_path.exists() and any(out_path.iterdir()):
-        raise FileExistsError(f"{out_path} exists and is not empty; choose another --out")
+    out_path = check_new_output(out)
     prompts = prompts_of_splits(preference_set, splits, val_fraction, test_fraction, split_seed)
     prompts = prompts[:max_prompts] if max_prompts is not None else prompts
     if not prompts:

@@ -33,6 +33,7 @@ import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import datasets
@@ -433,3 +434,26 @@ def synthetic_rows(
                 }
             )
     return rows
+
+
+# --------------------------------------------------------------------------- saving built sets
+def check_new_output(out: str | Path) -> Path:
+    """``out`` as a Path, refused (``FileExistsError``) when it exists and is not empty: a
+    builder never writes over a set. Call it before the expensive work."""
+    path = Path(out)
+    if path.exists() and any(path.iterdir()):
+        raise FileExistsError(f"{path} exists and is not empty; choose another --out")
+    return path
+
+
+def save_preference_rows(
+    rows: Sequence[Mapping[str, Any]], out: Path, info: Mapping[str, Any]
+) -> datasets.Dataset:
+    """Rows of the schema -> a validated ``datasets`` set saved at ``out`` with ``info`` as its
+    ``build_info.json``; returns the set as loaded back from disk."""
+    columns = {name: [r[name] for r in rows] for name in PREFERENCE_FEATURES}
+    dataset = datasets.Dataset.from_dict(columns, features=PREFERENCE_FEATURES)
+    validate_dataset(dataset)
+    dataset.save_to_disk(str(out))
+    (out / "build_info.json").write_text(json.dumps(info, indent=2))
+    return datasets.load_from_disk(str(out))
