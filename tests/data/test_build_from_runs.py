@@ -24,7 +24,7 @@ def _canonical(prompt: dict[str, str]) -> str:
     return describe(Scene.from_dict(json.loads(prompt["scene"])))
 
 
-def _fake_run(root: Path, method: str, prompt: str, oracle: float, seed: int = 0) -> None:
+def _fake_run(root: Path, method: str, prompt: str, oracle: float | None, seed: int = 0) -> None:
     folder = root / method / prompt.replace(" ", "_").replace(".", "-") / f"seed{seed}"
     folder.mkdir(parents=True)
     views = torch.rand(4, 16, 16, 3, generator=torch.Generator().manual_seed(len(prompt)))
@@ -104,6 +104,10 @@ def test_held_out_and_excluded_prompts_are_refused(world_set, tmp_path):
     _fake_run(runs4, "sds", prompt + ".", 0.0)  # another wording of the same scene
     with pytest.raises(ValueError, match="a second run of prompt"):
         build_from_runs(str(runs4), str(tmp_path / "e"), world_set, exclude=[], **SPLIT)
+    runs5 = tmp_path / "runs5"
+    _fake_run(runs5, "sds", prompt, None)  # a free-text run keeps no oracle score
+    with pytest.raises(ValueError, match="result.json: no oracle score"):
+        build_from_runs(str(runs5), str(tmp_path / "f"), world_set, exclude=[], **SPLIT)
     runs3 = tmp_path / "runs3"
     _fake_run(runs3, "sds", "a photo of a dog", 0.0)
     with pytest.raises(ValueError, match="not a primitives prompt"):
