@@ -256,16 +256,21 @@ def _worker(fabric: Any, todo: list[dict[str, Any]], common: tuple) -> None:
     import torch
 
     rank, world = fabric.global_rank, fabric.world_size
+    threads = torch.get_num_threads()
     if fabric.device.type == "cpu":
         # the machine's cores are shared by the workers
-        torch.set_num_threads(max(1, torch.get_num_threads() // world))
+        torch.set_num_threads(max(1, threads // world))
     device = fabric.device.index if fabric.device.type == "cuda" else None
-    # a shared queue rather than a fixed split: runs differ in cost (DreamFL steps are dearer
-    # than SDS steps), and a worker that finishes early takes the next unclaimed run
-    for job in todo:
-        if _claim(job["dir"], rank):
-            _run(job, *common, accelerator=fabric.device.type, device=device)
-    fabric.barrier()
+    try:
+        # a shared queue rather than a fixed split: runs differ in cost (DreamFL steps are
+        # dearer than SDS steps), and a worker that finishes early takes the next unclaimed run
+        for job in todo:
+            if _claim(job["dir"], rank):
+                _run(job, *common, accelerator=fabric.device.type, device=device)
+        fabric.barrier()
+    finally:
+        # rank 0 is the calling process: leave its thread count as it was
+        torch.set_num_threads(threads)
 
 
 def _clear_claims(jobs: list[dict[str, Any]]) -> None:

@@ -248,7 +248,9 @@ def test_prior_sampling_is_seeded() -> None:
     gens = [torch.Generator().manual_seed(s) for s in (5, 6)]
     pair = prior.sample(["ab", "cd"], cams, 3, generator=gens)
     single = prior.sample(["cd"], cams[4:], 3, generator=[torch.Generator().manual_seed(6)])
-    torch.testing.assert_close(pair[4:], single, atol=1e-5, rtol=1e-5)
+    # equal up to float rounding, which depends on the batch size in some BLAS kernels (one
+    # thread on AMD EPYC: 1e-3 after 3 steps); a batch-mate's noise would differ by O(1)
+    torch.testing.assert_close(pair[4:], single, atol=1e-2, rtol=0)
 
 
 def test_prior_text_width_must_match() -> None:
