@@ -14,6 +14,7 @@ from _tiny_prior import saved_minilm_prior, tiny_prior
 from dreamreward.data.steps import OptimizationSteps
 from dreamreward.guidance import RewardGuidance, ScoreDistillation, TimestepSchedule
 from dreamreward.modules.dreamfl import DreamFLModule
+from dreamreward.modules.two_stage_settings import AssetExport, MeshStage
 from dreamreward.render.dmtet import DMTetGeometry
 from dreamreward.render.encoding import MultiResolutionGridEncoding
 from dreamreward.render.nerf import NeRFField
@@ -46,9 +47,8 @@ def tiny_dreamfl(reward: bool | RewardGuidance = True, **kw) -> DreamFLModule:
         nerf_resolution=8,
         mesh_resolution=8,
         eval_resolution=16,
-        isosurface_threshold=1.0,
-        turntable_frames=2,
-        turntable_size=16,
+        mesh_stage=MeshStage(isosurface_threshold=1.0),
+        export=AssetExport(turntable_frames=2, turntable_size=16),
         views_resolution=24,
         prompt="a red cube",
     )
@@ -78,9 +78,8 @@ def tiny_evaluation_setup(tmp_path):
     config = yaml.safe_load((ROOT / "configs" / "dreamfl" / "primitives.yaml").read_text())
     model = config["model"]["init_args"]
     model.update(nerf_steps=2, nerf_resolution=8, mesh_resolution=8, eval_resolution=16)
-    model.update(
-        turntable_frames=2, turntable_size=16, isosurface_threshold=1.0, views_resolution=32
-    )
+    model.update(views_resolution=32, export={"turntable_frames": 2, "turntable_size": 16})
+    model["mesh_stage"]["isosurface_threshold"] = 1.0
     model["field"]["init_args"]["encoding"]["init_args"].update(num_levels=2, max_resolution=16)
     model["volume_renderer"]["init_args"]["num_samples_per_ray"] = 16
     model["dmtet"]["init_args"]["grid_resolution"] = 8

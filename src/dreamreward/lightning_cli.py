@@ -23,6 +23,7 @@ from dreamreward.checkpointing import (
     check_checkpoint_file,
     install_atomic_checkpoint_io,
 )
+from dreamreward.config_compat import translate_legacy_args
 from dreamreward.error_boundary import user_error
 
 
@@ -88,7 +89,7 @@ def build_from_config(args: list[str]) -> DreamRewardCLI:
         subclass_mode_model=True,
         subclass_mode_data=True,
         run=False,
-        args=args,
+        args=translate_legacy_args(args),
     )
 
 
@@ -103,5 +104,5 @@ def run_lightning(args: list[str]) -> DreamRewardCLI:
         subclass_mode_model=True,
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},
-        args=args,
+        args=translate_legacy_args(args),
     )

@@ -15,6 +15,7 @@ from _guidance_toys import CameraJudge, Redness
 from _tiny_prior import tiny_prior
 from dreamreward.data.steps import OptimizationSteps
 from dreamreward.guidance import RewardGuidance
+from dreamreward.modules.two_stage_settings import AssetOptimization, MeshStage
 from dreamreward.render.dmtet import DMTetGeometry
 
 
@@ -232,6 +233,12 @@ def test_full_scale_configs_resolve(overlays, capsys) -> None:
         assert (reward["weight"], reward["start_step"]) == (0.3, 1001)
     if overlays == ["mvdream_sd21_lowmem.yaml"]:
         assert model["nerf_upscale_step"] is None
+        # the overlay changes one field of the group; the base config's others stay
+        assert model["mesh_stage"]["supersample"] == 1
+        assert model["mesh_stage"]["isosurface_threshold"] == 10.0
+    else:
+        assert model["mesh_stage"]["supersample"] == 2
+    assert model["export"]["turntable_frames"] == 60
     assert reward["every"] == (2 if overlays == ["presets/every_other_step.yaml"] else 1)
     if overlays == ["presets/augmented_reward.yaml"]:
         assert reward["augmentation"]["class_path"].endswith("ViewAugmentation")
@@ -271,22 +278,27 @@ def test_bad_stage_settings_are_refused_before_training() -> None:
         ({"nerf_steps": -5}, "model.nerf_steps must be a finite number >= 0, got -5"),
         ({"mesh_resolution": 0}, "model.mesh_resolution must be an integer >= 1, got 0"),
         ({"eval_resolution": 0}, "model.eval_resolution must be an integer >= 1"),
-        ({"lr_grid": float("nan")}, "model.lr_grid must be a finite number > 0, got nan"),
-        ({"isosurface_threshold": float("inf")}, "model.isosurface_threshold must be a finite"),
     ):
         with pytest.raises(ValueError, match=message):
             tiny_dreamfl(**kw)
+    # the typed groups check themselves, naming the field's place in the config
+    with pytest.raises(ValueError, match="model.optimization.lr_grid must be a finite number > 0"):
+        AssetOptimization(lr_grid=float("nan"))
+    with pytest.raises(ValueError, match="model.mesh_stage.isosurface_threshold must be a finite"):
+        MeshStage(isosurface_threshold=float("inf"))
 
 
 def test_a_field_that_misses_the_threshold_gets_the_right_advice() -> None:
     """A density above the threshold everywhere is not told to lower the threshold."""
-    with pytest.raises(RuntimeError, match="fills the whole grid.*raise model.isosurface"):
-        tiny_dreamfl(isosurface_threshold=1e-12).asset.mesh()
-    with pytest.raises(RuntimeError, match="lower model.isosurface_threshold or raise"):
-        tiny_dreamfl(isosurface_threshold=1e9).asset.mesh()
+    with pytest.raises(
+        RuntimeError, match="fills the whole grid.*raise model.mesh_stage.isosurface"
+    ):
+        tiny_dreamfl(mesh_stage=MeshStage(isosurface_threshold=1e-12)).asset.mesh()
+    with pytest.raises(RuntimeError, match="lower model.mesh_stage.isosurface_threshold or raise"):
+        tiny_dreamfl(mesh_stage=MeshStage(isosurface_threshold=1e9)).asset.mesh()
     # Through the module, the message also gives the value of nerf_steps it advises raising.
     with pytest.raises(RuntimeError, match=r"or raise model.nerf_steps.*model.nerf_steps=\d+"):
-        tiny_dreamfl(isosurface_threshold=1e9).current_mesh()
+        tiny_dreamfl(mesh_stage=MeshStage(isosurface_threshold=1e9)).current_mesh()
 
 
 def test_a_ground_truth_judge_refuses_free_text_when_the_run_is_built() -> None:

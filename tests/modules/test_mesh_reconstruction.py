@@ -10,6 +10,7 @@ import trimesh
 
 from dreamreward.data.mesh_views import MultiViewMeshDataModule
 from dreamreward.modules.mesh_reconstruction import MeshReconstructionModule
+from dreamreward.modules.two_stage_settings import AssetExport, AssetOptimization, MeshStage
 from dreamreward.render.dmtet import DMTetGeometry
 from dreamreward.render.encoding import MultiResolutionGridEncoding
 from dreamreward.render.nerf import NeRFField
@@ -53,11 +54,9 @@ def _module(**kwargs) -> MeshReconstructionModule:
         nerf_steps=60,
         rays_per_batch=768,
         views_per_batch=2,
-        isosurface_threshold=4.0,
-        turntable_frames=3,
-        turntable_size=24,
-        lr_grid=3e-2,
-        lr_mlp=1e-2,
+        mesh_stage=MeshStage(isosurface_threshold=4.0, normal_consistency_weight=0.05),
+        export=AssetExport(turntable_frames=3, turntable_size=24, turntable_elevation_deg=20.0),
+        optimization=AssetOptimization(lr_grid=3e-2, lr_mlp=1e-2),
     )
     args.update(kwargs)
     return MeshReconstructionModule(field, renderer, DMTetGeometry(grid_resolution=16), **args)
@@ -137,7 +136,7 @@ def test_fit_exports_mesh_turntable_and_metrics(sphere_ply, tmp_path):
 
 
 def test_unreachable_isosurface_gives_clear_error(sphere_ply):
-    module = _module(isosurface_threshold=1e6)
+    module = _module(mesh_stage=MeshStage(isosurface_threshold=1e6))
     with pytest.raises(RuntimeError, match="isosurface_threshold"):
         module.asset.mesh()
 

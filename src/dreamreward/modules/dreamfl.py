@@ -40,6 +40,7 @@ from dreamreward.guidance.sources import RewardSource
 from dreamreward.modules.frozen_weights import drop_frozen, restore_frozen
 from dreamreward.modules.resume_check import check_resume_matches
 from dreamreward.modules.two_stage import TwoStageAssetModule
+from dreamreward.modules.two_stage_settings import AssetExport, AssetOptimization, MeshStage
 from dreamreward.render.background import Background
 from dreamreward.render.cameras import Cameras, OrbitCameraSampler
 from dreamreward.render.dmtet import DMTetGeometry
@@ -84,18 +85,17 @@ class DreamFLModule(TwoStageAssetModule):
         nerf_resolution, mesh_resolution: render sizes of the two stages.
         nerf_upscale_step, nerf_upscale_resolution: from this stage-1 step on the NeRF renders
             at the higher resolution (MVDream: 64 px, then 256 from step 5000; None: never).
-        isosurface_threshold: the density level that becomes the DMTet surface.
         seed: keys every per-step draw.
-        lr_grid, lr_mlp, lr_dmtet: learning rates.
-        normal_consistency_weight, laplacian_weight: stage-2 mesh regularisers.
-        soft_sigma: soft-silhouette width for stage-2 training renders.
-        mesh_supersample: stage-2 supersampling factor.
+        optimization: the asset's learning rates.
+        mesh_stage: the density level that becomes the DMTet surface (5 here: the small
+            prior's NeRFs are fainter than reconstruction's), the stage-2 rasterization (soft
+            silhouette, supersampling) and mesh regularisers.
         eval_resolution: side of the validation / result views the scores are computed on
             (saved as ``eval_views.png``).
         views_resolution: side of each view in ``views.png``, the picture for people: the 4
             canonical views rendered from the exported mesh at this size and, for a
             primitives prompt, the ground truth from the same cameras under them.
-        export_formats, turntable_*: the exported mesh and turntable GIF.
+        export: the exported mesh files and turntable GIF.
     """
 
     def __init__(
@@ -114,23 +114,12 @@ class DreamFLModule(TwoStageAssetModule):
         mesh_resolution: int = 64,
         nerf_upscale_step: int | None = None,
         nerf_upscale_resolution: int = 256,
-        isosurface_threshold: float = 5.0,
         seed: int = 0,
-        lr_grid: float = 1e-2,
-        lr_mlp: float = 1e-3,
-        lr_dmtet: float = 1e-3,
-        normal_consistency_weight: float = 0.1,
-        laplacian_weight: float = 0.0,
-        soft_sigma: float = 1.0,
-        mesh_supersample: int = 2,
+        optimization: AssetOptimization = AssetOptimization(),
+        mesh_stage: MeshStage = MeshStage(isosurface_threshold=5.0),
         eval_resolution: int = 64,
         views_resolution: int = 256,
-        export_formats: tuple[str, ...] = ("glb", "obj"),
-        turntable_frames: int = 24,
-        turntable_size: int = 128,
-        turntable_elevation_deg: float = 15.0,
-        turntable_distance: float = 2.2,
-        turntable_fovy_deg: float = 45.0,
+        export: AssetExport = AssetExport(),
     ) -> None:
         prompt = prompt.strip()
         if not prompt:
@@ -145,9 +134,10 @@ class DreamFLModule(TwoStageAssetModule):
             dmtet,
             background,
             nerf_steps,
-            isosurface_threshold,
-            mesh_supersample,
-            soft_sigma,
+            seed,
+            optimization,
+            mesh_stage,
+            export,
         )
         self.save_hyperparameters(
             ignore=[
@@ -159,8 +149,10 @@ class DreamFLModule(TwoStageAssetModule):
                 "reward",
                 "eval_reward",
                 "cameras",
+                *self.GROUPS,
             ]
         )
+        self.save_group_hparams()
         self.check_settings()
         self.prompt = prompt
         self.guidance = guidance
@@ -229,7 +221,7 @@ class DreamFLModule(TwoStageAssetModule):
         "nerf_upscale_step",
         "nerf_upscale_resolution",
         "mesh_resolution",
-        "isosurface_threshold",
+        "mesh_stage.isosurface_threshold",
     )
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -386,7 +378,7 @@ class DreamFLModule(TwoStageAssetModule):
         self.save_views_picture(out_dir / "views.png")
         result: dict[str, Any] = {
             "prompt": self.prompt,
-            "seed": self.hparams.seed,
+            "seed": self.seed,
             "method": self.method,
             "steps": self.global_step,
             "faces": mesh.num_faces,

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from dreamreward.data.mesh_views import sample_training_batch
 from dreamreward.modules.two_stage import TwoStageAssetModule
+from dreamreward.modules.two_stage_settings import AssetExport, AssetOptimization, MeshStage
 from dreamreward.render.background import Background
 from dreamreward.render.cameras import Cameras
 from dreamreward.render.dmtet import DMTetGeometry
@@ -45,17 +46,13 @@ class MeshReconstructionModule(TwoStageAssetModule):
         views_per_batch: whole views per DMTet step.
         seed: seed of the per-step sampling (rays, views, jitter), keyed by the global step so
             a resumed run continues exactly as the uninterrupted one.
-        isosurface_threshold: the density level that becomes the DMTet surface.
-        lr_grid, lr_mlp, lr_dmtet: learning rates of the grid encoding, the MLPs, DMTet.
+        optimization: learning rates of the grid encoding, the MLPs, DMTet.
         opacity_weight: weight of the stage-1 opacity-vs-mask loss.
         silhouette_weight: weight of the stage-2 soft-silhouette loss.
-        normal_consistency_weight, laplacian_weight: stage-2 mesh regularisers.
-        soft_sigma: width of the soft silhouette in squared pixels (SoftRas's sigma).
-        mesh_supersample: stage-2 renders are rasterized at this multiple of the target size and
-            box filtered, i.e. antialiased like the volume renders and the reference images.
-        export_formats: mesh files written at the end.
-        turntable_frames, turntable_size: the turntable GIF (frames, pixels).
-        turntable_elevation_deg, turntable_distance, turntable_fovy_deg: its orbit camera.
+        mesh_stage: the density level that becomes the DMTet surface, the stage-2
+            rasterization (supersampled and box filtered, i.e. antialiased like the volume
+            renders and the reference images; soft silhouette width) and mesh regularisers.
+        export: mesh files and the turntable GIF written at the end.
     """
 
     def __init__(
@@ -68,22 +65,11 @@ class MeshReconstructionModule(TwoStageAssetModule):
         rays_per_batch: int = 4096,
         views_per_batch: int = 4,
         seed: int = 0,
-        isosurface_threshold: float = 10.0,
-        lr_grid: float = 1e-2,
-        lr_mlp: float = 1e-3,
-        lr_dmtet: float = 1e-3,
+        optimization: AssetOptimization = AssetOptimization(),
         opacity_weight: float = 0.1,
         silhouette_weight: float = 1.0,
-        normal_consistency_weight: float = 0.05,
-        laplacian_weight: float = 0.0,
-        soft_sigma: float = 1.0,
-        mesh_supersample: int = 2,
-        export_formats: tuple[str, ...] = ("glb", "obj"),
-        turntable_frames: int = 24,
-        turntable_size: int = 128,
-        turntable_elevation_deg: float = 20.0,
-        turntable_distance: float = 2.2,
-        turntable_fovy_deg: float = 45.0,
+        mesh_stage: MeshStage = MeshStage(normal_consistency_weight=0.05),
+        export: AssetExport = AssetExport(turntable_elevation_deg=20.0),
     ) -> None:
         super().__init__(
             field,
@@ -91,11 +77,15 @@ class MeshReconstructionModule(TwoStageAssetModule):
             dmtet,
             background,
             nerf_steps,
-            isosurface_threshold,
-            mesh_supersample,
-            soft_sigma,
+            seed,
+            optimization,
+            mesh_stage,
+            export,
         )
-        self.save_hyperparameters(ignore=["field", "volume_renderer", "dmtet", "background"])
+        self.save_hyperparameters(
+            ignore=["field", "volume_renderer", "dmtet", "background", *self.GROUPS]
+        )
+        self.save_group_hparams()
         self.check_settings()
 
     # ------------------------------------------------------------------ helpers

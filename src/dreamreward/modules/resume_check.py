@@ -9,7 +9,7 @@ what differs.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from torch import nn
@@ -27,7 +27,8 @@ def check_resume_matches(
     Args:
         module: the LightningModule being resumed (its ``hparams`` and ``state_dict``).
         checkpoint: the loaded Lightning checkpoint (``hyper_parameters``, ``state_dict``).
-        hparam_names: hyper-parameters that must be equal (e.g. the prompt, the stage lengths).
+        hparam_names: hyper-parameters that must be equal (e.g. the prompt, the stage lengths);
+            ``group.field`` names a field of a group saved as a dict.
         source: the checkpoint path, for the message.
         ignore_prefixes: state-dict entries not compared (frozen sub-models that checkpoints
             leave out and the module rebuilds).
@@ -35,11 +36,14 @@ def check_resume_matches(
     where = f"checkpoint {source}" if source else "the checkpoint"
     saved = checkpoint.get("hyper_parameters", {})
     current = getattr(module, "hparams", {})
-    problems = [
-        f"{name}: {saved[name]!r} in the checkpoint, {current[name]!r} in the config"
-        for name in hparam_names
-        if name in saved and name in current and saved[name] != current[name]
-    ]
+    problems = []
+    for name in hparam_names:
+        theirs_value, ours_value = _lookup(saved, name), _lookup(current, name)
+        known = theirs_value is not _MISSING and ours_value is not _MISSING
+        if known and theirs_value != ours_value:
+            problems.append(
+                f"{name}: {theirs_value!r} in the checkpoint, {ours_value!r} in the config"
+            )
     own = {k: v for k, v in module.state_dict().items() if not k.startswith(ignore_prefixes)}
     theirs = {
         k: v
@@ -65,6 +69,19 @@ def check_resume_matches(
             + "\nresume with the config the run was started with (saved as config.yaml in its "
             "log folder), or start a new run without --ckpt_path"
         )
+
+
+_MISSING = object()
+
+
+def _lookup(hparams: Any, dotted: str) -> Any:
+    """``hparams["a"]["b"]`` for ``"a.b"`` (``_MISSING`` where a part is absent)."""
+    value = hparams
+    for part in dotted.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return _MISSING
+        value = value[part]
+    return value
 
 
 def _listing(keys: list[str], limit: int = 5) -> str:

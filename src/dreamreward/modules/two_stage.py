@@ -10,6 +10,7 @@ the mesh regulariser, image logging and the export settings. What supervises the
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,14 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from dreamreward.modules.two_stage_settings import (
+    AssetExport,
+    AssetOptimization,
+    MeshStage,
+    group_as_hparams,
+    group_legacy_hparams,
+    settings_group,
+)
 from dreamreward.render.background import Background
 from dreamreward.render.dmtet import DMTetGeometry
 from dreamreward.render.export import save_image_grid
@@ -30,8 +39,10 @@ from dreamreward.render.volume import VolumeRenderer
 class TwoStageAssetModule(L.LightningModule):
     """NeRF -> DMTet asset (see the module docstring); subclasses add the losses.
 
-    Subclasses call ``save_hyperparameters`` with these arguments among theirs; the base reads
-    ``self.hparams`` for the rendering and export settings.
+    The base takes the settings it reads as typed groups
+    (:mod:`~dreamreward.modules.two_stage_settings`); subclasses declare them as constructor
+    arguments with their own defaults, call ``save_hyperparameters`` ignoring them, and then
+    :meth:`save_group_hparams` so checkpoints store them as plain dicts.
 
     Args:
         field: the NeRF field (density + colour).
@@ -39,10 +50,13 @@ class TwoStageAssetModule(L.LightningModule):
         dmtet: the stage-2 geometry.
         background: colour behind the object (white by default).
         nerf_steps: steps of stage 1; the rest of ``trainer.max_steps`` is stage 2.
-        isosurface_threshold: the density level that becomes the DMTet surface.
-        mesh_supersample, soft_sigma: the mesh stage's rasterization (see
-            :class:`~dreamreward.render.two_stage_asset.TwoStageAsset`).
+        seed: keys every per-step random draw (a resumed run continues exactly).
+        optimization: the learning rates.
+        mesh_stage: the isosurface that starts stage 2, its rasterization and regularisers.
+        export: the mesh files and turntable written at the end.
     """
+
+    GROUPS = ("optimization", "mesh_stage", "export")
 
     def __init__(
         self,
@@ -51,42 +65,48 @@ class TwoStageAssetModule(L.LightningModule):
         dmtet: DMTetGeometry,
         background: Background | None,
         nerf_steps: int,
-        isosurface_threshold: float,
-        mesh_supersample: int = 2,
-        soft_sigma: float = 1.0,
+        seed: int,
+        optimization: AssetOptimization | Mapping[str, Any],
+        mesh_stage: MeshStage | Mapping[str, Any],
+        export: AssetExport | Mapping[str, Any],
     ) -> None:
         super().__init__()
+        self.optimization = settings_group(AssetOptimization, optimization, "optimization")
+        self.mesh_stage = settings_group(MeshStage, mesh_stage, "mesh_stage")
+        self.export = settings_group(AssetExport, export, "export")
         self.asset = TwoStageAsset(
             field,
             volume_renderer,
             dmtet,
             background,
-            isosurface_threshold,
-            mesh_supersample,
-            soft_sigma,
+            self.mesh_stage.isosurface_threshold,
+            self.mesh_stage.supersample,
+            self.mesh_stage.soft_sigma,
         )
         self.nerf_steps = nerf_steps
+        self.seed = seed
         # checkpoints written before the asset object name its parts at the top level
         self._register_load_state_dict_pre_hook(_legacy_asset_keys)
 
+    def save_group_hparams(self) -> None:
+        """Store the groups in ``hparams`` as plain dicts (call after ``save_hyperparameters``
+        with the groups ignored): checkpoints and ``hparams.yaml`` hold no custom classes, and
+        ``load_from_checkpoint`` passes the dicts back to the constructor."""
+        self.hparams.update({name: group_as_hparams(getattr(self, name)) for name in self.GROUPS})
+
     def check_settings(self) -> None:
-        """Refuse settings that would fail (or silently do nothing) only once training runs:
-        call after ``save_hyperparameters``. Checks the hyper-parameters present by name."""
+        """Refuse flat settings that would fail (or silently do nothing) only once training
+        runs: call after ``save_hyperparameters``. Checks the hyper-parameters present by name
+        (the groups check themselves)."""
         hp = self.hparams
         problems = []
         for name, value in hp.items():
-            if name.endswith("_resolution") or name in ("turntable_size", "mesh_supersample"):
+            if name.endswith("_resolution"):
                 ok = isinstance(value, int) and value >= 1
                 need = "an integer >= 1"
-            elif name.startswith("lr_"):
-                ok = isinstance(value, (int, float)) and math.isfinite(value) and value > 0
-                need = "a finite number > 0"
-            elif name.endswith("_weight") or name in ("nerf_steps", "turntable_frames"):
+            elif name.endswith("_weight") or name == "nerf_steps":
                 ok = isinstance(value, (int, float)) and math.isfinite(value) and value >= 0
                 need = "a finite number >= 0"
-            elif name == "isosurface_threshold":
-                ok = isinstance(value, (int, float)) and math.isfinite(value)
-                need = "a finite number"
             else:
                 continue
             if not ok:
@@ -116,19 +136,23 @@ class TwoStageAssetModule(L.LightningModule):
         return self.asset.mesh()
 
     def mesh_regularization(self, mesh: Mesh) -> Tensor:
-        """Normal consistency and Laplacian smoothing, weighted by the hyperparameters."""
-        hp = self.hparams
+        """Normal consistency and Laplacian smoothing, weighted as ``mesh_stage`` says."""
+        settings = self.mesh_stage
         loss = mesh.vertices.new_zeros(())
-        if hp.normal_consistency_weight > 0:
-            loss = loss + hp.normal_consistency_weight * normal_consistency_loss(
+        if settings.normal_consistency_weight > 0:
+            loss = loss + settings.normal_consistency_weight * normal_consistency_loss(
                 mesh.vertices, mesh.faces
             )
-        if hp.laplacian_weight > 0:
-            loss = loss + hp.laplacian_weight * laplacian_smoothing_loss(mesh.vertices, mesh.faces)
+        if settings.laplacian_weight > 0:
+            loss = loss + settings.laplacian_weight * laplacian_smoothing_loss(
+                mesh.vertices, mesh.faces
+            )
         return loss
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # checkpoints from before the asset object / the typed groups, read as today's
         _legacy_asset_keys(checkpoint.get("state_dict", {}))
+        group_legacy_hparams(checkpoint.get("hyper_parameters", {}))
 
     # ------------------------------------------------------------------ training helpers
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
@@ -139,20 +163,20 @@ class TwoStageAssetModule(L.LightningModule):
 
     def _step_generator(self, stream: int) -> torch.Generator:
         """A CPU generator for this step; ``stream`` separates independent draws."""
-        seed = (self.hparams.seed * 1_000_003 + self.global_step) * 4 + stream
+        seed = (self.seed * 1_000_003 + self.global_step) * 4 + stream
         return torch.Generator().manual_seed(seed)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        hp = self.hparams
+        lr = self.optimization
         asset = self.asset
         grid = list(asset.field.encoding.parameters())
         grid_ids = {id(p) for p in grid}
         mlps = [p for p in asset.field.parameters() if id(p) not in grid_ids]
         mlps += list(asset.background.parameters())
         groups = [
-            {"params": grid, "lr": hp.lr_grid},
-            {"params": mlps, "lr": hp.lr_mlp},
-            {"params": list(asset.dmtet.parameters()), "lr": hp.lr_dmtet},
+            {"params": grid, "lr": lr.lr_grid},
+            {"params": mlps, "lr": lr.lr_mlp},
+            {"params": list(asset.dmtet.parameters()), "lr": lr.lr_dmtet},
         ]
         groups = [g for g in groups if g["params"]]
         # Instant-NGP/threestudio settings; eps small because grid gradients are tiny.
@@ -182,16 +206,16 @@ class TwoStageAssetModule(L.LightningModule):
         return Path(directory)
 
     def export_asset(self, out_dir: Path) -> Mesh:
-        """Write the final mesh (``export_formats``) and a turntable GIF; returns the CPU mesh."""
-        hp = self.hparams
+        """Write the final mesh (``export.formats``) and a turntable GIF; returns the CPU mesh."""
+        settings = self.export
         return self.asset.export(
             out_dir,
-            hp.export_formats,
-            hp.turntable_frames,
-            hp.turntable_size,
-            hp.turntable_elevation_deg,
-            hp.turntable_distance,
-            hp.turntable_fovy_deg,
+            settings.formats,
+            settings.turntable_frames,
+            settings.turntable_size,
+            settings.turntable_elevation_deg,
+            settings.turntable_distance,
+            settings.turntable_fovy_deg,
         )
 
 

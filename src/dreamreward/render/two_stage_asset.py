@@ -120,10 +120,11 @@ class TwoStageAsset(nn.Module):
             elif low >= self.isosurface_threshold:
                 advice = (
                     "the density fills the whole grid (the field diverged or the object fills "
-                    "the box): lower the learning rates or raise model.isosurface_threshold"
+                    "the box): lower the learning rates or raise "
+                    "model.mesh_stage.isosurface_threshold"
                 )
             else:
-                advice = "lower model.isosurface_threshold or raise model.nerf_steps"
+                advice = "lower model.mesh_stage.isosurface_threshold or raise model.nerf_steps"
             raise RuntimeError(f"cannot initialise DMTet: {where}; {advice}")
         self.dmtet_initialized.fill_(True)
 
