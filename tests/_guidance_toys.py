@@ -51,4 +51,5 @@ def gen(seed: int = 0) -> torch.Generator:
 
 
 def renders(objects: int = 2, seed: int = 0) -> torch.Tensor:
-    return torch.rand(objects * 4, 3, 8, 8, generator=gen(seed)).requires_grad_(True)
+    """(objects, 4, 3, 8, 8) random views, the guidance's layout, requiring grad."""
+    return torch.rand(objects, 4, 3, 8, 8, generator=gen(seed)).requires_grad_(True)

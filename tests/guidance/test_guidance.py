@@ -35,7 +35,7 @@ def test_sds_gradient_is_weighted_noise_residual() -> None:
     draw = gen(3)
     t = sds.timesteps.sample(10_000, 2, 1000, draw)
     noise = torch.randn(8, 3, 8, 8, generator=draw)
-    z = g.detach() * 2 - 1
+    z = g.detach().flatten(0, 1) * 2 - 1  # the prior's (B*V, 3, h, w) batch
     t_img = t.repeat_interleave(4)
     noisy = prior.add_noise(z, noise, t_img)
     with torch.no_grad():
@@ -49,7 +49,7 @@ def test_sds_gradient_is_weighted_noise_residual() -> None:
         )
     a = prior.alphas_cumprod[t_img].view(-1, 1, 1, 1)
     expected = (1 - a) * (eps - noise) / 8 * 2  # d loss / d z / N, times dz/dg = 2
-    torch.testing.assert_close(g.grad, expected, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(g.grad.flatten(0, 1), expected, atol=1e-5, rtol=1e-4)
     assert torch.equal(out.timesteps, t)
 
 
@@ -63,7 +63,7 @@ def test_x0_loss_targets_the_rescaled_one_step_prediction() -> None:
     z = g.detach() * 2 - 1
     torch.testing.assert_close(g.grad, (z - out.x0) / 8 * 2, atol=1e-5, rtol=1e-4)
     assert out.x0.abs().max() <= 1  # pixel-space estimates are clamped to the image range
-    assert out.x0_images.shape == (8, 3, 8, 8)
+    assert out.x0.shape == out.x0_images.shape == (2, 4, 3, 8, 8)  # the renders' layout
     rescaled = ScoreDistillation(prior, loss="x0", guidance_scale=5.0, std_rescale=0.5)
     other = rescaled(renders(), ["ab", "cd"], cams, 10_000, gen(1))
     assert not torch.allclose(other.x0, out.x0)  # the rescale changes the target
@@ -89,8 +89,12 @@ def test_the_prior_derives_its_camera_condition_from_cameras() -> None:
 
 def test_distillation_rejects_mismatched_prompts() -> None:
     sds = ScoreDistillation(tiny_prior())
-    with pytest.raises(ValueError, match="need 4 views per prompt"):
+    with pytest.raises(ValueError, match="2 objects' renders for 1 prompts"):
         sds(renders(), ["only one"], torch.randn(8, 16), 0, gen())
+    with pytest.raises(ValueError, match=r"the prior needs 4 views per prompt"):
+        sds(renders()[:, :3], ["ab", "cd"], torch.randn(6, 16), 0, gen())
+    with pytest.raises(ValueError, match=r"must be \(B, V, 3, H, W\).*renders.view"):
+        sds(renders().flatten(0, 1), ["ab", "cd"], torch.randn(8, 16), 0, gen())
     with pytest.raises(ValueError, match="loss must be"):
         ScoreDistillation(tiny_prior(), loss="vsd")
 
@@ -150,24 +154,24 @@ def test_straight_through_scores_x0_but_moves_the_render() -> None:
     reward = Redness()
     term = RewardGuidance(reward, weight=1.0, objective="linear", straight_through_max_t=300)
     g = renders()
-    x0 = torch.zeros(8, 3, 8, 8)
-    x0[:, 0] = 1.0  # a pure red prediction
+    x0 = torch.zeros(2, 4, 3, 8, 8)
+    x0[:, :, 0] = 1.0  # a pure red prediction
     out = term(g, x0, torch.tensor([100, 900]), ["a", "b"], CAMS, 0, torch.tensor(1.0))
     # object 0 (t=100 <= 300) is scored on x_hat, object 1 on its render
-    assert torch.equal(reward.seen[0], x0[:4])
-    torch.testing.assert_close(reward.seen[1], g.detach()[4:])
+    assert torch.equal(reward.seen[0], x0[0])
+    torch.testing.assert_close(reward.seen[1], g.detach()[1])
     assert out.reward[0] == pytest.approx(10.0)
     out.loss.backward()
     # -mean(r): d/dg of 10 (red - blue) averaged over 2 objects x 4 views x 64 pixels
-    expected = torch.zeros(8, 3, 8, 8)
-    expected[:, 0], expected[:, 2] = -10 / (2 * 4 * 64), 10 / (2 * 4 * 64)
+    expected = torch.zeros(2, 4, 3, 8, 8)
+    expected[:, :, 0], expected[:, :, 2] = -10 / (2 * 4 * 64), 10 / (2 * 4 * 64)
     torch.testing.assert_close(g.grad, expected)
 
 
 def test_hinge_stops_pulling_past_the_margin() -> None:
     term = RewardGuidance(Redness(), weight=1.0, objective="hinge", hinge_margin=4.0)
-    red = torch.zeros(4, 3, 8, 8)
-    red[:, 0] = 1.0
+    red = torch.zeros(1, 4, 3, 8, 8)
+    red[:, :, 0] = 1.0
     g = red.clone().requires_grad_(True)  # reward 10 > margin 4
     out = term(g, red, torch.tensor([999]), ["a"], CAMS[:4], 0, torch.tensor(1.0))
     assert float(out.loss.detach()) == 0.0
@@ -177,7 +181,7 @@ def test_digit_weighting_and_reward_only_tail() -> None:
     term = RewardGuidance(
         Redness(), weight=0.3, objective="hinge", weighting="digits", reward_only_after=50
     )
-    g = torch.full((4, 3, 8, 8), 0.5, requires_grad=True)  # reward 0 -> hinge 4 (1 digit)
+    g = torch.full((1, 4, 3, 8, 8), 0.5, requires_grad=True)  # reward 0 -> hinge 4 (1 digit)
     out = term(g, g.detach(), torch.tensor([999]), ["a"], CAMS[:4], 10, torch.tensor(1234.0))
     assert out.weight == pytest.approx(0.3 * 10**3) and out.distill_scale == 1.0
     tail = term(g, g.detach(), torch.tensor([999]), ["a"], CAMS[:4], 50, torch.tensor(5.0))

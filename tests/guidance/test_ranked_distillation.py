@@ -21,7 +21,7 @@ def draws(prior, ranker: RankedDistillation, g: torch.Tensor, cams: torch.Tensor
     """Both draws' (target, x0), recomputed from the same generator stream."""
     draw = gen(seed)
     t = ranker.timesteps.sample(10_000, 2, 1000, draw)
-    z = g.detach() * 2 - 1
+    z = g.detach().flatten(0, 1) * 2 - 1  # the prior's (B*V, 3, h, w) batch
     text, uncond = prior.encode_prompts(PROMPTS), prior.encode_prompts(["", ""])
     noises = [torch.randn(z.shape, generator=draw) for _ in range(2)]
     return z, [ranker.predict_target(z, n, t, text, uncond, cams) for n in noises]
@@ -45,9 +45,12 @@ def test_gradient_pulls_to_the_winner_and_pushes_from_the_loser(loss) -> None:
     a_wins = (score[:2] >= score[2:]).repeat_interleave(4).view(-1, 1, 1, 1)
     residual_a, residual_b = z - target_a, z - target_b
     expected = torch.where(a_wins, residual_a - residual_b, residual_b - residual_a)
-    torch.testing.assert_close(g.grad, expected / 8 * 2, atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(out.x0, torch.where(a_wins, x0_a, x0_b))
-    torch.testing.assert_close(out.x0_images, prior.decode(out.x0))  # the winner's, decoded
+    torch.testing.assert_close(g.grad.flatten(0, 1), expected / 8 * 2, atol=1e-5, rtol=1e-4)
+    assert out.x0.shape == out.x0_images.shape == g.shape  # the renders' layout
+    x0 = out.x0.flatten(0, 1)
+    torch.testing.assert_close(x0, torch.where(a_wins, x0_a, x0_b))
+    decoded = prior.decode(x0).view_as(out.x0_images)
+    torch.testing.assert_close(out.x0_images, decoded)  # the winner's, decoded
     assert out.logs["rank_pushed"] == 1.0 and out.logs["rank_gap"] > 0
 
 
@@ -60,10 +63,11 @@ def test_close_scores_fall_back_to_distillation_from_the_winner() -> None:
     out.loss.backward()
     z, ((target_a, _), (target_b, _)) = draws(prior, ranker, g, cams, 5)
     first, second = (z - target_a) / 8 * 2, (z - target_b) / 8 * 2
+    grad = g.grad.flatten(0, 1)
     for obj in range(2):
         rows = slice(4 * obj, 4 * obj + 4)
-        winner_is_a = torch.allclose(g.grad[rows], first[rows], atol=1e-5)
-        assert winner_is_a or torch.allclose(g.grad[rows], second[rows], atol=1e-5)
+        winner_is_a = torch.allclose(grad[rows], first[rows], atol=1e-5)
+        assert winner_is_a or torch.allclose(grad[rows], second[rows], atol=1e-5)
     assert out.logs["rank_pushed"] == 0.0
 
 

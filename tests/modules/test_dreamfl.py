@@ -80,7 +80,7 @@ def test_nerf_upscale_switches_the_stage_one_resolution(tmp_path) -> None:
         sizes.append(out.renders.shape[-1])  # the side of the renders the guidance saw
         # the cameras the reward term receives are those of the renders
         assert (out.cameras.width, out.cameras.height) == tuple(out.renders.shape[-2:])
-        assert len(out.cameras) == out.renders.shape[0]
+        assert len(out.cameras) == out.renders.shape[:2].numel()  # (1, V, 3, H, W)
         return out
 
     module.render_training_views = recording_render

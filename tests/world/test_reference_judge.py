@@ -53,7 +53,7 @@ def test_bad_input_is_named() -> None:
 
 def test_reward_guidance_passes_the_cameras() -> None:
     views, cams = truth()
-    renders = views[0].clone().requires_grad_()  # (4, 3, H, W)
+    renders = views.clone().requires_grad_()  # (1, 4, 3, H, W)
     term = RewardGuidance(GroundTruthJudge(), weight=1.0, objective="linear")
     args = (renders, renders.detach(), torch.tensor([999]), [PROMPT])
     out = term(*args, cams, 0, torch.tensor(1.0))

@@ -9,6 +9,11 @@ ranker (:class:`~dreamreward.guidance.RankedDistillation`) only orders two candi
 Implementations: :class:`~dreamreward.models.reward3d.Reward3D` and
 :class:`~dreamreward.world.reference_judge.GroundTruthJudge` (they meet it structurally; neither
 imports this module). ``tests/guidance/test_judge_contract.py`` runs one contract test against each.
+
+The judge's image layout, (B, V, 3, H, W), is the one layout of the guidance boundary: the
+distillation and the reward term take the renders and return predicted images in it too
+(:func:`check_views`); the renderer's (N, H, W, 3) is turned into it once, by the module that
+renders.
 """
 
 from __future__ import annotations
@@ -19,6 +24,24 @@ from typing import Any, Protocol, runtime_checkable
 from torch import Tensor
 
 from dreamreward.render.cameras import Cameras
+
+
+def check_views(renders: Tensor, prompts: Sequence[str], owner: str) -> tuple[int, int]:
+    """(B, V) of ``renders`` laid out (B, V, 3, H, W) for B ``prompts``.
+
+    Raises:
+        ValueError: another layout (a flat (B*V, 3, H, W) batch is ``renders.view(B, V, ...)``)
+            or another number of objects than prompts, naming ``owner``.
+    """
+    shape = tuple(renders.shape)
+    if renders.dim() != 5 or shape[2] != 3:
+        raise ValueError(
+            f"{owner}: renders must be (B, V, 3, H, W) (B objects of V views), got {shape}; "
+            "a flat batch of B*V views is renders.view(B, V, 3, H, W)"
+        )
+    if shape[0] != len(prompts):
+        raise ValueError(f"{owner}: {shape[0]} objects' renders for {len(prompts)} prompts")
+    return shape[0], shape[1]
 
 
 @runtime_checkable

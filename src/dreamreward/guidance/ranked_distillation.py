@@ -110,7 +110,7 @@ class RankedDistillation(ScoreDistillation):
                 images = F.interpolate(
                     images, renders.shape[-2:], mode="bilinear", align_corners=False, antialias=True
                 )
-            assets = images.clamp(0, 1).reshape(2 * b, v, *images.shape[1:])
+            assets = images.clamp(0, 1).reshape(2 * b, v, *images.shape[1:])  # as the judge takes
             both_cameras = Cameras.cat([render_cameras, render_cameras])
             scores = self.judge.score(assets, prompts * 2, cameras=both_cameras)
             score_a, score_b = scores[:b].float(), scores[b:].float()

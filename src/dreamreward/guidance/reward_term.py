@@ -44,7 +44,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from dreamreward.guidance.judge import Judge
+from dreamreward.guidance.judge import Judge, check_views
 from dreamreward.guidance.sources import RewardSource, ShippedReward3D
 from dreamreward.models.reward3d.augmentation import ViewAugmentation
 from dreamreward.render.cameras import Cameras
@@ -198,8 +198,8 @@ class RewardGuidance(nn.Module):
         """The reward loss for B objects.
 
         Args:
-            renders: (B*V, 3, H, W) in [0, 1], differentiable.
-            x0_images: (B*V, 3, H', W') the prior's detached one-step prediction as images.
+            renders: (B, V, 3, H, W) in [0, 1], differentiable.
+            x0_images: (B, V, 3, H', W') the prior's detached one-step prediction as images.
             timesteps: (B,) the distillation timesteps.
             prompts: B prompts.
             cameras: the B*V cameras of the renders, asset-major (the judge derives what it
@@ -207,8 +207,7 @@ class RewardGuidance(nn.Module):
             step: the optimizer step.
             distill_loss: the distillation loss of this step (for the weightings).
         """
-        b = len(prompts)
-        v = renders.shape[0] // b
+        b, v = check_views(renders, prompts, type(self).__name__)
         distill_scale = 0.0 if self._reward_only(step) else 1.0
         if not self.active_at(step):
             zero = renders.sum() * 0.0
@@ -219,19 +218,23 @@ class RewardGuidance(nn.Module):
             scale = distill_scale if started else 1.0
             return RewardOutput(zero, zero.detach(), torch.zeros(b), 0.0, False, scale)
         images = renders
-        use_x0 = (timesteps <= self.straight_through_max_t).repeat_interleave(v)
+        use_x0 = timesteps <= self.straight_through_max_t  # (B,)
         if use_x0.any():
             x0 = x0_images.to(renders)
             if x0.shape[-2:] != renders.shape[-2:]:
                 x0 = nn.functional.interpolate(
-                    x0, renders.shape[-2:], mode="bilinear", align_corners=False, antialias=True
-                )
+                    x0.flatten(0, 1),
+                    renders.shape[-2:],
+                    mode="bilinear",
+                    align_corners=False,
+                    antialias=True,
+                ).view_as(renders)
             # value of x_hat, gradient of the render (straight-through)
             straight = renders - (renders - x0).detach()
-            images = torch.where(use_x0.view(-1, 1, 1, 1), straight, renders)
+            images = torch.where(use_x0.view(-1, 1, 1, 1, 1), straight, renders)
         if len(cameras) != b * v:
             raise ValueError(f"{b} objects of {v} views need {b * v} cameras, got {len(cameras)}")
-        assets = images.clamp(0, 1).reshape(b, v, *images.shape[1:])  # (B, V, 3, H, W)
+        assets = images.clamp(0, 1)
         if self.augmentation is None:
             reward = self.reward.score(assets, prompts, cameras=cameras)
         else:

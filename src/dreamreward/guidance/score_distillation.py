@@ -1,8 +1,8 @@
 """Multi-view score distillation: SDS and MVDream's x0-reconstruction loss.
 
-Given renders of B objects x V views, the prior noises them (one timestep per object), predicts
-the noise with classifier-free guidance, and returns a loss whose gradient w.r.t. the renders is
-the distillation gradient:
+Given renders of B objects x V views, (B, V, 3, H, W) as the judges take them, the prior noises
+them (one timestep per object), predicts the noise with classifier-free guidance, and returns a
+loss whose gradient w.r.t. the renders is the distillation gradient:
 
 - ``"x0"`` (MVDream): the one-step estimate ``x0_hat`` from the guided noise, optionally rescaled
   towards the unguided estimate's spread (``std_rescale``: ``x0 <- r * x0 * std(x0_nocfg) /
@@ -22,6 +22,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from dreamreward.guidance.judge import check_views
 from dreamreward.guidance.sources import PriorSource, SavedPrior
 from dreamreward.guidance.timesteps import TimestepSchedule
 from dreamreward.models.mvdiffusion.camera_embedding import mvdream_camera_embedding
@@ -44,8 +45,9 @@ class DistillationOutput:
     Attributes:
         loss: scalar, differentiable w.r.t. the renders.
         timesteps: (B,) the timestep of each object.
-        x0: (B*V, C, h, w) the detached one-step estimate in model space (guided).
-        x0_images: (B*V, 3, H, W) ``x0`` decoded to images in [0, 1] (detached).
+        x0: (B, V, C, h, w) the detached one-step estimate in model space (guided).
+        x0_images: (B, V, 3, H', W') ``x0`` decoded to images in [0, 1] (detached), at the
+            prior's resolution.
         grad_norm: the norm of the loss's gradient w.r.t. the model-space input, per image mean.
         logs: scalars worth logging that the loss alone does not show (the ranker's scores).
     """
@@ -112,7 +114,7 @@ class ScoreDistillation(nn.Module):
         """Distillation loss for B objects x V views.
 
         Args:
-            renders: (B*V, 3, H, W) in [0, 1], differentiable.
+            renders: (B, V, 3, H, W) in [0, 1], differentiable (V: the prior's views).
             prompts: B prompts.
             cameras: the B*V cameras of the renders (asset-major); the prior derives its own
                 condition from them (:func:`prior_camera_condition`). A (B*V, 16) tensor is
@@ -133,16 +135,17 @@ class ScoreDistillation(nn.Module):
     def _prepare(
         self, renders: Tensor, prompts: list[str], step: int, generator: torch.Generator
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """The renders in model space z (B*V, C, h, w), the step's timesteps t (B,) and the
-        prompt and negative-prompt embeddings."""
+        """The renders (B, V, 3, H, W) in model space z (B*V, C, h, w): the prior's own batch
+        layout, inside the distillation only; the step's timesteps t (B,) and the prompt and
+        negative-prompt embeddings."""
         prior = self.prior
-        v = prior.num_views
-        rows = renders.shape[0]
-        if rows != len(prompts) * v:
+        _, v = check_views(renders, prompts, type(self).__name__)
+        if v != prior.num_views:
             raise ValueError(
-                f"{rows} renders for {len(prompts)} prompts: need {v} views per prompt"
+                f"{type(self).__name__}: renders of {v} views per object; the prior needs "
+                f"{prior.num_views} views per prompt"
             )
-        z = prior.encode_images(renders)
+        z = prior.encode_images(renders.flatten(0, 1))
         t = self.timesteps.sample(step, len(prompts), prior.num_train_timesteps, generator)
         with torch.no_grad():
             text = prior.encode_prompts(prompts)
@@ -188,7 +191,8 @@ class ScoreDistillation(nn.Module):
         x0_images: Tensor | None = None,
     ) -> DistillationOutput:
         """The loss ``0.5 * ||z - target||^2 / N`` (target detached) and what goes with it
-        (``x0_images``: ``x0`` already decoded, to spare a latent prior's second VAE decode)."""
+        (``x0_images``: ``x0`` already decoded, to spare a latent prior's second VAE decode);
+        z, target, x0 and x0_images (B*V, ...), returned (B, V, ...)."""
         rows = z.shape[0]
         residual = z - target
         loss = 0.5 * residual.pow(2).sum() / rows
@@ -196,4 +200,6 @@ class ScoreDistillation(nn.Module):
         if x0_images is None:
             with torch.no_grad():
                 x0_images = self.prior.decode(x0)
+        b = len(t)
+        x0, x0_images = (x.reshape(b, rows // b, *x.shape[1:]) for x in (x0, x0_images))
         return DistillationOutput(loss, t, x0, x0_images, grad_norm, logs or {})

@@ -56,7 +56,8 @@ class TrainingViews(NamedTuple):
     """One step's ring of V training views.
 
     Attributes:
-        renders: (V, 3, H, W) in [0, 1], differentiable w.r.t. the asset.
+        renders: (1, V, 3, H, W) in [0, 1], differentiable w.r.t. the asset: one object in the
+            guidance's layout.
         regularization: the stage-2 mesh regulariser (0 in stage 1), a scalar.
         cameras: the V cameras (at the render size); the prior and the judge each derive
             what they need from them.
@@ -265,7 +266,8 @@ class DreamFLModule(TwoStageAssetModule):
         else:
             rgb = self.asset.render_nerf(cams, self._step_generator(2))
             regularization = rgb.new_zeros(())
-        return TrainingViews(rgb.permute(0, 3, 1, 2), regularization, cams)
+        # the renderer's (V, H, W, 3) in the guidance's (B, V, 3, H, W), here and only here
+        return TrainingViews(rgb.permute(0, 3, 1, 2)[None], regularization, cams)
 
     def training_resolution(self) -> int:
         """The render side of this step: stage 1 (with its optional upscale) or stage 2."""
