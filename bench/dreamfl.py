@@ -118,7 +118,7 @@ def main() -> None:
     reward.start_step = 0  # the term is active in every timed step
     distillation = module.guidance
     ranker = RankedDistillation(  # the same prior and schedule, the shipped Reward3D ranking
-        reward.reward,
+        reward.judge,
         prior=distillation.prior,
         loss=distillation.loss_kind,
         guidance_scale=distillation.guidance_scale,

@@ -42,8 +42,8 @@ def _extra_commands() -> dict[str, Callable[..., object]]:
     from dreamreward.data.rewarddb import convert_rewarddb
     from dreamreward.evaluate_dreamfl import evaluate_dreamfl
     from dreamreward.evaluate_reward3d import evaluate_reward3d
-    from dreamreward.sampling import sample_views
-    from dreamreward.scoring import score_files
+    from dreamreward.pipelines.sampling import sample_views
+    from dreamreward.pipelines.scoring import score_files
 
     return {
         "build-primitives": build_primitives,

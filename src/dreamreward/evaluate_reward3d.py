@@ -31,7 +31,7 @@ from dreamreward.data.preference import load_preference_dataset
 from dreamreward.data.schema import cameras_to_tensor, conform_dataset, views_to_tensor
 from dreamreward.models.reward3d.export import build_from_config, load_reward3d
 from dreamreward.models.reward3d.model import Reward3D
-from dreamreward.scoring import score_batch
+from dreamreward.pipelines.scoring import score_batch
 from dreamreward.stats import mean_ci, spearman
 
 

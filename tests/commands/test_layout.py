@@ -10,7 +10,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 # Each package may import the ones before it (and itself); never one after it.
-LAYERS = ("render", "world", "models", "data", "guidance", "modules")
+LAYERS = ("render", "world", "models", "data", "guidance", "modules", "pipelines")
 # Dependency-free helpers anyone may import.
 UTILITIES = ("stats", "checkpointing", "error_boundary")
 # The one module over the size limit, and why it stays whole: one concept, the key map of the
@@ -91,3 +91,18 @@ def test_modules_stay_small() -> None:
         if (n := len(path.read_text().splitlines())) > MAX_LINES and name not in LONG_MODULES
     }
     assert not long, f"modules over {MAX_LINES} lines (split them along their concepts): {long}"
+
+
+def test_moved_modules_keep_an_alias_for_one_release(monkeypatch) -> None:
+    """``dreamreward.scoring`` / ``dreamreward.sampling`` moved into ``pipelines``: the old
+    import gives the new module itself, with a warning."""
+    import importlib
+    import sys
+
+    import pytest
+
+    for old, new in (("scoring", "pipelines.scoring"), ("sampling", "pipelines.sampling")):
+        monkeypatch.delitem(sys.modules, f"dreamreward.{old}", raising=False)
+        with pytest.warns(FutureWarning, match=f"dreamreward.{old} moved to dreamreward.{new}"):
+            alias = importlib.import_module(f"dreamreward.{old}")
+        assert alias is importlib.import_module(f"dreamreward.{new}")

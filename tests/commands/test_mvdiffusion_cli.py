@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from dreamreward.cli import main
-from dreamreward.sampling import sample_views
+from dreamreward.pipelines.sampling import sample_views
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs" / "mvdiffusion" / "primitives.yaml"
@@ -67,7 +67,7 @@ def test_sample_notes_a_degenerate_sample_instead_of_scoring_it(tmp_path, monkey
     """A prior that returns noise: no oracle number, a note saying why."""
     import torch
 
-    import dreamreward.sampling as sampling
+    import dreamreward.pipelines.sampling as sampling
 
     class NoisePrior:
         image_size, num_views = 32, 4

@@ -17,8 +17,7 @@ from PIL import Image
 
 from dreamreward.cli import main
 from dreamreward.data.schema import PREFERENCE_FEATURES, synthetic_rows
-from dreamreward.render.mesh import bundled_mesh_path
-from dreamreward.scoring import (
+from dreamreward.pipelines.scoring import (
     read_view_folder,
     render_mesh_file,
     resolve_inputs,
@@ -26,6 +25,7 @@ from dreamreward.scoring import (
     score_batch,
     score_files,
 )
+from dreamreward.render.mesh import bundled_mesh_path
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((ROOT / "configs" / "reward3d").glob("*.yaml"))

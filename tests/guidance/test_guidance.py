@@ -160,7 +160,7 @@ def test_straight_through_scores_x0_but_moves_the_render() -> None:
     # object 0 (t=100 <= 300) is scored on x_hat, object 1 on its render
     assert torch.equal(reward.seen[0], x0[0])
     torch.testing.assert_close(reward.seen[1], g.detach()[1])
-    assert out.reward[0] == pytest.approx(10.0)
+    assert out.scores[0] == pytest.approx(10.0)
     out.loss.backward()
     # -mean(r): d/dg of 10 (red - blue) averaged over 2 objects x 4 views x 64 pixels
     expected = torch.zeros(2, 4, 3, 8, 8)
@@ -216,7 +216,7 @@ def test_augmented_copies_are_scored_in_one_batch_and_averaged() -> None:
     out = term(g, *args, 5, torch.tensor(1.0))
     assert judge.seen is not None and judge.seen.shape == (6, 4, 3, 8, 8)
     expected = 10 * (judge.seen[:, :, 0] - judge.seen[:, :, 2]).mean(dim=(1, 2, 3))
-    torch.testing.assert_close(out.reward, expected.view(3, 2).mean(0))
+    torch.testing.assert_close(out.scores, expected.view(3, 2).mean(0))
     assert not torch.allclose(judge.seen[:2], judge.seen[2:4])  # copies differ
     first = judge.seen.clone()
     term(g, *args, 5, torch.tensor(1.0))
@@ -234,7 +234,7 @@ def test_augmented_copies_are_scored_in_one_batch_and_averaged() -> None:
         augmented_copies=2,
     )
     torch.testing.assert_close(
-        unmoved(g, *args, 5, torch.tensor(1.0)).reward, plain(g, *args, 5, torch.tensor(1.0)).reward
+        unmoved(g, *args, 5, torch.tensor(1.0)).scores, plain(g, *args, 5, torch.tensor(1.0)).scores
     )
     camera_judge = CameraJudge()
     RewardGuidance(camera_judge, augmentation=augment, augmented_copies=2)(

@@ -95,7 +95,7 @@ def test_a_camera_judge_reaches_the_reward_term_and_needs_an_eval_reward(tmp_pat
         tiny_dreamfl(RewardGuidance(CameraJudge()))
     module = tiny_dreamfl()  # the eval reward is Redness, the guide is a camera judge
     judge = CameraJudge()
-    module.reward.reward = judge.as_frozen_guide()
+    module.reward.judge = judge.as_frozen_guide()
     module.reward.start_step = 0
     fit(module, tmp_path, 2)
     assert judge.camera_counts == [4, 4]
@@ -187,7 +187,7 @@ def test_configs_resolve(capsys) -> None:
         assert (model["reward"] is None) == (overlay == "primitives_sds.yaml")
         if overlay == "presets/ground_truth_judge.yaml":
             # the control swaps the judge only; the results are still scored by Reward3D
-            assert model["reward"]["init_args"]["reward"]["class_path"].endswith("GroundTruthJudge")
+            assert model["reward"]["init_args"]["judge"]["class_path"].endswith("GroundTruthJudge")
             assert model["reward"]["init_args"]["grad_fraction"] == 0.3
             assert model["eval_reward"]["class_path"].endswith("ShippedReward3D")
 
@@ -225,7 +225,7 @@ def test_full_scale_configs_resolve(overlays, capsys) -> None:
     model = yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]
     reward = model["reward"]["init_args"]
     # a preset changes the formulation, never the reward model it is applied to
-    assert reward["reward"]["class_path"].endswith("OfficialReward3D")
+    assert reward["judge"]["class_path"].endswith("OfficialReward3D")
     assert model["guidance"]["init_args"]["prior"]["class_path"].endswith("MVDreamPrior")
     if overlays == ["presets/paper.yaml"]:
         assert reward["objective"] == "linear" and reward["weighting"] == "constant"

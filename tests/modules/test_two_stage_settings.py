@@ -100,7 +100,8 @@ def test_a_pre_group_config_and_flags_still_run_with_a_warning(tmp_path, capsys)
     old = tmp_path / "old.yaml"
     old.write_text(yaml.safe_dump(config))
     argv = ["fit", "--config", str(old), "--model.init_args.mesh_supersample", "3"]
-    with pytest.warns(FutureWarning, match=r"old.yaml: model settings moved into groups"):
+    moved = r"old.yaml: model settings moved \(lr_grid -> optimization.lr_grid"
+    with pytest.warns(FutureWarning, match=moved):
         model = _printed_model(capsys, argv)
     assert model["mesh_stage"]["isosurface_threshold"] == 3.0
     assert model["mesh_stage"]["supersample"] == 3
@@ -119,4 +120,23 @@ def test_translation_leaves_other_models_and_current_configs_alone() -> None:
     with pytest.warns(FutureWarning, match="--model.turntable_size is now --model.export"):
         assert translate_legacy_args([*current, "--model.turntable_size=64"])[-1] == (
             "--model.export.turntable_size=64"
+        )
+
+
+def test_the_reward_terms_old_judge_key_still_reads(tmp_path, capsys) -> None:
+    """``reward.init_args.reward`` (the judge inside the reward term) is ``judge`` now."""
+    root = ROOT / "configs" / "dreamfl"
+    preset = yaml.safe_load((root / "presets" / "ground_truth_judge.yaml").read_text())
+    term = preset["model"]["init_args"]["reward"]["init_args"]
+    term["reward"] = term.pop("judge")
+    old = tmp_path / "old_preset.yaml"
+    old.write_text(yaml.safe_dump(preset))
+    argv = ["fit", "--config", str(root / "primitives.yaml"), "--config", str(old)]
+    with pytest.warns(FutureWarning, match="reward.init_args.reward -> reward.init_args.judge"):
+        model = _printed_model(capsys, argv)
+    assert model["reward"]["init_args"]["judge"]["class_path"].endswith("GroundTruthJudge")
+    flag = "--model.reward.init_args.reward.class_path=GroundTruthJudge"
+    with pytest.warns(FutureWarning, match="is now --model.reward.init_args.judge.class_path"):
+        assert translate_legacy_args(["fit", flag])[-1] == (
+            "--model.reward.init_args.judge.class_path=GroundTruthJudge"
         )

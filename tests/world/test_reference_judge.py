@@ -57,6 +57,6 @@ def test_reward_guidance_passes_the_cameras() -> None:
     term = RewardGuidance(GroundTruthJudge(), weight=1.0, objective="linear")
     args = (renders, renders.detach(), torch.tensor([999]), [PROMPT])
     out = term(*args, cams, 0, torch.tensor(1.0))
-    assert out.active and float(out.reward[0]) == pytest.approx(0.0, abs=1e-6)
+    assert out.active and float(out.scores[0]) == pytest.approx(0.0, abs=1e-6)
     with pytest.raises(ValueError, match="need 4 cameras"):
         term(*args, cams[:2], 0, torch.tensor(1.0))

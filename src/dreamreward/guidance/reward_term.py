@@ -58,7 +58,7 @@ class RewardOutput:
         loss: a surrogate whose gradient w.r.t. the renders is that of the weighted reward
             loss (its value is not; see ``value``); 0 before ``start_step``.
         value: the weighted reward loss, detached (for logging).
-        reward: (B,) detached rewards of what the reward model saw.
+        scores: (B,) the judge's detached scores of what it saw.
         weight: the weight applied this step.
         active: whether the term contributed this step.
         distill_scale: multiply the distillation loss by this (0 in the reward-only tail).
@@ -66,7 +66,7 @@ class RewardOutput:
 
     loss: Tensor
     value: Tensor
-    reward: Tensor
+    scores: Tensor
     weight: float
     active: bool
     distill_scale: float
@@ -112,7 +112,7 @@ class RewardGuidance(nn.Module):
     """Reward3D as a guidance term (see the module docstring for the formulations).
 
     Args:
-        reward: where the Reward3D model comes from (default: the shipped primitives model);
+        judge: where the Reward3D model comes from (default: the shipped primitives model);
             an already built ``Reward3D`` works too (Python use). Made a frozen guide here.
             A :class:`~dreamreward.world.reference_judge.GroundTruthJudge` in its place is the
             primitives world's positive control (a judge that knows the answer). Any
@@ -142,7 +142,7 @@ class RewardGuidance(nn.Module):
 
     def __init__(
         self,
-        reward: RewardSource | Judge | None = None,
+        judge: RewardSource | Judge | None = None,
         weight: float = 0.3,
         objective: Literal["linear", "hinge"] = "hinge",
         hinge_margin: float = 4.0,
@@ -171,7 +171,7 @@ class RewardGuidance(nn.Module):
             )
         if augmented_copies < 1:
             raise ValueError(f"augmented_copies must be >= 1, got {augmented_copies}")
-        self.reward = frozen_judge(reward)
+        self.judge = frozen_judge(judge)
         self.augmentation = augmentation
         self.augmented_copies = augmented_copies
         self.augmentation_seed = augmentation_seed
@@ -236,11 +236,11 @@ class RewardGuidance(nn.Module):
             raise ValueError(f"{b} objects of {v} views need {b * v} cameras, got {len(cameras)}")
         assets = images.clamp(0, 1)
         if self.augmentation is None:
-            reward = self.reward.score(assets, prompts, cameras=cameras)
+            reward = self.judge.score(assets, prompts, cameras=cameras)
         else:
             generator = torch.Generator().manual_seed(self.augmentation_seed * 1_000_003 + step)
             reward = augmented_judge_scores(
-                self.reward,
+                self.judge,
                 self.augmentation,
                 self.augmented_copies,
                 assets,

@@ -159,7 +159,7 @@ class DreamFLModule(TwoStageAssetModule):
         self.guidance = guidance
         self.reward = reward
         # the judges that guide: the reward term's, and the ranker's
-        guides = [getattr(reward, "reward", None), getattr(guidance, "judge", None)]
+        guides = [getattr(reward, "judge", None), getattr(guidance, "judge", None)]
         guides = [judge for judge in guides if judge is not None]
         if eval_reward is None and guides:
             if guides[0].reads_ground_truth():
@@ -202,7 +202,7 @@ class DreamFLModule(TwoStageAssetModule):
         """What the reward term and the ranker are, beyond their weights (checked on resume)."""
         setup: dict[str, Any] = {}
         if self.reward is not None:
-            setup = {"judge": type(self.reward.reward).__qualname__, "every": self.reward.every}
+            setup = {"judge": type(self.reward.judge).__qualname__, "every": self.reward.every}
         if isinstance(self.guidance, RankedDistillation):
             setup["ranker"] = type(self.guidance.judge).__qualname__
         return setup
@@ -310,7 +310,7 @@ class DreamFLModule(TwoStageAssetModule):
             loss = term.distill_scale * distill.loss + regularization + term.loss
             logs["reward_weight"] = term.weight
             if term.active:  # a step without the term (before start_step, every=k) scored nothing
-                logs.update({"reward": float(term.reward.mean()), "reward_loss": term.value})
+                logs.update({"reward": float(term.scores.mean()), "reward_loss": term.value})
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"non-finite DreamFL loss at step {self.global_step} ({logs}); the last "

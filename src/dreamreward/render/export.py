@@ -3,8 +3,9 @@
 Meshes go through trimesh:
 
 - **GLB** (binary glTF 2.0). glTF is Y-up with the asset's front facing +Z; our world is Z-up
-  with the front at azimuth 0 (+X, where :func:`~dreamreward.render.cameras.view_labels` says
-  "front view"). :data:`GLTF_FROM_WORLD` maps ours onto glTF's — our +Z becomes glTF +Y and our
+  with the front at azimuth 0 (+X, where Reward3D's
+  :func:`~dreamreward.models.reward3d.view_labels.view_labels` says "front view").
+  :data:`GLTF_FROM_WORLD` maps ours onto glTF's — our +Z becomes glTF +Y and our
   +X becomes glTF +Z — so any glTF viewer shows the object upright, and its default camera (on
   +Z) sees what our azimuth-0 camera sees. It is a proper rotation (determinant +1), so the
   counter-clockwise winding and the normals stay outward. Vertex colours are written as

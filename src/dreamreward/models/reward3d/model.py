@@ -221,7 +221,7 @@ class Reward3D(nn.Module):
             renders: (B, 4, H, W, 3) or (B, 4, 3, H, W) in [0, 1]; view order as in ``view_labels``.
             prompts: B prompts.
             view_labels: 4 labels shared by all assets (e.g. ``("front", "side", "back", "side")``)
-                or B lists of 4 (from ``dreamreward.render.cameras.view_labels``).
+                or B lists of 4 (from ``dreamreward.models.reward3d.view_labels``).
             tokenizer: a Hugging Face tokenizer; None uses the backbone's (``self.tokenizer``).
             max_length: token length of every view prompt (default the backbone's: 100 for the
                 official model; longer prompts are truncated with a warning).

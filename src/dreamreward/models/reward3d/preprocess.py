@@ -114,7 +114,7 @@ def view_prompts(prompt: str, labels: Sequence[str]) -> list[str]:
 
     Args:
         prompt: the asset's text prompt (non-empty).
-        labels: view labels from ``dreamreward.render.cameras.view_labels``
+        labels: view labels from ``dreamreward.models.reward3d.view_labels``
             (front / side / back / overhead), one per view.
     """
     if not isinstance(prompt, str) or not prompt.strip():
