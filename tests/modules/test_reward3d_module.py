@@ -632,3 +632,55 @@ def test_train_augmentation_applies_to_training_views_only(world_set, vocab_dir,
     assert calls and all(training for training, _ in calls)  # never in validation
     shapes = {shape[1:] for _, shape in calls}
     assert (4, 3, 16, 16) in shapes and (3, 16, 16) in shapes  # the batch, the crossed renders
+
+
+def test_init_weights_from_an_export_folder_loads_its_adapter(learnable_set, vocab_dir, tmp_path):
+    """An export's LoRA adapter (e.g. the shipped model's) starts a LoRA run exactly there; a
+    folder without an adapter, another rank or a non-LoRA run is a clear error."""
+    from peft import get_peft_model_state_dict
+
+    first = Reward3DModule(tiny_reward(vocab_dir), finetune="lora", lr=1e-2, baselines=False)
+    trainer(tmp_path, max_steps=2, limit_val_batches=0).fit(first, datamodule(learnable_set))
+    folder = save_reward3d(first.model, tmp_path / "export")
+    second = Reward3DModule(
+        tiny_reward(vocab_dir), finetune="lora", baselines=False, init_weights=str(folder)
+    )
+    theirs, ours = get_peft_model_state_dict(first.model), get_peft_model_state_dict(second.model)
+    assert theirs.keys() == ours.keys() and any("lora_B" in k for k in ours)
+    for key, value in theirs.items():
+        torch.testing.assert_close(ours[key], value, msg=lambda m, key=key: f"{key}: {m}")
+    with pytest.raises(CheckpointMismatchError, match="init_weights"):
+        Reward3DModule(tiny_reward(vocab_dir), lora_rank=4, init_weights=str(folder))
+    with pytest.raises(ValueError, match="finetune=lora runs only"):
+        Reward3DModule(tiny_reward(vocab_dir), finetune="full", init_weights=str(folder))
+    with pytest.raises(ValueError, match="has no adapter/adapter_model.safetensors"):
+        Reward3DModule(tiny_reward(vocab_dir), init_weights=str(tmp_path))
+
+
+def test_adversarial_training_perturbs_the_pair_views_only_in_training(
+    learnable_set, vocab_dir, tmp_path, monkeypatch
+):
+    """With ``adversarial_epsilon`` the preference pairs are trained on views pushed against the
+    ranking (within the ball); evaluation sees the views as they are."""
+    import dreamreward.modules.reward3d as reward3d_module
+
+    seen: list[tuple[float, float]] = []
+    original = reward3d_module.adversarial_views
+
+    def recording(loss_of_views, views, epsilon, steps, generator):
+        out = original(loss_of_views, views, epsilon, steps, generator)
+        rms = (out - views).flatten(2).pow(2).mean(dim=2).sqrt().max()
+        seen.append((float(rms), float(loss_of_views(out) - loss_of_views(views))))
+        return out
+
+    monkeypatch.setattr(reward3d_module, "adversarial_views", recording)
+    module = Reward3DModule(
+        tiny_reward(vocab_dir), baselines=False, adversarial_epsilon=0.05, adversarial_steps=2
+    )
+    trainer(tmp_path, max_steps=2, limit_val_batches=1, val_check_interval=2).fit(
+        module, datamodule(learnable_set)
+    )
+    assert len(seen) == 2  # the training steps only
+    assert all(0 < rms <= 0.05 + 1e-6 and raised > 0 for rms, raised in seen)
+    with pytest.raises(ValueError, match="adversarial_epsilon must be a finite number >= 0"):
+        Reward3DModule(tiny_reward(vocab_dir), adversarial_epsilon=-1.0)

@@ -47,6 +47,8 @@ from dreamreward.models.reward3d.export import save_reward3d
 from dreamreward.models.reward3d.model import Reward3D
 from dreamreward.models.reward3d.view_labels import asset_view_labels
 from dreamreward.models.weight_errors import check_state_dict
+from dreamreward.modules.adversarial_views import adversarial_views
+from dreamreward.modules.init_from_export import load_export_adapter
 from dreamreward.modules.preference_metrics import (
     PreferenceMetrics,
     pairwise_correct,
@@ -125,10 +127,11 @@ class Reward3DModule(TextSideTerms, L.LightningModule):
             None = off.
         preference_weight: weight of the paper's preference loss (0: train the text side alone,
             e.g. on ``PreferenceDataModule(train_assets="correct")`` batches of correct assets).
-        init_weights: a Lightning checkpoint of a ``Reward3DModule`` with the same model and
-            fine-tuning set-up (e.g. a text-side run's ``last.ckpt``): its model weights
-            (adapters, new layers, head) are loaded strictly before training; the optimizer,
-            schedule and step start afresh. The baselines are not taken from it.
+        adversarial_epsilon, adversarial_steps: train on views pushed against the model's ranking
+            (PGD, L2 ball of this RMS per value; 0 = off): modules/adversarial_views.py.
+        init_weights: a ``Reward3DModule`` checkpoint (e.g. a run's ``last.ckpt``) or an export
+            folder's LoRA adapter (e.g. the shipped model's), same model and fine-tuning set-up:
+            loaded strictly before training (optimizer, schedule, step and baselines afresh).
         seed: dropout in step k draws from ``seed`` and k alone, so a resumed run repeats an
             uninterrupted one (the global RNG is not in Lightning's checkpoints).
     """
@@ -160,6 +163,8 @@ class Reward3DModule(TextSideTerms, L.LightningModule):
         crossed_edits_per_asset: int = 1,
         train_augmentation: ViewAugmentation | None = None,
         preference_weight: float = 1.0,
+        adversarial_epsilon: float = 0.0,
+        adversarial_steps: int = 2,
         init_weights: str | None = None,
         seed: int = 0,
     ) -> None:
@@ -180,6 +185,8 @@ class Reward3DModule(TextSideTerms, L.LightningModule):
             ("crossed_edit_weight", crossed_edit_weight),
             ("prompt_swap_weight", prompt_swap_weight),
             ("preference_weight", preference_weight),
+            ("adversarial_epsilon", adversarial_epsilon),
+            ("adversarial_steps", adversarial_steps),
         ):
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"model.{name} must be a finite number >= 0, got {value}")
@@ -278,6 +285,8 @@ class Reward3DModule(TextSideTerms, L.LightningModule):
     def _load_init_weights(self, path: str) -> None:
         """The ``model.*`` tensors of a Reward3DModule checkpoint, loaded strictly."""
         file = Path(path)
+        if file.is_dir():  # an export folder (e.g. the shipped model's): its LoRA adapter
+            return load_export_adapter(self.model, file)
         if not file.is_file():
             raise FileNotFoundError(f"init_weights: no checkpoint at {file}")
         checkpoint = torch.load(file, map_location="cpu", weights_only=True)
@@ -381,8 +390,10 @@ class Reward3DModule(TextSideTerms, L.LightningModule):
         crossed_weight = self.hparams.crossed_edit_weight
         if self.train_augmentation is not None:
             batch = {**batch, "views": self.train_augmentation(batch["views"])}
-        rewards = self(batch, with_tokens=swap_weight > 0 or edit_weight > 0)
         better, worse = batch["better_index"], batch["worse_index"]
+        if self.hparams.adversarial_epsilon > 0 and better.numel():
+            batch = {**batch, "views": self._adversarial_views(batch, better, worse)}
+        rewards = self(batch, with_tokens=swap_weight > 0 or edit_weight > 0)
         n_pairs = int(better.numel())
         terms: list[Tensor] = []
         # A batch of correct assets alone (``train_assets: correct``) has no pairs.
@@ -431,6 +442,19 @@ class Reward3DModule(TextSideTerms, L.LightningModule):
         return total
 
     # -------------------------------------------------------------------------- evaluation
+    def _adversarial_views(self, batch: dict[str, Any], better: Tensor, worse: Tensor) -> Tensor:
+        """The batch's views (A, 4, 3, H, W) pushed against the trained model's ranking."""
+        hp = self.hparams
+
+        def loss_of_views(views: Tensor) -> Tensor:
+            reward = self({**batch, "views": views})["reward3d"]
+            return pairwise_logistic_loss(reward[better], reward[worse])
+
+        generator = torch.Generator().manual_seed(hp.seed * 1_000_003 + self.global_step)
+        return adversarial_views(
+            loss_of_views, batch["views"], hp.adversarial_epsilon, hp.adversarial_steps, generator
+        )
+
     def _evaluate(self, split: str, batch: dict[str, Any]) -> None:
         batch = pairs_as_asset_batch(batch)
         rewards = self(batch, with_tokens=True)
