@@ -75,7 +75,7 @@ def test_reward3d_presets_lay_over_the_cpu_config(preset, capsys):
     if preset.name == "adversarial.yaml":  # continues the shipped model's adapter
         model = parsed["model"]["init_args"]
         assert model["init_weights"].endswith("assets/reward3d/primitives")
-        assert (model["adversarial_epsilon"], model["adversarial_steps"]) == (0.03, 2)
+        assert (model["adversarial_epsilon"], model["adversarial_steps"]) == (0.02, 2)
 
 
 @pytest.fixture(scope="module")
