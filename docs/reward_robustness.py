@@ -1,7 +1,7 @@
 """How far a Reward3D's rankings hold when the views move a little (validation pairs).
 
     python docs/reward_robustness.py [--reward EXPORT_FOLDER] [--epsilons 0.005 0.02] \
-        [--steps 2] [--max-batches N]
+        [--steps 2] [--max-batches N] [--input-blur S]
 
 For every validation batch of the CPU-scale configs (primitives.yaml + text_side.yaml +
 generated.yaml: the procedural pairs and the validation prompts' generated pairs), the pairwise
@@ -10,6 +10,10 @@ accuracy on the views as they are, and after each view is moved inside an L2 bal
 preference loss (``modules/adversarial_views.py``, as adversarial training uses). A judge whose
 order flips under changes nobody can see has a pixel gradient that points at such changes:
 that is what DreamFL would follow. Validation data only (no test split is read).
+
+``--input-blur S``: the reward reads every view blurred by a Gaussian of S pixels (per 64 px), as
+``ViewAugmentation(blur_sigma=S)`` makes it read at guidance time; the moves are still made on
+the unblurred views, so this measures a judge that is smooth by construction.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from dreamreward.lightning_cli import build_from_config
 from dreamreward.models.reward3d.export import shipped_reward3d_dir
 from dreamreward.modules.adversarial_views import adversarial_views
 from dreamreward.modules.preference_metrics import pairwise_logistic_loss
+from dreamreward.render.image_ops import gaussian_blur
 
 CONFIGS = [
     "--config",
@@ -44,6 +49,7 @@ def main() -> None:
     parser.add_argument("--epsilons", type=float, nargs="+", default=[0.005, 0.02])
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--max-batches", type=int, default=None)
+    parser.add_argument("--input-blur", type=float, default=0.0, help="sigma per 64 px")
     args = parser.parse_args()
     cli = build_from_config([*CONFIGS, "--model.init_args.init_weights", args.reward])
     module, data = cli.model.eval(), cli.datamodule
@@ -59,6 +65,9 @@ def main() -> None:
             continue
 
         def rewards(views: torch.Tensor, batch: dict = batch) -> torch.Tensor:
+            if args.input_blur > 0:
+                sigma = args.input_blur * views.shape[-1] / 64
+                views = gaussian_blur(views.flatten(0, 1), sigma).view_as(views)
             return module({**batch, "views": views})["reward3d"]
 
         def loss(views: torch.Tensor, better=better, worse=worse) -> torch.Tensor:
@@ -72,7 +81,7 @@ def main() -> None:
             with torch.no_grad():
                 reward = rewards(views)
             correct[eps] += int((reward[better] > reward[worse]).sum())
-    print(f"{args.reward}: {pairs} validation pairs")
+    print(f"{args.reward}: {pairs} validation pairs, input blur {args.input_blur}")
     for eps, n in correct.items():
         print(f"  RMS {eps:.3f} per value ({eps * 255:.1f}/255): accuracy {n / pairs:.3f}")
 
