@@ -13,12 +13,10 @@ from pathlib import Path
 
 from torch import nn
 
-from dreamreward.models.reward3d.export import ADAPTER_DIR
+from dreamreward.models.reward3d.export import ADAPTER_DIR, ADAPTER_WEIGHTS
 from dreamreward.models.weight_errors import check_state_dict
 
 log = logging.getLogger(__name__)
-
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
 def load_export_adapter(model: nn.Module, folder: Path) -> None:

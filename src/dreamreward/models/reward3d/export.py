@@ -30,6 +30,7 @@ from dreamreward.models.weight_errors import CheckpointMismatchError, check_stat
 
 CONFIG_FILE = "reward3d.json"
 ADAPTER_DIR = "adapter"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"  # in ADAPTER_DIR; peft's pickled .bin is refused
 WEIGHTS_FILE = "model.safetensors"
 _ALLOWED_PREFIX = "dreamreward.models.reward3d."
 
@@ -202,11 +203,11 @@ def load_reward3d(
         adapter = folder / ADAPTER_DIR
         if not (adapter / "adapter_config.json").is_file():
             raise FileNotFoundError(f"{adapter}: missing adapter_config.json")
-        if not (adapter / "adapter_model.safetensors").is_file():
+        if not (adapter / ADAPTER_WEIGHTS).is_file():
             # peft would fall back to adapter_model.bin, a pickle: refuse rather than unpickle
             found = sorted(p.name for p in adapter.iterdir())
             raise FileNotFoundError(
-                f"{adapter}: no adapter_model.safetensors (found {found}); exports are written "
+                f"{adapter}: no {ADAPTER_WEIGHTS} (found {found}); exports are written "
                 "as safetensors, and pickled .bin weights are not loaded"
             )
         try:
