@@ -1,17 +1,6 @@
-"""Moved to :mod:`dreamreward.pipelines.scoring`; this alias is kept for one release.
+"""Moved to :mod:`dreamreward.pipelines.scoring`; this alias is kept for one release
+(:mod:`dreamreward.moved_modules`)."""
 
-``import dreamreward.scoring`` gives that module itself (so attributes set on it, e.g. by tests'
-monkeypatching, are the pipeline's), with a ``FutureWarning``.
-"""
+from dreamreward.moved_modules import alias_moved_module
 
-import importlib
-import sys
-import warnings
-
-warnings.warn(
-    "dreamreward.scoring moved to dreamreward.pipelines.scoring "
-    "(the old name works for this release)",
-    FutureWarning,
-    stacklevel=2,
-)
-sys.modules[__name__] = importlib.import_module("dreamreward.pipelines.scoring")
+alias_moved_module(__name__, "dreamreward.pipelines.scoring")
