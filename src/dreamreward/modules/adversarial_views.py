@@ -41,20 +41,20 @@ def adversarial_views(
     """
     if epsilon <= 0 or steps < 1:
         return views.detach()
-    flat = views.detach()
-    per_view = flat[0, 0].numel()
+    base = views.detach()
+    per_view = base[0, 0].numel()
     radius = epsilon * per_view**0.5
     step_size = 2.5 * radius / steps
-    noise = torch.randn(flat.shape, generator=generator).to(flat)
+    noise = torch.randn(base.shape, generator=generator).to(base)
     delta = _project(noise * (radius / per_view**0.5), radius)
     for _ in range(steps):
         delta.requires_grad_(True)
-        loss = loss_of_views((flat + delta).clamp(0, 1))
+        loss = loss_of_views((base + delta).clamp(0, 1))
         (grad,) = torch.autograd.grad(loss, delta)
         with torch.no_grad():
             norm = grad.flatten(2).norm(dim=2).clamp_min(1e-12)[..., None, None, None]
             delta = _project(delta + step_size * grad / norm, radius)
-    return (flat + delta.detach()).clamp(0, 1)
+    return (base + delta.detach()).clamp(0, 1)
 
 
 def _project(delta: Tensor, radius: float) -> Tensor:

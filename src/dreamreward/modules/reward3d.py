@@ -441,7 +441,6 @@ class Reward3DModule(TextSideTerms, L.LightningModule):
             )
         return total
 
-    # -------------------------------------------------------------------------- evaluation
     def _adversarial_views(self, batch: dict[str, Any], better: Tensor, worse: Tensor) -> Tensor:
         """The batch's views (A, 4, 3, H, W) pushed against the trained model's ranking."""
         hp = self.hparams
@@ -455,6 +454,7 @@ class Reward3DModule(TextSideTerms, L.LightningModule):
             loss_of_views, batch["views"], hp.adversarial_epsilon, hp.adversarial_steps, generator
         )
 
+    # -------------------------------------------------------------------------- evaluation
     def _evaluate(self, split: str, batch: dict[str, Any]) -> None:
         batch = pairs_as_asset_batch(batch)
         rewards = self(batch, with_tokens=True)
