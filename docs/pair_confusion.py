@@ -7,12 +7,14 @@ which mixes two questions: can the model *see* the defect (the pair against the 
 and does it weigh it as the annotator does against other defects (e.g. a wrong relation,
 alignment 4, is preferred to a blurred asset; a swapped-colour asset to a Janus one). This
 splits every validation pair by both assets' defects and prints a table (rows: the worse
-asset's defect; "vs correct" first). Validation data only (no test split is read).
+asset's defect, wrong-relation pairs again by the prompt's relation; "vs correct" first).
+Validation data only (no test split is read).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from collections import defaultdict
 
 import torch
@@ -38,6 +40,15 @@ def kind(defect: str) -> str:
     if defect in ("", "none"):
         return "correct"
     return "low_fidelity" if defect.startswith("low_fidelity") else defect
+
+
+def relation_class(scene_json: str) -> str:
+    """ "vertical" ("on top of") or "horizontal" (the other five relations, which the world's
+    turning cameras make one): 5 of 6 relations are horizontal, so a judge that finds every
+    stacked asset worse, whatever the prompt says, is right on 5/6 of wrong-relation pairs; the
+    two rows apart show whether it reads the relation."""
+    relation = json.loads(scene_json)["relation"] if scene_json else None
+    return "vertical" if relation == "on top of" else "horizontal"
 
 
 def main() -> None:
@@ -78,11 +89,15 @@ def main() -> None:
         with torch.no_grad():
             reward = module(batch)["reward3d"]
         right = (reward[better] > reward[worse]).tolist()
-        defects = batch["asset_defect"]
+        defects, scenes = batch["asset_defect"], batch["asset_scene"]
         for b, w, ok in zip(better.tolist(), worse.tolist(), right, strict=True):
-            cell = counts[(kind(defects[w]), kind(defects[b]))]
-            cell[0] += int(ok)
-            cell[1] += 1
+            pair_rows = [kind(defects[w])]
+            if pair_rows[0] == "wrong_relation":
+                pair_rows.append(f"wrong_relation, prompt {relation_class(scenes[b])}")
+            for worse_kind in pair_rows:
+                cell = counts[(worse_kind, kind(defects[b]))]
+                cell[0] += int(ok)
+                cell[1] += 1
     worse_kinds = sorted({w for w, _ in counts})
     better_kinds = ["correct", *sorted({b for _, b in counts} - {"correct"})]
     print(f"{args.reward}: {args.split} pairs by defect (cells: accuracy, pairs)")
@@ -90,14 +105,16 @@ def main() -> None:
     print("|---" * (len(better_kinds) + 2) + "|")
     total = [0, 0]
     for w in worse_kinds:
+        split_row = ", prompt " in w  # the same pairs again, by the prompt's relation
         cells, row = [], [0, 0]
         for b in better_kinds:
             ok, n = counts.get((w, b), (0, 0))
             cells.append(f"{100 * ok / n:.0f}% ({n})" if n else "")
             row[0] += ok
             row[1] += n
-        total[0] += row[0]
-        total[1] += row[1]
+        if not split_row:
+            total[0] += row[0]
+            total[1] += row[1]
         print(f"| {w} | " + " | ".join(cells) + f" | {100 * row[0] / row[1]:.1f}% ({row[1]}) |")
     print(f"all: {100 * total[0] / total[1]:.1f}% of {total[1]} pairs")
 

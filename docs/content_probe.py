@@ -1,0 +1,209 @@
+"""Does more data, or a balanced loss, teach Reward3D the prompt's content? A short probe.
+
+    python -m dreamreward build-primitives --out data/primitives_4k_s1 --num_prompts 4000 --seed 1
+    python docs/content_probe.py --prompts 1000 --steps 300 --lr 3e-4 --out logs/probe_1000.json
+    python docs/content_probe.py --prompts 3000 ... --balance-relation
+
+Continues the shipped Reward3D on one kind of pair only: the correct asset against a wrong-colour,
+swapped-colour or wrong-relation candidate of the same prompt, the comparisons where the prompt's
+content decides. Training prompts come from a second build of the world (seed 1, 4000 prompts)
+with every scene of ``data/primitives_1k`` (any split) left out, so ``--prompts N`` varies the
+number of distinct training prompts at a fixed budget of steps (4 prompts a step). Accuracy on
+the same kinds of pairs of prompts never trained on: the 1k set's validation prompts and the
+second build's own held-out prompts (8%, the 1k set's scenes left out too). No test split is
+read.
+
+Each accuracy is also given by the prompt's relation class (``/v``: "on top of"; ``/h``: the
+five horizontal relations; ``/one``: one object). 5 of 6 relations are horizontal, so on
+wrong-relation pairs a judge that prefers side-by-side assets whatever the prompt says scores
+5/6 without reading anything; ``--balance-relation`` weighs the pairs of vertical prompts by
+n_horizontal / n_vertical so such a rule earns nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from dreamreward.data.preference import (
+    PreferenceDataModule,
+    PromptGroupDataset,
+    collate_asset_groups,
+)
+from dreamreward.lightning_cli import build_from_config
+from dreamreward.models.reward3d.export import shipped_reward3d_dir
+
+CONTENT_DEFECTS = {"wrong_relation", "swapped_attributes", "wrong_color"}
+CONFIGS = [
+    "--config",
+    "configs/reward3d/primitives.yaml",
+    "--config",
+    "configs/reward3d/presets/text_side.yaml",
+    "--config",
+    "configs/reward3d/presets/generated.yaml",
+    "--data.init_args.extra_sets",
+    "[]",
+    "--model.init_args.baselines",
+    "false",
+]
+
+
+def scene_key(scene_json: str) -> tuple:
+    """A scene up to what the cameras cannot tell apart (a one-object scene's size, the order
+    of two objects side by side)."""
+    scene = json.loads(scene_json)
+    objects = scene["objects"]
+    parts = [(o["shape"], o["color"]) + ((o["size"],) if len(objects) > 1 else ()) for o in objects]
+    if scene["relation"] is None:
+        return ("one", tuple(parts))
+    if scene["relation"] == "on top of":
+        return ("vertical", tuple(parts))
+    return ("horizontal", tuple(sorted(parts)))
+
+
+def relation_class(scene_json: str) -> str:
+    relation = json.loads(scene_json)["relation"]
+    return "one" if relation is None else ("v" if relation == "on top of" else "h")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--prompts", type=int, required=True, help="distinct training prompts")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--second-world", default="data/primitives_4k_s1")
+    parser.add_argument("--balance-relation", action="store_true")
+    parser.add_argument("--out", required=True, help="JSON file for the accuracy curve")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    cli = build_from_config(
+        [*CONFIGS, "--model.init_args.init_weights", str(shipped_reward3d_dir())]
+    )
+    module, small = cli.model, cli.datamodule
+    small.setup("fit")
+    big = PreferenceDataModule(
+        path=args.second_world,
+        grouping="prompt",
+        batch_size=4,
+        val_fraction=0.08,
+        test_fraction=0.0,
+        seed=0,
+        image_size=64,
+    )
+    big.setup("fit")
+
+    def correct_scenes(dm: PreferenceDataModule) -> dict[str, tuple]:
+        m = dm.dataset.select_columns(["prompt_id", "scene", "defect"])[:]
+        rows = zip(m["prompt_id"], m["scene"], m["defect"], strict=True)
+        return {p: scene_key(s) for p, s, d in rows if d == "none"}
+
+    small_scenes = set(correct_scenes(small).values())
+    big_scenes = correct_scenes(big)
+
+    def content_pairs(pairs: list, dm: PreferenceDataModule) -> list:
+        defects = dm.dataset.select_columns(["defect"])[:]["defect"]
+        return [
+            p for p in pairs if defects[p.better] == "none" and defects[p.worse] in CONTENT_DEFECTS
+        ]
+
+    def unseen(pairs: list) -> list:
+        return [p for p in pairs if big_scenes[p.prompt_id] not in small_scenes]
+
+    train_pairs = unseen(content_pairs(big.pairs["train"], big))
+    prompts = sorted({p.prompt_id for p in train_pairs})
+    random.Random(0).shuffle(prompts)
+    chosen = set(prompts[: args.prompts])
+    train_pairs = [p for p in train_pairs if p.prompt_id in chosen]
+    eval_sets = {
+        "val1k": (small, content_pairs(small.pairs["val"], small)),
+        "held4k": (big, unseen(content_pairs(big.pairs["val"], big))),
+    }
+    columns = big.dataset.select_columns(["defect", "scene"])[:]
+    vertical = [
+        json.loads(columns["scene"][p.better])["relation"] == "on top of"
+        for p in train_pairs
+        if columns["defect"][p.worse] == "wrong_relation"
+    ]
+    relation_weight = (len(vertical) - sum(vertical)) / max(1, sum(vertical))
+    print(
+        f"{len(chosen)} prompts, {len(train_pairs)} training pairs (wrong relation: "
+        f"{sum(vertical)} vertical, {len(vertical) - sum(vertical)} horizontal); evaluation "
+        + str({k: len(v[1]) for k, v in eval_sets.items()}),
+        flush=True,
+    )
+
+    def loader(dm: PreferenceDataModule, pairs: list, shuffle: bool) -> DataLoader:
+        items = PromptGroupDataset(dm.dataset, pairs, dm._prompts, 64)
+        generator = torch.Generator().manual_seed(0)
+        return DataLoader(
+            items,
+            batch_size=4,
+            shuffle=shuffle,
+            generator=generator,
+            collate_fn=collate_asset_groups,
+        )
+
+    def accuracy() -> dict:
+        module.eval()
+        result = {}
+        with torch.no_grad():
+            for name, (dm, pairs) in eval_sets.items():
+                counts: dict[str, list[int]] = {}
+                for b in loader(dm, pairs, False):
+                    r = module(b)["reward3d"]
+                    better, worse = b["better_index"].tolist(), b["worse_index"].tolist()
+                    for bi, wi in zip(better, worse, strict=True):
+                        ok = int(r[bi] > r[wi])
+                        defect = b["asset_defect"][wi]
+                        cls = relation_class(b["asset_scene"][bi])
+                        for k in (defect, f"{defect}/{cls}"):
+                            counts.setdefault(k, [0, 0])
+                            counts[k][0] += ok
+                            counts[k][1] += 1
+                result[name] = {k: round(v[0] / v[1], 3) for k, v in counts.items()}
+                top = [v for k, v in counts.items() if "/" not in k]
+                result[name]["all"] = round(sum(v[0] for v in top) / sum(v[1] for v in top), 3)
+                result[name]["n"] = {k: v[1] for k, v in counts.items()}
+        module.train()
+        return result
+
+    params = [p for p in module.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
+    log = {**vars(args), "train_pairs": len(train_pairs), "curve": [{"step": 0, **accuracy()}]}
+    print(log["curve"][-1], flush=True)
+    step, start = 0, time.time()
+    while step < args.steps:
+        for b in loader(big, train_pairs, True):
+            r = module(b)["reward3d"]
+            better, worse = b["better_index"], b["worse_index"]
+            weights = torch.ones(len(better))
+            if args.balance_relation:
+                for k, (bi, wi) in enumerate(zip(better.tolist(), worse.tolist(), strict=True)):
+                    is_relation = b["asset_defect"][wi] == "wrong_relation"
+                    if is_relation and relation_class(b["asset_scene"][bi]) == "v":
+                        weights[k] = relation_weight
+            per_pair = F.softplus(r[worse] - r[better])  # the preference loss, per pair
+            loss = (weights * per_pair).sum() / weights.sum()
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            step += 1
+            if step % (args.steps // 2) == 0 or step == args.steps:
+                seconds = round(time.time() - start)
+                log["curve"].append({"step": step, "seconds": seconds, **accuracy()})
+                print(log["curve"][-1], flush=True)
+                with open(args.out, "w") as f:
+                    json.dump(log, f, indent=1)
+            if step >= args.steps:
+                break
+
+
+if __name__ == "__main__":
+    main()
