@@ -76,6 +76,9 @@ def test_reward3d_presets_lay_over_the_cpu_config(preset, capsys):
         model = parsed["model"]["init_args"]
         assert model["init_weights"].endswith("assets/reward3d/primitives")
         assert (model["adversarial_epsilon"], model["adversarial_steps"]) == (0.02, 2)
+    if preset.name == "balanced_relations.yaml":  # the relation classes weigh alike
+        assert parsed["data"]["init_args"]["balance_relation_classes"] is True
+        assert parsed["model"]["init_args"]["init_weights"].endswith("assets/reward3d/primitives")
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,8 @@ class PreferencePair:
         axis: the rating axis on which the better asset leads the most (signed difference
             better - worse; on equal leads the first of ``alignment, fidelity, consistency``);
             ``"none"`` when it leads on no axis (for per-axis accuracy).
+        weight: how much the pair counts in the training loss (1; see
+            :func:`~dreamreward.data.pair_balance.balance_relation_classes`).
     """
 
     better: int
@@ -36,6 +38,7 @@ class PreferencePair:
     prompt_id: str
     defect: str
     axis: str
+    weight: float = 1.0
 
 
 def leading_axis(better: Mapping[str, Any], worse: Mapping[str, Any]) -> str:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from dreamreward.data import pair_balance
 from dreamreward.data.pairs import PreferencePair, build_pairs
 from dreamreward.data.schema import (
     cameras_to_tensor,
@@ -145,6 +146,7 @@ class PairDataset(Dataset):
             "prompt_id": pair.prompt_id,
             "defect": pair.defect,
             "axis": pair.axis,
+            "pair_weight": torch.tensor(pair.weight, dtype=torch.float32),
         }
 
 
@@ -157,8 +159,8 @@ class PromptGroupDataset(PairDataset):
 
     Returns dicts with ``views`` (A, 4, 3, H, W), ``cameras`` (A, 4, 4, 4), ``asset_prompt``,
     ``asset_defect`` and ``asset_scene`` (A strings each), ``better_index`` / ``worse_index``
-    (P,) int64 into the A assets, and ``prompt``, ``prompt_id``, ``defect``, ``axis``: lists of
-    P strings. Batch with :func:`collate_asset_groups`.
+    (P,) int64 into the A assets, ``pair_weight`` (P,) float, and ``prompt``, ``prompt_id``,
+    ``defect``, ``axis``: lists of P strings. Batch with :func:`collate_asset_groups`.
     """
 
     def __init__(
@@ -213,6 +215,7 @@ class PromptGroupDataset(PairDataset):
             "prompt_id": [p.prompt_id for p in pairs],
             "defect": [p.defect for p in pairs],
             "axis": [p.axis for p in pairs],
+            "pair_weight": torch.tensor([p.weight for p in pairs], dtype=torch.float32),
         }
 
 
@@ -225,6 +228,7 @@ def collate_asset_groups(items: list[dict[str, Any]]) -> dict[str, Any]:
     offsets = np.cumsum([0] + [len(it["views"]) for it in items[:-1]])
     for key in ("better_index", "worse_index"):
         out[key] = torch.cat([it[key] + int(o) for it, o in zip(items, offsets, strict=True)])
+    out["pair_weight"] = torch.cat([it["pair_weight"] for it in items])
     for key in (
         "asset_prompt",
         "asset_defect",
@@ -254,6 +258,7 @@ def pairs_as_asset_batch(batch: dict[str, Any]) -> dict[str, Any]:
         "asset_scene": list(batch.get("scene", [""] * b)) * 2,
         "better_index": torch.arange(b),
         "worse_index": torch.arange(b, 2 * b),
+        "pair_weight": batch.get("pair_weight", torch.ones(b)),
         "prompt": list(batch["prompt"]),
         "prompt_id": list(batch["prompt_id"]),
         "defect": list(batch["defect"]),
@@ -325,7 +330,8 @@ class PreferenceDataModule(L.LightningDataModule):
     Batches (dicts): ``better_views`` / ``worse_views`` (B, 4, 3, H, W) float in [0, 1];
     ``better_cameras`` / ``worse_cameras`` (B, 4, 4, 4) camera-to-world (Z-up, OpenGL axes);
     ``prompt``, ``prompt_id``, ``defect`` (the worse asset's), ``axis`` (the rating axis the
-    better asset leads on): lists of B strings.
+    better asset leads on): lists of B strings; ``pair_weight`` (B,) the pairs' loss weights
+    (1 unless ``balance_relation_classes``).
 
     ``val_dataloader`` gives the val pairs; ``test_dataloader`` gives two loaders in the order
     :data:`TEST_DATALOADERS` = (test pairs, novel-composition pairs), i.e. ``dataloader_idx``
@@ -362,6 +368,10 @@ class PreferenceDataModule(L.LightningDataModule):
             procedural candidate's defect rank do not compare). Every ``prompt_id`` of an extra
             set must be one of ``path``'s, with the same prompt text; ``asset_id`` stays unique
             across sets. Views of another size need ``image_size``.
+        balance_relation_classes: weigh the training split's wrong-relation pairs so prompts
+            of the vertical relation and of the horizontal ones count alike (batches carry
+            ``pair_weight``; see :mod:`~dreamreward.data.pair_balance`). Validation and test
+            pairs always weigh 1.
     """
 
     def __init__(
@@ -379,8 +389,10 @@ class PreferenceDataModule(L.LightningDataModule):
         build_num_prompts: int = 300,
         train_assets: Literal["all", "correct"] = "all",
         extra_sets: Sequence[str] = (),
+        balance_relation_classes: bool = False,
     ) -> None:
         super().__init__()
+        self.balance_relation_classes = balance_relation_classes
         if grouping not in ("pair", "prompt"):
             raise ValueError(f"grouping must be 'pair' or 'prompt', got {grouping!r}")
         if train_assets not in ("all", "correct"):
@@ -453,6 +465,9 @@ class PreferenceDataModule(L.LightningDataModule):
             offset += len(part)
         self.split_prompt_ids = {name: splits[name] for name in SPLITS}
         self.dataset = datasets.concatenate_datasets([ds, *extras]) if extras else ds
+        if self.balance_relation_classes and "scene" in self.dataset.column_names:
+            scenes = self.dataset.select_columns(["scene"])[:]["scene"]
+            self.pairs["train"] = pair_balance.balance_relation_classes(self.pairs["train"], scenes)
 
     def _load_extra_set(
         self, k: int, main: datasets.Dataset, sizes: set[tuple[int, int]]

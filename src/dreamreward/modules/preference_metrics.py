@@ -22,9 +22,16 @@ from torchmetrics.classification import BinaryCalibrationError
 OTHER_GROUP = "other"
 
 
-def pairwise_logistic_loss(r_better: Tensor, r_worse: Tensor) -> Tensor:
-    """Mean of -log sigmoid(r_better - r_worse) over P pairs ((P,) each), stably."""
-    return F.softplus(r_worse - r_better).mean()
+def pairwise_logistic_loss(
+    r_better: Tensor, r_worse: Tensor, weights: Tensor | None = None
+) -> Tensor:
+    """Mean of -log sigmoid(r_better - r_worse) over P pairs ((P,) each), stably; with
+    ``weights`` (P,) the weighted mean (sum of w * loss over sum of w)."""
+    losses = F.softplus(r_worse - r_better)
+    if weights is None:
+        return losses.mean()
+    weights = weights.to(losses)
+    return (weights * losses).sum() / weights.sum()
 
 
 def pairwise_correct(r_better: Tensor, r_worse: Tensor) -> Tensor:

@@ -394,15 +394,14 @@ class Reward3DModule(TextSideTerms, L.LightningModule):
         if self.hparams.adversarial_epsilon > 0 and better.numel():
             batch = {**batch, "views": self._adversarial_views(batch, better, worse)}
         rewards = self(batch, with_tokens=swap_weight > 0 or edit_weight > 0)
-        n_pairs = int(better.numel())
+        n_pairs, pair_weight = int(better.numel()), batch.get("pair_weight")
         terms: list[Tensor] = []
         # A batch of correct assets alone (``train_assets: correct``) has no pairs.
         if n_pairs and self.hparams.preference_weight > 0:
-            loss = pairwise_logistic_loss(rewards["reward3d"][better], rewards["reward3d"][worse])
+            r_better, r_worse = rewards["reward3d"][better], rewards["reward3d"][worse]
+            loss = pairwise_logistic_loss(r_better, r_worse, pair_weight)
             with torch.no_grad():
-                accuracy = pairwise_correct(
-                    rewards["reward3d"][better], rewards["reward3d"][worse]
-                ).mean()
+                accuracy = pairwise_correct(r_better, r_worse).mean()
             self.log("train/loss", loss, prog_bar=True, batch_size=n_pairs)
             self.log("train/accuracy", accuracy, prog_bar=True, batch_size=n_pairs)
             terms.append(self.hparams.preference_weight * loss)
@@ -424,7 +423,7 @@ class Reward3DModule(TextSideTerms, L.LightningModule):
                 terms.append(edit_weight * edit_loss)
         if self.baselines and n_pairs:
             head_only = rewards["head_only"]
-            baseline_loss = pairwise_logistic_loss(head_only[better], head_only[worse])
+            baseline_loss = pairwise_logistic_loss(head_only[better], head_only[worse], pair_weight)
             self.log("train/head_only_loss", baseline_loss, batch_size=n_pairs)
             terms.append(baseline_loss)  # disjoint parameters: the sum trains both
         if not terms:
