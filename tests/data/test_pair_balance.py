@@ -9,7 +9,11 @@ import pytest
 import torch
 
 from _reward3d_tiny import tiny_reward
-from dreamreward.data.pair_balance import balance_relation_classes, relation_class
+from dreamreward.data.pair_balance import (
+    balance_relation_classes,
+    relation_class,
+    weigh_defects,
+)
 from dreamreward.data.pairs import PreferencePair
 from dreamreward.data.preference import PreferenceDataModule, pairs_as_asset_batch
 from dreamreward.data.schema import PREFERENCE_FEATURES, synthetic_rows
@@ -71,6 +75,17 @@ def test_one_class_alone_changes_nothing() -> None:
     assert balance_relation_classes(pairs, scenes) == pairs
 
 
+def test_defect_weights_multiply_and_bad_ones_are_named() -> None:
+    pairs, scenes = _pairs(vertical=1, horizontal=3)
+    weighted = weigh_defects(balance_relation_classes(pairs, scenes), {"wrong_relation": 4.0})
+    assert [p.weight for p in weighted] == pytest.approx([8.0, 8 / 3, 8 / 3, 8 / 3, 1.0])
+    assert [p.weight for p in weigh_defects(pairs, {"wrong_color": 0.5})] == [1, 1, 1, 1, 0.5]
+    with pytest.raises(ValueError, match="'wrong_colour', which no training pair has"):
+        weigh_defects(pairs, {"wrong_colour": 2.0})
+    with pytest.raises(ValueError, match=r"defect_weights\['wrong_color'\] must be positive"):
+        weigh_defects(pairs, {"wrong_color": 0.0})
+
+
 def test_weighted_loss() -> None:
     better, worse = torch.tensor([1.0, -2.0, 0.5]), torch.tensor([0.0, 1.0, 0.5])
     plain = pairwise_logistic_loss(better, worse)
@@ -126,6 +141,19 @@ def test_training_batches_carry_the_weights_and_evaluation_does_not(grouping, re
     assert sorted(batch["pair_weight"].tolist()) == pytest.approx(
         sorted(p.weight for p in balanced.pairs["train"])
     )
+    heavier = PreferenceDataModule(
+        relation_set,
+        val_fraction=0.2,
+        test_fraction=0.2,
+        grouping=grouping,
+        balance_relation_classes=True,
+        defect_weights={"wrong_relation": 3.0},
+    )
+    heavier.setup("fit")
+    assert [p.weight for p in heavier.pairs["train"]] == pytest.approx(
+        [3 * p.weight for p in balanced.pairs["train"]]
+    )
+    assert [p.weight for p in heavier.pairs["val"]] == [1.0] * len(heavier.pairs["val"])
     for loader in (balanced.val_dataloader(), *balanced.test_dataloader()):
         for eval_batch in loader:
             assert torch.equal(

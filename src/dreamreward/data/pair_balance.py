@@ -1,4 +1,4 @@
-"""Weights that leave a prompt-blind rule nothing to gain on wrong-relation pairs.
+"""Training-pair weights: relation classes weighed alike, and chosen defects weighed up.
 
 The primitives world has one vertical relation ("on top of") and five horizontal ones (which its
 turning cameras make one), so about 5 in 6 wrong-relation candidates of a two-object prompt are
@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from dreamreward.data.pairs import PreferencePair
 
@@ -58,4 +58,35 @@ def balance_relation_classes(
     return [
         p if c is None else dataclasses.replace(p, weight=p.weight * total / (2 * counts[c]))
         for p, c in zip(pairs, classes, strict=True)
+    ]
+
+
+def weigh_defects(
+    pairs: Sequence[PreferencePair], defect_weights: Mapping[str, float]
+) -> list[PreferencePair]:
+    """The pairs with each weight multiplied by ``defect_weights[pair.defect]`` (the worse
+    asset's defect; others unchanged).
+
+    The content comparisons the reward is for are a small share of a prompt's pairs (a wrong
+    relation is about 3% of the primitives pairs), so their gradient is a small share of the
+    loss's; this raises it without changing which pairs exist.
+
+    Raises:
+        ValueError: a weight that is not positive, or a defect no pair has (a misspelt name
+            would otherwise weigh nothing), naming it.
+    """
+    present = {p.defect for p in pairs}
+    for defect, weight in defect_weights.items():
+        if not weight > 0:
+            raise ValueError(f"defect_weights[{defect!r}] must be positive, got {weight}")
+        if defect not in present:
+            raise ValueError(
+                f"defect_weights names {defect!r}, which no training pair has; defects present: "
+                f"{sorted(present)}"
+            )
+    return [
+        dataclasses.replace(p, weight=p.weight * defect_weights[p.defect])
+        if p.defect in defect_weights
+        else p
+        for p in pairs
     ]

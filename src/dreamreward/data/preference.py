@@ -372,6 +372,10 @@ class PreferenceDataModule(L.LightningDataModule):
             of the vertical relation and of the horizontal ones count alike (batches carry
             ``pair_weight``; see :mod:`~dreamreward.data.pair_balance`). Validation and test
             pairs always weigh 1.
+        defect_weights: multiply the training pairs' weights by their worse asset's defect's
+            weight (e.g. ``{wrong_relation: 8}``; see
+            :func:`~dreamreward.data.pair_balance.weigh_defects`); validation and test pairs
+            always weigh 1.
     """
 
     def __init__(
@@ -390,9 +394,11 @@ class PreferenceDataModule(L.LightningDataModule):
         train_assets: Literal["all", "correct"] = "all",
         extra_sets: Sequence[str] = (),
         balance_relation_classes: bool = False,
+        defect_weights: dict[str, float] | None = None,
     ) -> None:
         super().__init__()
         self.balance_relation_classes = balance_relation_classes
+        self.defect_weights = dict(defect_weights or {})
         if grouping not in ("pair", "prompt"):
             raise ValueError(f"grouping must be 'pair' or 'prompt', got {grouping!r}")
         if train_assets not in ("all", "correct"):
@@ -468,6 +474,10 @@ class PreferenceDataModule(L.LightningDataModule):
         if self.balance_relation_classes and "scene" in self.dataset.column_names:
             scenes = self.dataset.select_columns(["scene"])[:]["scene"]
             self.pairs["train"] = pair_balance.balance_relation_classes(self.pairs["train"], scenes)
+        if self.defect_weights:
+            self.pairs["train"] = pair_balance.weigh_defects(
+                self.pairs["train"], self.defect_weights
+            )
 
     def _load_extra_set(
         self, k: int, main: datasets.Dataset, sizes: set[tuple[int, int]]
