@@ -179,3 +179,20 @@ def test_the_training_step_weighs_its_pairs(relation_set, vocab_dir) -> None:
     torch.testing.assert_close(plain, pairwise_logistic_loss(r[better], r[worse]))
     torch.testing.assert_close(weighted, pairwise_logistic_loss(r[better], r[worse], weights))
     assert not torch.isclose(plain, weighted)
+
+
+def test_balancing_that_changes_nothing_says_so(tmp_path) -> None:
+    rows = synthetic_rows(num_prompts=8, assets_per_prompt=3, image_size=16)
+    for row in rows:  # side-by-side prompts only: nothing to balance against
+        row["scene"] = SIDE_BY_SIDE
+        row["defect"] = "none" if row["rank"] == 1 else "wrong_relation"
+    columns = {name: [r[name] for r in rows] for name in PREFERENCE_FEATURES}
+    datasets.Dataset.from_dict(columns, features=PREFERENCE_FEATURES).save_to_disk(
+        str(tmp_path / "ds")
+    )
+    dm = PreferenceDataModule(str(tmp_path / "ds"), balance_relation_classes=True)
+    with pytest.warns(UserWarning, match="balance_relation_classes changed nothing"):
+        dm.setup("fit")
+    bad = PreferenceDataModule(str(tmp_path / "ds"), defect_weights={"wrong_relatoin": 2.0})
+    with pytest.raises(ValueError, match="'wrong_relatoin', which no training pair has"):
+        bad.setup("fit")

@@ -9,6 +9,7 @@ compositions that never enters train/val/test. Items are ImageReward-style (bett
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -295,8 +296,6 @@ class EpochShuffleSampler(torch.utils.data.Sampler[int]):
             return
         if getattr(trainer, "world_size", 1) > 1:
             if trainer.global_step:
-                import warnings
-
                 warnings.warn(
                     "mid-epoch resume under DDP restarts the interrupted epoch's data order "
                     "(the per-rank skip is not implemented)",
@@ -331,7 +330,7 @@ class PreferenceDataModule(L.LightningDataModule):
     ``better_cameras`` / ``worse_cameras`` (B, 4, 4, 4) camera-to-world (Z-up, OpenGL axes);
     ``prompt``, ``prompt_id``, ``defect`` (the worse asset's), ``axis`` (the rating axis the
     better asset leads on): lists of B strings; ``pair_weight`` (B,) the pairs' loss weights
-    (1 unless ``balance_relation_classes``).
+    (1 unless ``balance_relation_classes`` or ``defect_weights`` say otherwise).
 
     ``val_dataloader`` gives the val pairs; ``test_dataloader`` gives two loaders in the order
     :data:`TEST_DATALOADERS` = (test pairs, novel-composition pairs), i.e. ``dataloader_idx``
@@ -471,9 +470,21 @@ class PreferenceDataModule(L.LightningDataModule):
             offset += len(part)
         self.split_prompt_ids = {name: splits[name] for name in SPLITS}
         self.dataset = datasets.concatenate_datasets([ds, *extras]) if extras else ds
-        if self.balance_relation_classes and "scene" in self.dataset.column_names:
+        if self.balance_relation_classes:
+            if "scene" not in self.dataset.column_names:
+                raise ValueError(
+                    f"balance_relation_classes reads each prompt's relation from the 'scene' "
+                    f"column, which {self.path} does not have (primitives data has it)"
+                )
             scenes = self.dataset.select_columns(["scene"])[:]["scene"]
-            self.pairs["train"] = pair_balance.balance_relation_classes(self.pairs["train"], scenes)
+            balanced = pair_balance.balance_relation_classes(self.pairs["train"], scenes)
+            if balanced == self.pairs["train"]:
+                warnings.warn(
+                    "balance_relation_classes changed nothing: the training split lacks wrong-"
+                    "relation pairs of both relation classes (or their prompts' scenes)",
+                    stacklevel=2,
+                )
+            self.pairs["train"] = balanced
         if self.defect_weights:
             self.pairs["train"] = pair_balance.weigh_defects(
                 self.pairs["train"], self.defect_weights
