@@ -29,8 +29,10 @@ import time
 
 import torch
 import torch.nn.functional as F
+from shipped_reward3d_configs import shipped_reward3d_args
 from torch.utils.data import DataLoader
 
+from dreamreward.data.pair_balance import relation_class
 from dreamreward.data.preference import (
     PreferenceDataModule,
     PromptGroupDataset,
@@ -40,18 +42,6 @@ from dreamreward.lightning_cli import build_from_config
 from dreamreward.models.reward3d.export import shipped_reward3d_dir
 
 CONTENT_DEFECTS = {"wrong_relation", "swapped_attributes", "wrong_color"}
-CONFIGS = [
-    "--config",
-    "configs/reward3d/primitives.yaml",
-    "--config",
-    "configs/reward3d/presets/text_side.yaml",
-    "--config",
-    "configs/reward3d/presets/generated.yaml",
-    "--data.init_args.extra_sets",
-    "[]",
-    "--model.init_args.baselines",
-    "false",
-]
 
 
 def scene_key(scene_json: str) -> tuple:
@@ -67,9 +57,9 @@ def scene_key(scene_json: str) -> tuple:
     return ("horizontal", tuple(sorted(parts)))
 
 
-def relation_class(scene_json: str) -> str:
-    relation = json.loads(scene_json)["relation"]
-    return "one" if relation is None else ("v" if relation == "on top of" else "h")
+def relation_label(scene_json: str) -> str:
+    """The accuracy keys' suffix: "v" / "h" (``pair_balance.relation_class``) or "one"."""
+    return {"vertical": "v", "horizontal": "h", None: "one"}[relation_class(scene_json)]
 
 
 def main() -> None:
@@ -82,9 +72,7 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="JSON file for the accuracy curve")
     args = parser.parse_args()
     torch.manual_seed(0)
-    cli = build_from_config(
-        [*CONFIGS, "--model.init_args.init_weights", str(shipped_reward3d_dir())]
-    )
+    cli = build_from_config(shipped_reward3d_args(str(shipped_reward3d_dir()), extra_sets=[]))
     module, small = cli.model, cli.datamodule
     small.setup("fit")
     big = PreferenceDataModule(
@@ -161,7 +149,7 @@ def main() -> None:
                     for bi, wi in zip(better, worse, strict=True):
                         ok = int(r[bi] > r[wi])
                         defect = b["asset_defect"][wi]
-                        cls = relation_class(b["asset_scene"][bi])
+                        cls = relation_label(b["asset_scene"][bi])
                         for k in (defect, f"{defect}/{cls}"):
                             counts.setdefault(k, [0, 0])
                             counts[k][0] += ok
@@ -186,7 +174,7 @@ def main() -> None:
             if args.balance_relation:
                 for k, (bi, wi) in enumerate(zip(better.tolist(), worse.tolist(), strict=True)):
                     is_relation = b["asset_defect"][wi] == "wrong_relation"
-                    if is_relation and relation_class(b["asset_scene"][bi]) == "v":
+                    if is_relation and relation_label(b["asset_scene"][bi]) == "v":
                         weights[k] = relation_weight
             per_pair = F.softplus(r[worse] - r[better])  # the preference loss, per pair
             loss = (weights * per_pair).sum() / weights.sum()

@@ -14,25 +14,15 @@ Validation data only (no test split is read).
 from __future__ import annotations
 
 import argparse
-import json
 from collections import defaultdict
 
 import torch
+from shipped_reward3d_configs import shipped_reward3d_args
 
+from dreamreward.data.pair_balance import relation_class
 from dreamreward.data.preference import pairs_as_asset_batch
 from dreamreward.lightning_cli import build_from_config
 from dreamreward.models.reward3d.export import shipped_reward3d_dir
-
-CONFIGS = [
-    "--config",
-    "configs/reward3d/primitives.yaml",
-    "--config",
-    "configs/reward3d/presets/text_side.yaml",
-    "--config",
-    "configs/reward3d/presets/generated.yaml",
-    "--model.init_args.baselines",
-    "false",
-]
 
 
 def kind(defect: str) -> str:
@@ -40,15 +30,6 @@ def kind(defect: str) -> str:
     if defect in ("", "none"):
         return "correct"
     return "low_fidelity" if defect.startswith("low_fidelity") else defect
-
-
-def relation_class(scene_json: str) -> str:
-    """ "vertical" ("on top of") or "horizontal" (the other five relations, which the world's
-    turning cameras make one): 5 of 6 relations are horizontal, so a judge that finds every
-    stacked asset worse, whatever the prompt says, is right on 5/6 of wrong-relation pairs; the
-    two rows apart show whether it reads the relation."""
-    relation = json.loads(scene_json)["relation"] if scene_json else None
-    return "vertical" if relation == "on top of" else "horizontal"
 
 
 def main() -> None:
@@ -61,17 +42,7 @@ def main() -> None:
     )
     parser.add_argument("--max-batches", type=int, default=None)
     args = parser.parse_args()
-    extra = [a for c in args.config for a in ("--config", c)]
-    cli = build_from_config(
-        [
-            *CONFIGS,
-            *extra,
-            "--data.init_args.extra_sets",
-            "[" + ", ".join(args.extra_sets) + "]",
-            "--model.init_args.init_weights",
-            args.reward,
-        ]
-    )
+    cli = build_from_config(shipped_reward3d_args(args.reward, args.extra_sets, args.config))
     module, data = cli.model.eval(), cli.datamodule
     data.setup("validate")
     loader = data.val_dataloader()
@@ -93,6 +64,9 @@ def main() -> None:
         for b, w, ok in zip(better.tolist(), worse.tolist(), right, strict=True):
             pair_rows = [kind(defects[w])]
             if pair_rows[0] == "wrong_relation":
+                # 5 of 6 relations are side by side ("horizontal"), so a judge that finds every
+                # stacked asset worse, whatever the prompt says, is right on 5/6 of these pairs:
+                # the two classes apart show whether it reads the relation.
                 pair_rows.append(f"wrong_relation, prompt {relation_class(scenes[b])}")
             for worse_kind in pair_rows:
                 cell = counts[(worse_kind, kind(defects[b]))]

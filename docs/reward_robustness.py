@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 
 import torch
+from shipped_reward3d_configs import shipped_reward3d_args
 
 from dreamreward.data.preference import pairs_as_asset_batch
 from dreamreward.lightning_cli import build_from_config
@@ -28,19 +29,6 @@ from dreamreward.models.reward3d.export import shipped_reward3d_dir
 from dreamreward.modules.adversarial_views import adversarial_views
 from dreamreward.modules.preference_metrics import pairwise_logistic_loss
 from dreamreward.render.image_ops import gaussian_blur
-
-CONFIGS = [
-    "--config",
-    "configs/reward3d/primitives.yaml",
-    "--config",
-    "configs/reward3d/presets/text_side.yaml",
-    "--config",
-    "configs/reward3d/presets/generated.yaml",
-    "--data.init_args.extra_sets",
-    "[data/generated_val]",
-    "--model.init_args.baselines",
-    "false",
-]
 
 
 def main() -> None:
@@ -51,7 +39,7 @@ def main() -> None:
     parser.add_argument("--max-batches", type=int, default=None)
     parser.add_argument("--input-blur", type=float, default=0.0, help="sigma per 64 px")
     args = parser.parse_args()
-    cli = build_from_config([*CONFIGS, "--model.init_args.init_weights", args.reward])
+    cli = build_from_config(shipped_reward3d_args(args.reward, ["data/generated_val"]))
     module, data = cli.model.eval(), cli.datamodule
     data.setup("validate")
     correct = {eps: 0 for eps in (0.0, *args.epsilons)}
