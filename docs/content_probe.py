@@ -69,6 +69,14 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--second-world", default="data/primitives_4k_s1")
     parser.add_argument("--balance-relation", action="store_true")
+    parser.add_argument(
+        "--defects",
+        nargs="*",
+        default=sorted(CONTENT_DEFECTS),
+        choices=sorted(CONTENT_DEFECTS),
+        help="train on these kinds of pair only (evaluation keeps all three)",
+    )
+    parser.add_argument("--clip", type=float, default=1.0, help="gradient norm clip")
     parser.add_argument("--out", required=True, help="JSON file for the accuracy curve")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -104,6 +112,8 @@ def main() -> None:
         return [p for p in pairs if big_scenes[p.prompt_id] not in small_scenes]
 
     train_pairs = unseen(content_pairs(big.pairs["train"], big))
+    big_defects = big.dataset.select_columns(["defect"])[:]["defect"]
+    train_pairs = [p for p in train_pairs if big_defects[p.worse] in args.defects]
     prompts = sorted({p.prompt_id for p in train_pairs})
     random.Random(0).shuffle(prompts)
     chosen = set(prompts[: args.prompts])
@@ -180,7 +190,7 @@ def main() -> None:
             loss = (weights * per_pair).sum() / weights.sum()
             optimizer.zero_grad()
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            torch.nn.utils.clip_grad_norm_(params, args.clip)
             optimizer.step()
             step += 1
             if step % (args.steps // 2) == 0 or step == args.steps:

@@ -180,3 +180,30 @@ def test_extra_sets_bad_input_is_named(saved, tmp_path) -> None:
     setup(_extra_rows(image_size=8), image_size=16)  # resized: accepted
     with pytest.raises(TypeError, match="list of paths"):
         PreferenceDataModule(saved, extra_sets="data/generated_train")
+
+
+def test_train_prompts_keeps_nested_training_subsets_and_the_held_out_splits(saved, tmp_path):
+    extra = _save(_extra_rows(), tmp_path / "generated")
+
+    def setup(train_prompts):
+        dm = PreferenceDataModule(
+            saved, val_fraction=0.2, test_fraction=0.2, seed=3, extra_sets=[extra],
+            train_prompts=train_prompts,
+        )  # fmt: skip
+        dm.setup("fit")
+        return dm
+
+    full, two, four = setup(None), setup(2), setup(4)
+    assert len(full.split_prompt_ids["train"]) == 6
+    assert two.split_prompt_ids["train"] == full.split_prompt_ids["train"][:2]
+    assert set(two.split_prompt_ids["train"]) < set(four.split_prompt_ids["train"])  # nested
+    for split in ("val", "test", "novel"):
+        assert two.split_prompt_ids[split] == full.split_prompt_ids[split]
+        assert two.pairs[split] == full.pairs[split]
+    kept = set(two.split_prompt_ids["train"])
+    assert two.pairs["train"] == [p for p in full.pairs["train"] if p.prompt_id in kept]
+    assert any(p.defect.startswith("generated") for p in two.pairs["train"])  # extra set too
+    with pytest.raises(ValueError, match="train_prompts=7, but .* has only 6 training prompts"):
+        setup(7)
+    with pytest.raises(ValueError, match="train_prompts must be >= 1"):
+        PreferenceDataModule(saved, train_prompts=0)

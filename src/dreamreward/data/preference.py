@@ -375,6 +375,11 @@ class PreferenceDataModule(L.LightningDataModule):
             weight (e.g. ``{wrong_relation: 8}``; see
             :func:`~dreamreward.data.pair_balance.weigh_defects`); validation and test pairs
             always weigh 1.
+        train_prompts: train on the first ``train_prompts`` prompts of the training split only
+            (its order is the seeded permutation of :func:`split_prompts`, so smaller subsets
+            are nested in larger ones); validation, test and novel prompts are unchanged, and so
+            are the generated sets' assets of the prompts kept. For data-scale studies
+            (``docs/data_scale.py``). None keeps every training prompt.
     """
 
     def __init__(
@@ -394,8 +399,12 @@ class PreferenceDataModule(L.LightningDataModule):
         extra_sets: Sequence[str] = (),
         balance_relation_classes: bool = False,
         defect_weights: dict[str, float] | None = None,
+        train_prompts: int | None = None,
     ) -> None:
         super().__init__()
+        if train_prompts is not None and train_prompts < 1:
+            raise ValueError(f"train_prompts must be >= 1 or None, got {train_prompts}")
+        self.train_prompts = train_prompts
         self.balance_relation_classes = balance_relation_classes
         self.defect_weights = dict(defect_weights or {})
         if grouping not in ("pair", "prompt"):
@@ -456,6 +465,13 @@ class PreferenceDataModule(L.LightningDataModule):
         seen = [p for p in meta["prompt_id"] if p not in novel_set]
         splits = split_prompts(seen, self.val_fraction, self.test_fraction, self.seed)
         splits["novel"] = novel
+        if self.train_prompts is not None:
+            if self.train_prompts > len(splits["train"]):
+                raise ValueError(
+                    f"train_prompts={self.train_prompts}, but {self.path} has only "
+                    f"{len(splits['train'])} training prompts"
+                )
+            splits["train"] = splits["train"][: self.train_prompts]
         # Pairs never cross prompts, so pairing the whole dataset once and routing each pair by
         # its prompt equals pairing each split; indices stay global row indices.
         where = {p: name for name, ids in splits.items() for p in ids}
@@ -463,6 +479,8 @@ class PreferenceDataModule(L.LightningDataModule):
         offset = 0
         for part in [ds, *extras]:
             for pair in build_pairs(part):
+                if pair.prompt_id not in where:
+                    continue  # a training prompt left out by train_prompts
                 shifted = dataclasses.replace(
                     pair, better=pair.better + offset, worse=pair.worse + offset
                 )
