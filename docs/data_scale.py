@@ -17,7 +17,9 @@ prior's oracle-ranked samples of the validation prompts (``--generated``, defaul
 3.0]' --steps 25``; no run trains on them, and the checkpoint choice does not read them). A run
 that stopped resumes from its ``last.ckpt``; a finished one is skipped.
 
-``report`` reads what the runs wrote (nothing is re-measured) and writes the table and the plot.
+``report`` reads what the runs wrote (nothing is re-measured), keeps every size's figures in
+``docs/data_scale_results.json`` (committed: a size recorded there is not trained again on a
+machine without its run), and writes the table and the plot.
 Nothing here reads the test split before training ends, and no setting depends on it.
 """
 
@@ -33,6 +35,9 @@ from pathlib import Path
 from dreamreward.stats import MeanCI, mean_ci
 
 ROOT = Path("runs/data_scale")
+# Every finished size's figures, committed: the runs folder is local, so a size recorded here is
+# not trained again on another machine (delete its entry to measure it again).
+RESULTS = Path("docs/data_scale_results.json")
 RECIPE = ("configs/reward3d/primitives.yaml", "configs/reward3d/presets/text_side.yaml")
 GENERATED = "data/generated_val"
 # 714 training prompts in data/primitives_1k (1000 prompts: 160 novel, 42 validation, 84 test):
@@ -62,8 +67,19 @@ def fit_command(size: int, steps: int) -> list[str]:
     return command
 
 
+def recorded() -> dict[int, dict]:
+    """The committed figures, by number of training prompts."""
+    if not RESULTS.is_file():
+        return {}
+    return {row["prompts"]: row for row in json.loads(RESULTS.read_text())}
+
+
 def train(sizes: list[int], steps: int, generated: str) -> None:
+    done = recorded()
     for size in sizes:
+        if size in done and not run_dir(size).exists():
+            print(f"[data_scale] {size} prompts: recorded in {RESULTS}, skipped", flush=True)
+            continue
         folder = run_dir(size)
         if not (folder / "reward3d_eval.json").is_file():
             print(f"[data_scale] training on {size} prompts: {folder}", flush=True)
@@ -209,13 +225,20 @@ def svg_plot(rows: list[dict]) -> str:
 
 
 def report(sizes: list[int]) -> None:
-    rows = [row for row in map(read_run, sizes) if row is not None]
+    """Figures of the runs under ``ROOT`` (or, for a size without a run here, the committed
+    ones), written back to ``RESULTS``, as a table and the plot."""
+    by_size = recorded()
+    for size in sizes:
+        row = read_run(size)
+        if row is not None:
+            by_size[size] = row
+    rows = [by_size[size] for size in sorted(by_size)]
     if not rows:
         raise SystemExit(f"no finished run under {ROOT}: run 'python docs/data_scale.py train'")
-    (ROOT / "summary.json").write_text(json.dumps(rows, indent=1))
+    RESULTS.write_text(json.dumps(rows, indent=1) + "\n")
     SVG_OUT.write_text(svg_plot(rows))
     print(markdown(rows))
-    print(f"\n{ROOT / 'summary.json'}, {SVG_OUT}")
+    print(f"\n{RESULTS}, {SVG_OUT}")
 
 
 if __name__ == "__main__":
