@@ -6,21 +6,21 @@ number of distinct training prompts.
 
 ``train`` fits the CPU-scale Reward3D with the committed recipe
 (``configs/reward3d/primitives.yaml`` + ``presets/text_side.yaml``: preference loss and crossed
-term, from the pretrained towers) on the first N prompts of the training split
-(``PreferenceDataModule(train_prompts=N)``: nested subsets of one seeded order; validation, test
-and novel prompts the same for every N) for the same number of steps, so every size gets the
-same compute and the smaller ones see their prompts more often. Each run tests its kept
-checkpoint (the best validation text side, as the recipe says) on the held-out and novel prompts
-(``reward3d_eval.json``, written by ``fit``), and ``evaluate-reward3d`` scores its export on the
-prior's oracle-ranked samples of the validation prompts (``--generated``, default
-``data/generated_val``: ``build-generated --splits '[val]' --seeds 2 --guidance_scales '[1.0,
-3.0]' --steps 25``; no run trains on them, and the checkpoint choice does not read them). A run
-that stopped resumes from its ``last.ckpt``; a finished one is skipped.
+term at the shipped model's learning rates, from the pretrained towers) on the first N prompts of
+the training split (``PreferenceDataModule(train_prompts=N)``: nested subsets of one seeded order;
+validation, test and novel prompts the same for every N) for the same number of steps, so every
+size gets the same compute and the smaller ones see their prompts more often. Each run tests its
+kept checkpoint (the best validation text side, as the recipe says) on the held-out and novel
+prompts (``reward3d_eval.json``, written by ``fit``), and ``evaluate-reward3d`` scores its export
+on the prior's oracle-ranked samples of the validation prompts (``--generated``, default
+``data/generated_val``: ``build-generated --splits '[val]' --seeds 2 --guidance_scales '[1.0, 3.0]'
+--steps 25``; no run trains on them, and the checkpoint choice does not read them). A run that
+stopped resumes from its ``last.ckpt``; a finished one is skipped.
 
 ``report`` reads what the runs wrote (nothing is re-measured), keeps every size's figures in
 ``docs/data_scale_results.json`` (committed: a size recorded there is not trained again on a
-machine without its run), and writes the table and the plot.
-Nothing here reads the test split before training ends, and no setting depends on it.
+machine without its run), and writes the table and the plot. Nothing here reads the test split
+before training ends, and no setting depends on it.
 """
 
 from __future__ import annotations

@@ -72,6 +72,8 @@ def test_reward3d_presets_lay_over_the_cpu_config(preset, capsys):
         # beside the listwise term the crossed loss never learned colour (README)
         assert model["prompt_edit_weight"] == 0.0 and model["crossed_edit_weight"] == 1.0
         assert model["train_augmentation"]["class_path"].endswith("ViewAugmentation")
+        # primitives.yaml's 1e-3 collapses the text side under this recipe (README, Data scale)
+        assert (model["lr"], model["head_lr"]) == (1e-4, 3e-4)
     if preset.name == "adversarial.yaml":  # continues the shipped model's adapter
         model = parsed["model"]["init_args"]
         assert model["init_weights"].endswith("assets/reward3d/primitives")
