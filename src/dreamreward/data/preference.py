@@ -479,7 +479,7 @@ class PreferenceDataModule(L.LightningDataModule):
         offset = 0
         for part in [ds, *extras]:
             for pair in build_pairs(part):
-                if pair.prompt_id not in where:
+                if self.train_prompts is not None and pair.prompt_id not in where:
                     continue  # a training prompt left out by train_prompts
                 shifted = dataclasses.replace(
                     pair, better=pair.better + offset, worse=pair.worse + offset
