@@ -32,6 +32,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 from dreamreward.stats import MeanCI, mean_ci
 
 ROOT = Path("runs/data_scale")
@@ -85,7 +87,13 @@ def train(sizes: list[int], steps: int, generated: str) -> None:
             print(f"[data_scale] training on {size} prompts: {folder}", flush=True)
             subprocess.run(fit_command(size, steps), check=True)
         out = folder / "generated"
-        if Path(generated).exists() and not (out / "reward3d_generated_eval.json").is_file():
+        if not Path(generated).exists():
+            print(
+                f"[data_scale] no generated set at {generated}: the generated column stays "
+                "empty (build it with the command in this script's docstring)",
+                flush=True,
+            )
+        elif not (out / "reward3d_generated_eval.json").is_file():
             from dreamreward.evaluate_reward3d import evaluate_reward3d
 
             print(f"[data_scale] scoring {generated} with {folder / 'reward3d'}", flush=True)
@@ -125,9 +133,13 @@ def read_run(size: int) -> dict | None:
     if not path.is_file():
         return None
     evaluation = json.loads(path.read_text())
+    config = yaml.safe_load((folder / "config.yaml").read_text())
     test, novel = evaluation["test"]["reward3d"], evaluation["novel"]["reward3d"]
     row = {
         "prompts": size,
+        "steps": config["trainer"]["max_steps"],
+        "lr": config["model"]["init_args"]["lr"],
+        "head_lr": config["model"]["init_args"]["head_lr"],
         "held_out": accuracy_ci(test["accuracy"], int(test["pairs"])).as_dict(),
         "novel": accuracy_ci(novel["accuracy"], int(novel["pairs"])).as_dict(),
         "text_side_mean": test["text_side_mean"],
@@ -235,6 +247,9 @@ def report(sizes: list[int]) -> None:
     rows = [by_size[size] for size in sorted(by_size)]
     if not rows:
         raise SystemExit(f"no finished run under {ROOT}: run 'python docs/data_scale.py train'")
+    settings = {(row.get("steps"), row.get("lr"), row.get("head_lr")) for row in rows}
+    if len(settings) > 1:
+        print(f"[data_scale] warning: the sizes were trained differently: {sorted(settings)}")
     RESULTS.write_text(json.dumps(rows, indent=1) + "\n")
     SVG_OUT.write_text(svg_plot(rows))
     print(markdown(rows))
