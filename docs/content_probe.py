@@ -102,18 +102,16 @@ def main() -> None:
     small_scenes = set(correct_scenes(small).values())
     big_scenes = correct_scenes(big)
 
-    def content_pairs(pairs: list, dm: PreferenceDataModule) -> list:
+    def content_pairs(
+        pairs: list, dm: PreferenceDataModule, kinds: set[str] = CONTENT_DEFECTS
+    ) -> list:
         defects = dm.dataset.select_columns(["defect"])[:]["defect"]
-        return [
-            p for p in pairs if defects[p.better] == "none" and defects[p.worse] in CONTENT_DEFECTS
-        ]
+        return [p for p in pairs if defects[p.better] == "none" and defects[p.worse] in kinds]
 
     def unseen(pairs: list) -> list:
         return [p for p in pairs if big_scenes[p.prompt_id] not in small_scenes]
 
-    train_pairs = unseen(content_pairs(big.pairs["train"], big))
-    big_defects = big.dataset.select_columns(["defect"])[:]["defect"]
-    train_pairs = [p for p in train_pairs if big_defects[p.worse] in args.defects]
+    train_pairs = unseen(content_pairs(big.pairs["train"], big, set(args.defects)))
     prompts = sorted({p.prompt_id for p in train_pairs})
     random.Random(0).shuffle(prompts)
     chosen = set(prompts[: args.prompts])
@@ -124,7 +122,7 @@ def main() -> None:
     }
     columns = big.dataset.select_columns(["defect", "scene"])[:]
     vertical = [
-        json.loads(columns["scene"][p.better])["relation"] == "on top of"
+        relation_class(columns["scene"][p.better]) == "vertical"
         for p in train_pairs
         if columns["defect"][p.worse] == "wrong_relation"
     ]
