@@ -26,6 +26,7 @@ from dreamreward.pipelines.scoring import (
     score_files,
 )
 from dreamreward.render.mesh import bundled_mesh_path
+from dreamreward.world.candidates import DEFECTS, FIDELITY_KINDS
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((ROOT / "configs" / "reward3d").glob("*.yaml"))
@@ -78,6 +79,10 @@ def test_reward3d_presets_lay_over_the_cpu_config(preset, capsys):
         model = parsed["model"]["init_args"]
         assert model["init_weights"].endswith("assets/reward3d/primitives")
         assert (model["adversarial_epsilon"], model["adversarial_steps"]) == (0.02, 2)
+    # a misspelt defect would weigh nothing; setup refuses it, but only once the data is there
+    weighed = parsed["data"]["init_args"].get("defect_weights") or {}
+    known = {*DEFECTS, *(f"low_fidelity/{kind}" for kind in FIDELITY_KINDS)} - {"low_fidelity"}
+    assert set(weighed) <= known, sorted(set(weighed) - known)
     if preset.name == "balanced_relations.yaml":  # the relation classes weigh alike
         assert parsed["data"]["init_args"]["balance_relation_classes"] is True
         assert parsed["model"]["init_args"]["init_weights"].endswith("assets/reward3d/primitives")
