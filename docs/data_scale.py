@@ -3,6 +3,7 @@ number of distinct training prompts.
 
     python docs/data_scale.py train      # 4 runs of ~25 min on 2 cores; resumable
     python docs/data_scale.py report     # the table (stdout), docs/images/data_scale.svg
+    python docs/data_scale.py train --steps 1200 --sizes 89 714   # another budget: new rows
 
 ``train`` fits the CPU-scale Reward3D with the committed recipe
 (``configs/reward3d/primitives.yaml`` + ``presets/text_side.yaml``: preference loss and crossed
@@ -45,10 +46,16 @@ GENERATED = "data/generated_val"
 # 714 training prompts in data/primitives_1k (1000 prompts: 160 novel, 42 validation, 84 test):
 # all of them and halvings.
 SIZES = (89, 178, 357, 714)
+# The budget every size was first measured at; a run at another budget is a separate row.
+DEFAULT_STEPS = 300
 
 
-def run_dir(size: int) -> Path:
-    return ROOT / f"prompts_{size}" / "version_0"
+def run_name(size: int, steps: int) -> str:
+    return f"prompts_{size}" if steps == DEFAULT_STEPS else f"prompts_{size}_steps_{steps}"
+
+
+def run_dir(size: int, steps: int) -> Path:
+    return ROOT / run_name(size, steps) / "version_0"
 
 
 def fit_command(size: int, steps: int) -> list[str]:
@@ -60,29 +67,32 @@ def fit_command(size: int, steps: int) -> list[str]:
         "--data.init_args.train_prompts", str(size),
         "--trainer.max_steps", str(steps),
         "--trainer.logger.init_args.save_dir", str(ROOT),
-        "--trainer.logger.init_args.name", f"prompts_{size}",
+        "--trainer.logger.init_args.name", run_name(size, steps),
         "--trainer.logger.init_args.version", "0",
     ]  # fmt: skip
-    last = run_dir(size) / "checkpoints" / "last.ckpt"
+    last = run_dir(size, steps) / "checkpoints" / "last.ckpt"
     if last.is_file():
         command += ["--ckpt_path", str(last)]
     return command
 
 
-def recorded() -> dict[int, dict]:
-    """The committed figures, by number of training prompts."""
+def recorded() -> dict[tuple[int, int], dict]:
+    """The committed figures, by (training prompts, steps)."""
     if not RESULTS.is_file():
         return {}
-    return {row["prompts"]: row for row in json.loads(RESULTS.read_text())}
+    return {(row["prompts"], row["steps"]): row for row in json.loads(RESULTS.read_text())}
 
 
 def train(sizes: list[int], steps: int, generated: str) -> None:
     done = recorded()
     for size in sizes:
-        if size in done and not run_dir(size).exists():
-            print(f"[data_scale] {size} prompts: recorded in {RESULTS}, skipped", flush=True)
+        folder = run_dir(size, steps)
+        if (size, steps) in done and not folder.exists():
+            print(
+                f"[data_scale] {size} prompts, {steps} steps: recorded in {RESULTS}, skipped",
+                flush=True,
+            )
             continue
-        folder = run_dir(size)
         if not (folder / "reward3d_eval.json").is_file():
             print(f"[data_scale] training on {size} prompts: {folder}", flush=True)
             subprocess.run(fit_command(size, steps), check=True)
@@ -113,7 +123,7 @@ def main() -> None:
     if args.action == "train":
         train(args.sizes, args.steps, args.generated)
     else:
-        report(args.sizes)
+        report(args.sizes, args.steps)
 
 
 CONTENT = ("wrong_color", "wrong_shape", "swapped_attributes", "wrong_relation")
@@ -126,9 +136,9 @@ def accuracy_ci(accuracy: float, pairs: int) -> MeanCI:
     return mean_ci([1.0] * right + [0.0] * (pairs - right))
 
 
-def read_run(size: int) -> dict | None:
+def read_run(size: int, steps: int) -> dict | None:
     """One run's figures, or None if it has not finished."""
-    folder = run_dir(size)
+    folder = run_dir(size, steps)
     path = folder / "reward3d_eval.json"
     if not path.is_file():
         return None
@@ -159,9 +169,9 @@ def percent(ci: dict) -> str:
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| training prompts | held-out pairs | novel pairs | generated pairs (Spearman) "
+        "| training prompts | steps | held-out pairs | novel pairs | generated pairs (Spearman) "
         "| colour | shape | swapped | relation | text side |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         generated = "not scored"
@@ -169,7 +179,8 @@ def markdown(rows: list[dict]) -> str:
             generated = f"{percent(r['generated'])} ({r['generated_spearman']['mean']:+.2f})"
         content = " | ".join(f"{100 * r[d]:.1f}%" for d in CONTENT)
         lines.append(
-            f"| {r['prompts']} | {percent(r['held_out'])} | {percent(r['novel'])} | {generated} "
+            f"| {r['prompts']} | {r['steps']} | {percent(r['held_out'])} | {percent(r['novel'])} "
+            f"| {generated} "
             f"| {content} | {100 * r['text_side_mean']:.1f}% |"
         )
     return "\n".join(lines)
@@ -177,8 +188,10 @@ def markdown(rows: list[dict]) -> str:
 
 def svg_plot(rows: list[dict]) -> str:
     """Accuracy (held-out, novel, generated; 95% intervals as bars) against training prompts on
-    a log axis, as a self-contained SVG (no plotting library is a dependency)."""
-    width, height, left, right, top, bottom = 560, 340, 60, 150, 20, 50
+    a log axis, as a self-contained SVG (no plotting library is a dependency). Rows of the first
+    budget (``DEFAULT_STEPS``) are drawn in full; another budget's held-out and novel accuracy
+    are dashed lines, labelled with its steps."""
+    width, height, left, right, top, bottom = 600, 340, 60, 190, 20, 50
     xs = [math.log2(r["prompts"]) for r in rows]
     x_lo, x_hi = min(xs) - 0.3, max(xs) + 0.3
     y_lo, y_hi = 0.3, 1.0
@@ -202,25 +215,39 @@ def svg_plot(rows: list[dict]) -> str:
             f'stroke="#ccc"{dash}/>'
         )
         out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{tick:.0%}</text>')
-    for r, x in zip(rows, xs, strict=True):
+    for x in sorted(set(xs)):
+        prompts = round(2**x)
         out.append(
             f'<text x="{px(x):.1f}" y="{height - bottom + 18}" text-anchor="middle">'
-            f"{r['prompts']}</text>"
+            f"{prompts}</text>"
         )
     out.append(
         f'<text x="{(left + width - right) / 2:.1f}" y="{height - 10}" text-anchor="middle">'
         "distinct training prompts (log scale)</text>"
     )
-    series = (("held_out", "held-out prompts", "#1f77b4"), ("novel", "novel compositions",
-              "#ff7f0e"), ("generated", "generated assets", "#2ca02c"))  # fmt: skip
-    for k, (key, label, colour) in enumerate(series):
-        points = [(px(x), r[key]) for r, x in zip(rows, xs, strict=True) if key in r]
+    colours = {"held_out": "#1f77b4", "novel": "#ff7f0e", "generated": "#2ca02c"}
+    labels = {"held_out": "held-out prompts", "novel": "novel compositions",
+              "generated": "generated assets"}  # fmt: skip
+    series = [(DEFAULT_STEPS, key, labels[key]) for key in colours]
+    for steps in sorted({r["steps"] for r in rows} - {DEFAULT_STEPS}):
+        series += [(steps, key, f"{labels[key].split()[0]}, {steps} steps") for key in
+                   ("held_out", "novel")]  # fmt: skip
+    for k, (steps, key, label) in enumerate(series):
+        colour = colours[key]
+        dash = "" if steps == DEFAULT_STEPS else ' stroke-dasharray="6 3"'
+        points = [
+            (px(x), r[key])
+            for r, x in zip(rows, xs, strict=True)
+            if key in r and r["steps"] == steps
+        ]
         if not points:
             continue
         path = " ".join(f"{x:.1f},{py(ci['mean']):.1f}" for x, ci in points)
-        out.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
+        out.append(
+            f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"{dash}/>'
+        )
         for x, ci in points:
-            x += (k - 1) * 3  # the intervals side by side, not on top of each other
+            x += (list(colours).index(key) - 1) * 3  # the intervals side by side
             out.append(
                 f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{py(ci["ci_low"]):.1f}" '
                 f'y2="{py(ci["ci_high"]):.1f}" stroke="{colour}"/>'
@@ -229,27 +256,27 @@ def svg_plot(rows: list[dict]) -> str:
         y = top + 20 * k + 10
         out.append(
             f'<line x1="{width - right + 10}" x2="{width - right + 30}" y1="{y}" y2="{y}" '
-            f'stroke="{colour}" stroke-width="2"/>'
+            f'stroke="{colour}" stroke-width="2"{dash}/>'
         )
         out.append(f'<text x="{width - right + 35}" y="{y + 4}">{label}</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
 
 
-def report(sizes: list[int]) -> None:
-    """Figures of the runs under ``ROOT`` (or, for a size without a run here, the committed
-    ones), written back to ``RESULTS``, as a table and the plot."""
-    by_size = recorded()
+def report(sizes: list[int], steps: int) -> None:
+    """Figures of the runs of ``steps`` under ``ROOT`` merged into the committed ones (every
+    budget's), written back to ``RESULTS``, as a table and the plot."""
+    by_key = recorded()
     for size in sizes:
-        row = read_run(size)
+        row = read_run(size, steps)
         if row is not None:
-            by_size[size] = row
-    rows = [by_size[size] for size in sorted(by_size)]
+            by_key[(size, steps)] = row
+    rows = [by_key[key] for key in sorted(by_key, key=lambda k: (k[1], k[0]))]
     if not rows:
         raise SystemExit(f"no finished run under {ROOT}: run 'python docs/data_scale.py train'")
-    settings = {(row.get("steps"), row.get("lr"), row.get("head_lr")) for row in rows}
+    settings = {(row.get("lr"), row.get("head_lr")) for row in rows}
     if len(settings) > 1:
-        print(f"[data_scale] warning: the sizes were trained differently: {sorted(settings)}")
+        print(f"[data_scale] warning: the sizes were trained at other rates: {sorted(settings)}")
     RESULTS.write_text(json.dumps(rows, indent=1) + "\n")
     SVG_OUT.write_text(svg_plot(rows))
     print(markdown(rows))
