@@ -32,6 +32,10 @@ guidance time): the reward then reads only the coarse picture.
 ``--augmented-copies K`` takes Reward3D's gradient of its mean score over K augmented copies of
 the views (``ViewAugmentation``'s defaults, as ``RewardGuidance(augmentation=...)`` does at
 guidance time; draws seeded per asset).
+
+``--input-noise S --augmented-copies K`` takes Reward3D's gradient of its mean score over K copies
+with Gaussian pixel noise of std S and no other change (randomized smoothing;
+``ViewAugmentation(noise_std=S)``), for a model trained on views so noised.
 """
 
 from __future__ import annotations
@@ -65,13 +69,21 @@ def reward_gradient(
     cams: Cameras,
     copies: int,
     input_blur: float = 0.0,
+    input_noise: float = 0.0,
 ) -> torch.Tensor:
     """d score / d assets (1, 4, 3, H, W); with ``copies`` > 0, of the mean score over that
     many augmented copies; with ``input_blur`` > 0 (and no copies), of the score of the views
-    blurred by that sigma (pixels of a 64 px view)."""
-    if copies == 0 and input_blur == 0:
+    blurred by that sigma (pixels of a 64 px view); with ``input_noise`` > 0, of the mean score
+    over ``copies`` copies with that much pixel noise and nothing else (randomized smoothing)."""
+    if input_noise > 0:
+        if copies < 1:
+            raise SystemExit("--input-noise needs --augmented-copies K >= 1 (the noisy copies)")
+        augmentation = ViewAugmentation(
+            1.0, 0.0, soften_probability=0.0, blur_sigma=input_blur, noise_std=input_noise
+        )
+    elif copies == 0 and input_blur == 0:
         return torch.autograd.grad(reward3d.score(assets, [prompt], cameras=cams).sum(), assets)[0]
-    if copies == 0:
+    elif copies == 0:
         copies = 1
         augmentation = ViewAugmentation(1.0, 0.0, soften_probability=0.0, blur_sigma=input_blur)
     else:
@@ -119,6 +131,7 @@ def main(
     copies: int = 0,
     generated: str | None = None,
     input_blur: float = 0.0,
+    input_noise: float = 0.0,
 ) -> None:
     reward3d, judge = load_reward3d(reward), GroundTruthJudge()
     if (runs_dir is None) == (generated is None):
@@ -127,7 +140,7 @@ def main(
     rows = []
     for prompt, views, cams in source:
         assets = views.permute(0, 3, 1, 2)[None].clone().requires_grad_()  # (1, 4, 3, H, W)
-        g_reward = reward_gradient(reward3d, assets, prompt, cams, copies, input_blur)
+        g_reward = reward_gradient(reward3d, assets, prompt, cams, copies, input_blur, input_noise)
         truth_score = judge.score(assets, [prompt], cameras=cams).sum()
         (g_truth,) = torch.autograd.grad(truth_score, assets)
         g_reward, g_truth = g_reward[0], g_truth[0]  # (4, 3, H, W)
@@ -178,6 +191,9 @@ if __name__ == "__main__":
     parser.add_argument("--reward", default=None, help="a Reward3D export (default: shipped)")
     parser.add_argument("--augmented-copies", type=int, default=0)
     parser.add_argument("--input-blur", type=float, default=0.0, help="blur Reward3D's input")
+    parser.add_argument(
+        "--input-noise", type=float, default=0.0, help="noisy copies' pixel noise (smoothing)"
+    )
     args = parser.parse_args()
     main(
         args.runs_dir,
@@ -186,4 +202,5 @@ if __name__ == "__main__":
         args.augmented_copies,
         args.generated,
         args.input_blur,
+        args.input_noise,
     )

@@ -83,6 +83,10 @@ def test_reward3d_presets_lay_over_the_cpu_config(preset, capsys):
     weighed = parsed["data"]["init_args"].get("defect_weights") or {}
     known = {*DEFECTS, *(f"low_fidelity/{kind}" for kind in FIDELITY_KINDS)} - {"low_fidelity"}
     assert set(weighed) <= known, sorted(set(weighed) - known)
+    if preset.name == "smoothed.yaml":  # noisy training views on top of text_side's framing
+        model = parsed["model"]["init_args"]
+        assert model["train_augmentation"]["init_args"]["noise_std"] == 0.05
+        assert model["init_weights"].endswith("assets/reward3d/primitives")
     if preset.name == "balanced_relations.yaml":  # the relation classes weigh alike
         assert parsed["data"]["init_args"]["balance_relation_classes"] is True
         assert parsed["model"]["init_args"]["init_weights"].endswith("assets/reward3d/primitives")

@@ -1,4 +1,5 @@
-"""ViewAugmentation: shape, range, identity settings, seeded draws, gradients, what it moves."""
+"""ViewAugmentation: shape, range, identity settings, seeded draws, gradients, what it moves,
+the smoothing noise."""
 
 from __future__ import annotations
 
@@ -65,6 +66,21 @@ def test_a_fixed_blur_is_the_same_gaussian_every_time_and_smooths_the_gradient()
     assert inputs.grad is not None and float(inputs.grad.std()) < 0.5 * float(noise.std())
 
 
+def test_noise_is_seeded_zero_mean_of_the_given_std_and_not_clipped() -> None:
+    views = torch.full((2, 4, 3, 32, 32), 0.98)  # near the top: a clip would bias the noise
+    noisy = ViewAugmentation(max_zoom=1.0, max_shift=0.0, soften_probability=0.0, noise_std=0.05)
+    a = noisy(views, torch.Generator().manual_seed(3))
+    assert torch.equal(a, noisy(views, torch.Generator().manual_seed(3)))
+    assert not torch.equal(a, noisy(views, torch.Generator().manual_seed(4)))
+    residual = a - views
+    assert float(residual.std()) == pytest.approx(0.05, rel=0.05)
+    assert abs(float(residual.mean())) < 0.005 and float(a.max()) > 1.0
+    # the gradient passes straight through the noise
+    inputs = views.clone().requires_grad_(True)
+    noisy(inputs, torch.Generator().manual_seed(0)).sum().backward()
+    assert torch.equal(inputs.grad, torch.ones_like(views))
+
+
 def test_gradients_reach_the_views() -> None:
     views = _views().requires_grad_(True)
     out = ViewAugmentation(soften_probability=1.0)(views, torch.Generator().manual_seed(0))
@@ -83,6 +99,8 @@ def test_gradients_reach_the_views() -> None:
         ({"soften_probability": 1.5}, "soften_probability"),
         ({"blur_sigma": -1.0}, "blur_sigma"),
         ({"blur_sigma": float("nan")}, "blur_sigma"),
+        ({"noise_std": -0.1}, "noise_std"),
+        ({"noise_std": float("inf")}, "noise_std"),
     ],
 )
 def test_bad_settings_are_named(kwargs, message) -> None:

@@ -205,6 +205,7 @@ def test_configs_resolve(capsys) -> None:
             "every_other_step",
             "augmented_reward",
             "blurred_reward",
+            "smoothed_reward",
         )
     ],
 )
@@ -246,6 +247,10 @@ def test_full_scale_configs_resolve(overlays, capsys) -> None:
     elif overlays == ["presets/blurred_reward.yaml"]:
         assert reward["augmentation"]["init_args"]["blur_sigma"] == 2.0
         assert reward["augmented_copies"] == 1
+    elif overlays == ["presets/smoothed_reward.yaml"]:  # noise only: no zoom, shift or softening
+        augmentation = reward["augmentation"]["init_args"]
+        assert (augmentation["noise_std"], augmentation["max_zoom"]) == (0.05, 1.0)
+        assert augmentation["soften_probability"] == 0.0 and reward["augmented_copies"] == 8
     else:
         assert reward["augmentation"] is None
 
