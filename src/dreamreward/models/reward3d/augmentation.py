@@ -38,8 +38,9 @@ class ViewAugmentation(nn.Module):
         blur_sigma: the fixed blur's standard deviation in pixels of a 64 px view (scaled with
             the view size); 0 = none.
         noise_std: standard deviation of the added noise, in pixel values (views in [0, 1]; the
-            sum is not clipped, so the noise stays zero-mean); 0 = none. Keep it below the
-            world's noise defect (0.08-0.33 on the object), or that defect cannot be told.
+            sum is clipped to [0, 1] like every view Reward3D reads, so on a white background
+            the noise only darkens); 0 = none. Keep it below the world's noise defect (0.08-0.33
+            on the object), or that defect cannot be told.
     """
 
     def __init__(
@@ -114,8 +115,8 @@ class ViewAugmentation(nn.Module):
                     image = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
                 softened.append(image)
             out = torch.cat(softened)
-        out = gaussian_blur(out, self.blur_sigma * h / 64).clamp(0.0, 1.0)
+        out = gaussian_blur(out, self.blur_sigma * h / 64)
         if self.noise_std > 0:
             noise = torch.randn(out.shape, generator=generator).to(device, dtype)
             out = out + self.noise_std * noise
-        return out.reshape(shape)
+        return out.clamp(0.0, 1.0).reshape(shape)
