@@ -1,6 +1,7 @@
 """Where a Reward3D loses binding (which colour belongs to which object), measured.
 
     python docs/binding_probe.py [--reward EXPORT_FOLDER] [--scenes 40] [--split novel]
+    python docs/binding_probe.py --untrained mean    # or cls: the towers before any training
 
 For two-object scenes drawn from the world (``--split novel``: compositions held out of every
 training set), the correct asset (4 canonical views of the ground truth) and two edits of the
@@ -17,6 +18,10 @@ edited scene's prompt). Prints, per edit, the mean relative change of
 and the score margins (true minus edited, and how often it is positive). A swap changes which
 word stands where, not which words there are: if the per-token states change and their mean
 does not, the pooling is where binding is lost. Nothing is trained and no preference set is read.
+
+``--untrained POOLING`` measures the shipped architecture before training instead (pretrained
+towers, new cross-attention at BERT's init, random head; ``text_pooling`` mean or cls): does the
+pretrained sentence encoder tell a swap apart at all?
 """
 
 from __future__ import annotations
@@ -103,8 +108,19 @@ def main() -> None:
     parser.add_argument("--reward", default=None, help="an export folder (default: shipped)")
     parser.add_argument("--scenes", type=int, default=40)
     parser.add_argument("--split", choices=("novel", "train", "any"), default="novel")
+    parser.add_argument("--untrained", choices=("mean", "cls"), default=None)
     args = parser.parse_args()
-    model = load_reward3d(args.reward).eval()
+    if args.untrained is not None:
+        from dreamreward.models.reward3d import CompactBackbone, Reward3D
+
+        torch.manual_seed(0)
+        backbone = CompactBackbone(
+            image_size=96, text_pooling=args.untrained, pixel_patches=True,
+            cross_attention_init="bert",
+        )  # fmt: skip
+        model = Reward3D(backbone, head="scorer", mlp_hidden=256, head_init="standard").eval()
+    else:
+        model = load_reward3d(args.reward).eval()
     results = measure(model, args.scenes, args.split)
     print(f"{args.scenes} two-object scenes ({args.split}); relative changes, mean [median]")
     for kind, row in results.items():
