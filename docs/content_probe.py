@@ -18,6 +18,10 @@ five horizontal relations; ``/one``: one object). 5 of 6 relations are horizonta
 wrong-relation pairs a judge that prefers side-by-side assets whatever the prompt says scores
 5/6 without reading anything; ``--balance-relation`` weighs the pairs of vertical prompts by
 n_horizontal / n_vertical so such a rule earns nothing.
+
+``--position-pooling`` replaces the mean over the prompt's token states by a weighted mean with a
+learned weight per position (starting at the mean; ``--pooling-lr``): can a pooling that is not
+blind to word order learn which colour belongs to which object (swapped colours)?
 """
 
 from __future__ import annotations
@@ -78,10 +82,17 @@ def main() -> None:
     )
     parser.add_argument("--clip", type=float, default=1.0, help="gradient norm clip")
     parser.add_argument("--out", required=True, help="JSON file for the accuracy curve")
+    parser.add_argument(
+        "--position-pooling",
+        action="store_true",
+        help="pool the text states with a learned weight per position (starts as the mean)",
+    )
+    parser.add_argument("--pooling-lr", type=float, default=1e-2)
     args = parser.parse_args()
     torch.manual_seed(0)
     cli = build_from_config(shipped_reward3d_args(str(shipped_reward3d_dir()), extra_sets=[]))
     module, small = cli.model, cli.datamodule
+    pooling = install_position_pooling(module.reward.backbone) if args.position_pooling else None
     small.setup("fit")
     big = PreferenceDataModule(
         path=args.second_world,
@@ -170,7 +181,11 @@ def main() -> None:
         return result
 
     params = [p for p in module.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
+    groups = [{"params": params}]
+    if pooling is not None:  # at the probe's lr a weight starting at 1 would not move
+        groups.append({"params": [pooling], "lr": args.pooling_lr})
+        params = [*params, pooling]
+    optimizer = torch.optim.AdamW(groups, lr=args.lr, weight_decay=0.0)
     log = {**vars(args), "train_pairs": len(train_pairs), "curve": [{"step": 0, **accuracy()}]}
     print(log["curve"][-1], flush=True)
     step, start = 0, time.time()
@@ -199,6 +214,31 @@ def main() -> None:
                     json.dump(log, f, indent=1)
             if step >= args.steps:
                 break
+    if pooling is not None:
+        log["position_weights"] = [round(w, 3) for w in pooling.detach().tolist()]
+        with open(args.out, "w") as f:
+            json.dump(log, f, indent=1)
+
+
+def install_position_pooling(backbone) -> torch.nn.Parameter:
+    """Replace a mean-pooling backbone's pooling by a weighted mean with one learned weight per
+    token position (``max_length`` of them, all 1 at the start: exactly the mean, so the shipped
+    model starts unchanged). A colour swap makes the states at two positions trade places, which
+    any pooling that treats the tokens as a set cancels (``docs/binding_probe.py``); weights that
+    differ by position do not. Returns the weights (to train)."""
+    if backbone.text_pooling != "mean":
+        raise SystemExit("--position-pooling replaces mean pooling; this backbone pools by [CLS]")
+    weights = torch.nn.Parameter(torch.ones(backbone.max_length))
+
+    def encode_text(image_tokens, input_ids, attention_mask):
+        states = backbone.text_encoder(input_ids, attention_mask, image_tokens)  # (N, L, D)
+        w = weights[: states.shape[1]].to(states.dtype)[None, :, None]
+        if attention_mask is not None:
+            w = w * attention_mask.to(states.dtype).unsqueeze(-1)  # padding weighs nothing
+        return (states * w).sum(dim=1) / w.sum(dim=1).clamp_min(1e-6)
+
+    backbone.encode_text = encode_text
+    return weights
 
 
 if __name__ == "__main__":
