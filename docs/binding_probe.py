@@ -32,6 +32,7 @@ import statistics
 
 import torch
 
+from dreamreward.models.reward3d.compact import masked_mean
 from dreamreward.models.reward3d.export import load_reward3d
 from dreamreward.world.prompt_edits import edit_scene
 from dreamreward.world.prompts import describe, sample_scene
@@ -64,7 +65,7 @@ def measure(model, scenes: int, split: str, seed: int = 1) -> dict[str, dict[str
         images, ids, mask = model.encode_inputs(views, [prompt], LABELS)
         tokens = model.backbone.visual_encoder(images)  # (4, T, D)
         states = model.backbone.text_encoder(ids, mask, tokens)  # (4, L, D)
-        feature = model.backbone.encode_text(tokens, ids, mask)  # (4, D)
+        feature = model.backbone.pool_text(states, mask)  # (4, D)
         score = float(model.score(views, [prompt], LABELS)[0])
         for kind, edited in edits.items():
             row = out[kind]
@@ -72,6 +73,7 @@ def measure(model, scenes: int, split: str, seed: int = 1) -> dict[str, dict[str
             edited_images, _, _ = model.encode_inputs(edited_views, [prompt], LABELS)
             edited_tokens = model.backbone.visual_encoder(edited_images)
             _, edited_ids, edited_mask = model.encode_inputs(views, [describe(edited)], LABELS)
+            edited_states = model.backbone.text_encoder(edited_ids, edited_mask, tokens)
             pairs = {
                 "image tokens": (edited_tokens.flatten(1), tokens.flatten(1)),
                 "feature, image side": (
@@ -79,22 +81,18 @@ def measure(model, scenes: int, split: str, seed: int = 1) -> dict[str, dict[str
                     feature,
                 ),
                 "feature, text side": (
-                    model.backbone.encode_text(tokens, edited_ids, edited_mask),
+                    model.backbone.pool_text(edited_states, edited_mask),
                     feature,
                 ),
             }
             for name, (new, old) in pairs.items():
                 row.setdefault(name, []).append(relative(new, old))
             if edited_ids.shape == ids.shape and torch.equal(edited_mask, mask):
-                edited_states = model.backbone.text_encoder(edited_ids, edited_mask, tokens)
-                keep = mask.bool()
                 per_token = (edited_states - states).norm(dim=-1) / states.norm(dim=-1)
                 row.setdefault("tokens before pooling, text side", []).append(
-                    float(per_token[keep].mean())
+                    float(per_token[mask.bool()].mean())
                 )
-                weights = mask[..., None].float()
-                pooled = (states * weights).sum(1) / weights.sum(1)
-                edited_pooled = (edited_states * weights).sum(1) / weights.sum(1)
+                pooled, edited_pooled = masked_mean(states, mask), masked_mean(edited_states, mask)
                 row.setdefault("pooled, text side", []).append(relative(edited_pooled, pooled))
             image_margin = score - float(model.score(edited_views, [prompt], LABELS)[0])
             text_margin = score - float(model.score(views, [describe(edited)], LABELS)[0])

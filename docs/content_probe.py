@@ -221,23 +221,23 @@ def main() -> None:
 
 
 def install_position_pooling(backbone) -> torch.nn.Parameter:
-    """Replace a mean-pooling backbone's pooling by a weighted mean with one learned weight per
-    token position (``max_length`` of them, all 1 at the start: exactly the mean, so the shipped
-    model starts unchanged). A colour swap makes the states at two positions trade places, which
-    any pooling that treats the tokens as a set cancels (``docs/binding_probe.py``); weights that
-    differ by position do not. Returns the weights (to train)."""
+    """Replace a mean-pooling backbone's pooling (``pool_text``) by a weighted mean with one
+    learned weight per token position (``max_length`` of them, all 1 at the start: exactly the
+    mean, so the shipped model starts unchanged). A colour swap makes the states at two positions
+    trade places, which any pooling that treats the tokens as a set cancels
+    (``docs/binding_probe.py``); weights that differ by position do not. Returns the weights (to
+    train)."""
     if backbone.text_pooling != "mean":
         raise SystemExit("--position-pooling replaces mean pooling; this backbone pools by [CLS]")
     weights = torch.nn.Parameter(torch.ones(backbone.max_length))
 
-    def encode_text(image_tokens, input_ids, attention_mask):
-        states = backbone.text_encoder(input_ids, attention_mask, image_tokens)  # (N, L, D)
+    def pool_text(states, attention_mask):  # (N, L, D) states -> (N, D)
         w = weights[: states.shape[1]].to(states.dtype)[None, :, None]
         if attention_mask is not None:
             w = w * attention_mask.to(states.dtype).unsqueeze(-1)  # padding weighs nothing
         return (states * w).sum(dim=1) / w.sum(dim=1).clamp_min(1e-6)
 
-    backbone.encode_text = encode_text
+    backbone.pool_text = pool_text
     return weights
 
 

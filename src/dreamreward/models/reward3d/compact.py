@@ -92,6 +92,15 @@ def load_bert_into_text_encoder(encoder: BlipTextEncoder, state: dict[str, Tenso
     return new
 
 
+def masked_mean(states: Tensor, attention_mask: Tensor | None) -> Tensor:
+    """(N, L, D) token states, (N, L) mask (1 for tokens, 0 for padding) -> (N, D) their mean
+    over the tokens; padding weighs nothing."""
+    if attention_mask is None:
+        return states.mean(dim=1)
+    weights = attention_mask.to(states.dtype).unsqueeze(-1)
+    return (states * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+
+
 class CompactBackbone(Reward3DBackbone):
     """EfficientNet-Lite0 image tokens + a 6-layer MiniLM/BLIP text encoder (CPU scale).
 
@@ -197,12 +206,14 @@ class CompactBackbone(Reward3DBackbone):
         """(N, T, width) image tokens and (N, L) view prompts -> (N, D) per-view features,
         pooled as ``text_pooling`` says."""
         states = self.text_encoder(input_ids, attention_mask, image_tokens)  # (N, L, D)
+        return self.pool_text(states, attention_mask)
+
+    def pool_text(self, states: Tensor, attention_mask: Tensor | None) -> Tensor:
+        """(N, L, D) text states after cross-attention -> (N, D) per-view features: the [CLS]
+        state or :func:`masked_mean`, as ``text_pooling`` says."""
         if self.text_pooling == "cls":
             return states[:, 0]
-        if attention_mask is None:
-            return states.mean(dim=1)
-        weights = attention_mask.to(states.dtype).unsqueeze(-1)  # padding weighs nothing
-        return (states * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+        return masked_mean(states, attention_mask)
 
     @torch.no_grad()
     def _init_cross_attention(self) -> None:
