@@ -42,23 +42,11 @@ from dreamreward.data.preference import (
     PromptGroupDataset,
     collate_asset_groups,
 )
+from dreamreward.data.train_sets import visual_scene_key
 from dreamreward.lightning_cli import build_from_config
 from dreamreward.models.reward3d.export import shipped_reward3d_dir
 
 CONTENT_DEFECTS = {"wrong_relation", "swapped_attributes", "wrong_color"}
-
-
-def scene_key(scene_json: str) -> tuple:
-    """A scene up to what the cameras cannot tell apart (a one-object scene's size, the order
-    of two objects side by side)."""
-    scene = json.loads(scene_json)
-    objects = scene["objects"]
-    parts = [(o["shape"], o["color"]) + ((o["size"],) if len(objects) > 1 else ()) for o in objects]
-    if scene["relation"] is None:
-        return ("one", tuple(parts))
-    if scene["relation"] == "on top of":
-        return ("vertical", tuple(parts))
-    return ("horizontal", tuple(sorted(parts)))
 
 
 def relation_label(scene_json: str) -> str:
@@ -108,7 +96,7 @@ def main() -> None:
     def correct_scenes(dm: PreferenceDataModule) -> dict[str, tuple]:
         m = dm.dataset.select_columns(["prompt_id", "scene", "defect"])[:]
         rows = zip(m["prompt_id"], m["scene"], m["defect"], strict=True)
-        return {p: scene_key(s) for p, s, d in rows if d == "none"}
+        return {p: visual_scene_key(s) for p, s, d in rows if d == "none"}
 
     small_scenes = set(correct_scenes(small).values())
     big_scenes = correct_scenes(big)

@@ -83,6 +83,12 @@ def test_reward3d_presets_lay_over_the_cpu_config(preset, capsys):
     weighed = parsed["data"]["init_args"].get("defect_weights") or {}
     known = {*DEFECTS, *(f"low_fidelity/{kind}" for kind in FIDELITY_KINDS)} - {"low_fidelity"}
     assert set(weighed) <= known, sorted(set(weighed) - known)
+    chosen = parsed["data"]["init_args"].get("train_set_defects") or []
+    assert set(chosen) <= known, sorted(set(chosen) - known)
+    if preset.name == "second_build.yaml":  # content pairs of another build, training only
+        data = parsed["data"]["init_args"]
+        assert data["train_sets"] == ["data/primitives_4k_s1"]
+        assert set(chosen) == {"wrong_color", "swapped_attributes", "wrong_relation"}
     if preset.name == "smoothed.yaml":  # noisy training views on top of text_side's framing
         model = parsed["model"]["init_args"]
         assert model["train_augmentation"]["init_args"]["noise_std"] == 0.05

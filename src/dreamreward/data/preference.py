@@ -29,6 +29,7 @@ from dreamreward.data.schema import (
     validate_dataset,
     views_to_tensor,
 )
+from dreamreward.data.train_sets import prompt_keys, train_set_pairs
 
 SPLITS: tuple[str, ...] = ("train", "val", "test", "novel")
 TEST_DATALOADERS: tuple[str, ...] = ("test", "novel")  # order of test_dataloader()'s list
@@ -380,6 +381,13 @@ class PreferenceDataModule(L.LightningDataModule):
             are nested in larger ones); validation, test and novel prompts are unchanged, and so
             are the generated sets' assets of the prompts kept. For data-scale studies
             (``docs/data_scale.py``). None keeps every training prompt.
+        train_sets: preference sets of other prompts (e.g. a second build of the world with
+            another seed) whose pairs join the training split only; a prompt of a novel
+            composition or showing a scene of the main set's validation, test or novel prompts is
+            dropped first (see :mod:`~dreamreward.data.train_sets`). ``balance_relation_classes``
+            and ``defect_weights`` weigh their pairs too.
+        train_set_defects: keep only the ``train_sets`` pairs of a correct asset against one
+            with these defects (e.g. ``[wrong_color, swapped_attributes]``); None keeps all.
     """
 
     def __init__(
@@ -400,8 +408,14 @@ class PreferenceDataModule(L.LightningDataModule):
         balance_relation_classes: bool = False,
         defect_weights: dict[str, float] | None = None,
         train_prompts: int | None = None,
+        train_sets: Sequence[str] = (),
+        train_set_defects: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
+        if isinstance(train_sets, str):
+            raise TypeError(f"train_sets must be a list of paths, got the string {train_sets!r}")
+        self.train_sets = [str(path) for path in train_sets]
+        self.train_set_defects = None if train_set_defects is None else list(train_set_defects)
         if train_prompts is not None and train_prompts < 1:
             raise ValueError(f"train_prompts must be >= 1 or None, got {train_prompts}")
         self.train_prompts = train_prompts
@@ -486,6 +500,28 @@ class PreferenceDataModule(L.LightningDataModule):
                 )
                 self.pairs[where[pair.prompt_id]].append(shifted)
             offset += len(part)
+        held_out = (
+            prompt_keys(ds, [p for name in ("val", "test", "novel") for p in splits[name]])
+            if self.train_sets
+            else set()
+        )
+        for k, path in enumerate(self.train_sets):
+            name = f"train_sets[{k}]"
+            part = self._load_set(f"{name} ({path})", path, summary.image_sizes)
+            kept = train_set_pairs(part, name, held_out, self.train_set_defects)
+            if not kept.pairs:
+                raise ValueError(
+                    f"{name} ({path}): no training pair left (novel prompts dropped: "
+                    f"{kept.dropped_novel}, held-out scenes: {kept.dropped_held_out}, "
+                    f"train_set_defects: {self.train_set_defects})"
+                )
+            self.pairs["train"] += [
+                dataclasses.replace(p, better=p.better + offset, worse=p.worse + offset)
+                for p in kept.pairs
+            ]
+            self._prompts.update(kept.prompts)
+            extras.append(part)
+            offset += len(part)
         self.split_prompt_ids = {name: splits[name] for name in SPLITS}
         self.dataset = datasets.concatenate_datasets([ds, *extras]) if extras else ds
         if self.balance_relation_classes:
@@ -515,18 +551,7 @@ class PreferenceDataModule(L.LightningDataModule):
         ``extra_sets``); errors name the set."""
         path = self.extra_sets[k]
         name = f"extra_sets[{k}] ({path})"
-        if not Path(path).exists():
-            raise FileNotFoundError(f"{name}: no preference set there")
-        try:
-            extra = conform_dataset(load_preference_dataset(path, self.cache_dir))
-            summary = validate_dataset(extra)
-        except ValueError as error:
-            raise ValueError(f"{name}: {error}") from error
-        if self.image_size is None and summary.image_sizes | sizes != sizes:
-            raise ValueError(
-                f"{name}: views of size {sorted(summary.image_sizes)} beside {self.path}'s "
-                f"{sorted(sizes)}; set image_size to resize them to one square size"
-            )
+        extra = self._load_set(name, path, sizes)
         prompts = dict(zip(main["prompt_id"], main["prompt"], strict=True))
         assets = set(main["asset_id"])
         for row, (prompt_id, prompt, asset_id) in enumerate(
@@ -545,6 +570,22 @@ class PreferenceDataModule(L.LightningDataModule):
             if asset_id in assets:
                 raise ValueError(f"{name}: row {row}'s asset_id {asset_id!r} is already used")
             assets.add(asset_id)
+        return extra
+
+    def _load_set(self, name: str, path: str, sizes: set[tuple[int, int]]) -> datasets.Dataset:
+        """A further preference set, loaded and validated; errors name it (``name``)."""
+        if not Path(path).exists():
+            raise FileNotFoundError(f"{name}: no preference set there")
+        try:
+            extra = conform_dataset(load_preference_dataset(path, self.cache_dir))
+            summary = validate_dataset(extra)
+        except ValueError as error:
+            raise ValueError(f"{name}: {error}") from error
+        if self.image_size is None and summary.image_sizes | sizes != sizes:
+            raise ValueError(
+                f"{name}: views of size {sorted(summary.image_sizes)} beside {self.path}'s "
+                f"{sorted(sizes)}; set image_size to resize them to one square size"
+            )
         return extra
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
