@@ -177,7 +177,7 @@ def test_resume_is_exact_and_checkpoint_is_small(render_set, tmp_path) -> None:
 def test_sampler_skips_what_the_interrupted_epoch_consumed() -> None:
     from types import SimpleNamespace
 
-    from dreamreward.data.preference import EpochShuffleSampler
+    from dreamreward.data.sampling import EpochShuffleSampler
 
     full = EpochShuffleSampler(10, seed=0)
     full.set_epoch(1)

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from dreamreward.data.build_primitives import scene_key
-from dreamreward.data.preference import EpochShuffleSampler
+from dreamreward.data.sampling import EpochShuffleSampler
 from dreamreward.models.mvdiffusion.camera_embedding import mvdream_camera_embedding
 from dreamreward.render.cameras import OrbitCameraSampler
 from dreamreward.world.layout import scene_mesh
