@@ -126,3 +126,27 @@ def test_train_sets_bad_input_is_named(worlds, tmp_path) -> None:
         _module(main, train_sets=[str(tmp_path / "missing")])
     with pytest.raises(ValueError, match=r"train_sets\[0\].*wrong_colour"):
         _module(main, train_sets=[second], train_set_defects=["wrong_colour"])
+
+
+def test_data_without_scenes_is_kept_clear_by_prompt_text(tmp_path) -> None:
+    """Sets without a scene column (3DRewardDB-style) are compared by prompt text: the second
+    set's prompt texts equal the main set's, so only its texts of training prompts remain."""
+    import datasets as hf
+
+    from dreamreward.data.schema import PREFERENCE_FEATURES, synthetic_rows
+
+    def save(seed: int, path) -> str:
+        rows = synthetic_rows(
+            num_prompts=12, assets_per_prompt=3, image_size=16, novel_prompts=0, seed=seed
+        )
+        columns = {name: [r[name] for r in rows] for name in PREFERENCE_FEATURES}
+        hf.Dataset.from_dict(columns, features=PREFERENCE_FEATURES).save_to_disk(str(path))
+        return str(path)
+
+    main, other = save(0, tmp_path / "main"), save(5, tmp_path / "other")
+    dm = _module(main, train_sets=[other])
+    n_main = len(hf.load_from_disk(main))
+    added = {p.prompt_id.split("/")[1] for p in dm.pairs["train"] if p.better >= n_main}
+    held = {p for s in ("val", "test") for p in dm.split_prompt_ids[s]}
+    assert added and not added & held  # same ids and texts in both sets
+    assert added <= set(dm.split_prompt_ids["train"])  # (a prompt whose ranks all tie has no pair)

@@ -6,9 +6,8 @@ set's split: each such set's pairs join the training split only, and a prompt is
 when it could leak an evaluation:
 
 - its composition is ``"novel"`` (the novel split measures compositions never trained on);
-- it shows a scene of one of the main set's held-out prompts (validation, test, novel), compared
-  up to what the cameras cannot tell apart (:func:`visual_scene_key`), or, for data without
-  scenes, it has the same prompt text as one.
+- it has the text of one of the main set's held-out prompts (validation, test, novel), or shows
+  one's scene up to what the cameras cannot tell apart (:func:`visual_scene_key`).
 
 Its prompt ids are prefixed with the set's name (``train_sets[k]/``) so they can never merge with
 the main set's prompts when batches group assets by prompt.
@@ -39,9 +38,14 @@ def visual_scene_key(scene_json: str) -> tuple:
     return ("horizontal", tuple(sorted(parts)))
 
 
+def content_keys(prompt: str, scene: str | None) -> set:
+    """What identifies a prompt's content: its text, and its visual scene key where the data
+    has a scene (so a look-alike is caught across wordings, and data without scenes by text)."""
+    return {("text", prompt)} | ({visual_scene_key(scene)} if scene else set())
+
+
 def prompt_keys(dataset: datasets.Dataset, prompt_ids: Iterable[str] | None = None) -> set:
-    """What identifies each prompt's content (of ``prompt_ids``, or all): its visual scene key
-    where the data has scenes, else its prompt text."""
+    """The :func:`content_keys` of the prompts ``prompt_ids`` (or all) of ``dataset``."""
     names = dataset.column_names
     columns = dataset.select_columns(
         ["prompt_id", "prompt"] + (["scene"] if "scene" in names else [])
@@ -52,9 +56,8 @@ def prompt_keys(dataset: datasets.Dataset, prompt_ids: Iterable[str] | None = No
     for prompt_id, prompt, scene in zip(
         columns["prompt_id"], columns["prompt"], scenes, strict=True
     ):
-        if wanted is not None and prompt_id not in wanted:
-            continue
-        keys.add(visual_scene_key(scene) if scene else ("text", prompt))
+        if wanted is None or prompt_id in wanted:
+            keys |= content_keys(prompt, scene)
     return keys
 
 
@@ -82,15 +85,15 @@ def train_set_pairs(
 ) -> TrainSetPairs:
     """The pairs of a training-only set ``dataset`` (named ``name`` in prompt ids and errors).
 
-    Raises:
-        ValueError: a name in ``defects`` that no row of the set has, naming it.
-
     Args:
         dataset: the set, in the preference schema.
         name: prefix of its prompt ids (``train_sets[0]``).
         held_out_keys: :func:`prompt_keys` of the main set's held-out prompts.
         defects: keep only the pairs of a correct asset (defect ``"none"``) against an asset with
             one of these defects (e.g. the content defects); None keeps every pair.
+
+    Raises:
+        ValueError: a name in ``defects`` that no row of the set has, naming it.
     """
     names = dataset.column_names
     columns = dataset.select_columns(
@@ -105,7 +108,7 @@ def train_set_pairs(
     ):
         if composition == "novel":
             novel.add(prompt_id)
-        elif (visual_scene_key(scene) if scene else ("text", prompt)) in held_out_keys:
+        elif content_keys(prompt, scene) & held_out_keys:
             leaking.add(prompt_id)
     wanted = None if defects is None else set(defects)
     row_defects = columns["defect"]
