@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import datasets
 
+from dreamreward.data.pair_balance import relation_class
 from dreamreward.data.pairs import PreferencePair, build_pairs
 
 
@@ -31,11 +32,10 @@ def visual_scene_key(scene_json: str) -> tuple:
     scene = json.loads(scene_json)
     objects = scene["objects"]
     parts = [(o["shape"], o["color"]) + ((o["size"],) if len(objects) > 1 else ()) for o in objects]
-    if scene["relation"] is None:
+    relation = relation_class(scene_json)  # vertical, horizontal, or None for one object
+    if relation is None:
         return ("one", tuple(parts))
-    if scene["relation"] == "on top of":
-        return ("vertical", tuple(parts))
-    return ("horizontal", tuple(sorted(parts)))
+    return (relation, tuple(parts) if relation == "vertical" else tuple(sorted(parts)))
 
 
 def content_keys(prompt: str, scene: str | None) -> set:
