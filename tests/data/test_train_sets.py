@@ -104,6 +104,36 @@ def test_train_set_defects_keeps_correct_against_the_named_defects(worlds) -> No
     assert len(everything.pairs["train"]) > len(dm.pairs["train"])
 
 
+def test_one_build_can_join_twice_with_its_own_defects_each(worlds) -> None:
+    """Per-set ``train_set_defects``: the same build, all its pairs and its content pairs again,
+    as two sets of prompts (their ids prefixed apart) whose pairs are exactly those of the two
+    single-set modules."""
+    main, second = worlds
+    n_main = len(_module(main).dataset)
+    every = _module(main, train_sets=[second])
+    content = _module(main, train_sets=[second], train_set_defects=CONTENT)
+    both = _module(main, train_sets=[second, second], train_set_defects=[None, CONTENT])
+
+    def added(dm, prefix):
+        return sorted(
+            (p.prompt_id.split("/", 1)[1], p.better, p.worse)
+            for p in dm.pairs["train"]
+            if p.prompt_id.startswith(prefix)
+        )
+
+    n_second = len(every.dataset) - n_main
+    assert added(both, "train_sets[0]/") == added(every, "train_sets[0]/")
+    shifted = [
+        (pid, better - n_second, worse - n_second)
+        for pid, better, worse in added(both, "train_sets[1]/")
+    ]
+    assert shifted == added(content, "train_sets[0]/")
+    assert len(both.pairs["train"]) == len(every.pairs["train"]) + len(shifted)
+    # A flat list still applies to every set.
+    flat = _module(main, train_sets=[second, second], train_set_defects=CONTENT)
+    assert len(flat.pairs["train"]) == len(content.pairs["train"]) + len(shifted)
+
+
 def test_a_set_holding_the_held_out_prompts_loses_exactly_them(worlds) -> None:
     """The main set given as its own training-only set: every validation, test and novel prompt
     is dropped, and its training prompts are kept."""
@@ -126,6 +156,12 @@ def test_train_sets_bad_input_is_named(worlds, tmp_path) -> None:
         _module(main, train_sets=[str(tmp_path / "missing")])
     with pytest.raises(ValueError, match=r"train_sets\[0\].*wrong_colour"):
         _module(main, train_sets=[second], train_set_defects=["wrong_colour"])
+    with pytest.raises(ValueError, match="2 per-set entries for 1 train_sets"):
+        PreferenceDataModule(main, train_sets=[second], train_set_defects=[None, CONTENT])
+    with pytest.raises(TypeError, match=r"train_set_defects\[1\].*string"):
+        PreferenceDataModule(
+            main, train_sets=[second, second], train_set_defects=[None, "wrong_color"]
+        )
 
 
 def test_data_without_scenes_is_kept_clear_by_prompt_text(tmp_path) -> None:

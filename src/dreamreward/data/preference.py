@@ -30,7 +30,7 @@ from dreamreward.data.schema import (
     validate_dataset,
     views_to_tensor,
 )
-from dreamreward.data.train_sets import prompt_keys, train_set_pairs
+from dreamreward.data.train_sets import defects_per_set, prompt_keys, train_set_pairs
 
 SPLITS: tuple[str, ...] = ("train", "val", "test", "novel")
 TEST_DATALOADERS: tuple[str, ...] = ("test", "novel")  # order of test_dataloader()'s list
@@ -332,7 +332,9 @@ class PreferenceDataModule(L.LightningDataModule):
             dropped first (see :mod:`~dreamreward.data.train_sets`). ``balance_relation_classes``
             and ``defect_weights`` weigh their pairs too.
         train_set_defects: keep only the ``train_sets`` pairs of a correct asset against one
-            with these defects (e.g. ``[wrong_color, swapped_attributes]``); None keeps all.
+            with these defects (e.g. ``[wrong_color, swapped_attributes]``); None keeps all. A
+            list of lists gives each set its own (null: all its pairs), so one build can join
+            twice, all its pairs and its content pairs again.
     """
 
     def __init__(
@@ -354,13 +356,13 @@ class PreferenceDataModule(L.LightningDataModule):
         defect_weights: dict[str, float] | None = None,
         train_prompts: int | None = None,
         train_sets: Sequence[str] = (),
-        train_set_defects: Sequence[str] | None = None,
+        train_set_defects: Sequence[str] | Sequence[Sequence[str] | None] | None = None,
     ) -> None:
         super().__init__()
         if isinstance(train_sets, str):
             raise TypeError(f"train_sets must be a list of paths, got the string {train_sets!r}")
         self.train_sets = [str(path) for path in train_sets]
-        self.train_set_defects = None if train_set_defects is None else list(train_set_defects)
+        self.train_set_defects = defects_per_set(train_set_defects, len(self.train_sets))
         if train_prompts is not None and train_prompts < 1:
             raise ValueError(f"train_prompts must be >= 1 or None, got {train_prompts}")
         self.train_prompts = train_prompts
@@ -453,12 +455,13 @@ class PreferenceDataModule(L.LightningDataModule):
         for k, path in enumerate(self.train_sets):
             name = f"train_sets[{k}]"
             part = self._load_set(f"{name} ({path})", path, summary.image_sizes)
-            kept = train_set_pairs(part, name, held_out, self.train_set_defects)
+            defects = self.train_set_defects[k]
+            kept = train_set_pairs(part, name, held_out, defects)
             if not kept.pairs:
                 raise ValueError(
                     f"{name} ({path}): no training pair left (novel prompts dropped: "
                     f"{kept.dropped_novel}, held-out scenes: {kept.dropped_held_out}, "
-                    f"train_set_defects: {self.train_set_defects})"
+                    f"train_set_defects: {defects})"
                 )
             self.pairs["train"] += [
                 dataclasses.replace(p, better=p.better + offset, worse=p.worse + offset)

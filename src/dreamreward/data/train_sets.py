@@ -61,6 +61,37 @@ def prompt_keys(dataset: datasets.Dataset, prompt_ids: Iterable[str] | None = No
     return keys
 
 
+def defects_per_set(
+    train_set_defects: Sequence[str] | Sequence[Sequence[str] | None] | None, n_sets: int
+) -> list[list[str] | None]:
+    """``PreferenceDataModule(train_set_defects=...)`` as one entry per training set.
+
+    A list of defect names applies to every set; a list of lists (or None entries) gives each
+    set its own, so one build can join twice: all its pairs, and its content pairs again.
+
+    Raises:
+        ValueError: a per-set list whose length is not the number of ``train_sets``.
+        TypeError: a per-set entry that is a single string.
+    """
+    if train_set_defects is None:
+        return [None] * n_sets
+    entries = list(train_set_defects)
+    if all(isinstance(entry, str) for entry in entries):
+        return [list(entries)] * n_sets
+    if len(entries) != n_sets:
+        raise ValueError(
+            f"train_set_defects has {len(entries)} per-set entries for {n_sets} train_sets; "
+            f"give one (a list of defects, or null for every pair) per set"
+        )
+    for k, entry in enumerate(entries):
+        if isinstance(entry, str):
+            raise TypeError(
+                f"train_set_defects[{k}] must be a list of defects or null, got the string "
+                f"{entry!r} (a flat list of names applies to every set)"
+            )
+    return [None if entry is None else list(entry) for entry in entries]
+
+
 @dataclass(frozen=True)
 class TrainSetPairs:
     """A training-only set's pairs (indices into the set itself), and what was dropped.
