@@ -84,11 +84,18 @@ def test_reward3d_presets_lay_over_the_cpu_config(preset, capsys):
     known = {*DEFECTS, *(f"low_fidelity/{kind}" for kind in FIDELITY_KINDS)} - {"low_fidelity"}
     assert set(weighed) <= known, sorted(set(weighed) - known)
     chosen = parsed["data"]["init_args"].get("train_set_defects") or []
-    assert set(chosen) <= known, sorted(set(chosen) - known)
+    flat = all(isinstance(entry, str) for entry in chosen)  # one list for every set
+    per_set = [chosen] if flat else [entry or [] for entry in chosen]
+    for entry in per_set:
+        assert set(entry) <= known, sorted(set(entry) - known)
     if preset.name == "second_build.yaml":  # content pairs of another build, training only
         data = parsed["data"]["init_args"]
         assert data["train_sets"] == ["data/primitives_4k_s1"]
         assert set(chosen) == {"wrong_color", "swapped_attributes", "wrong_relation"}
+    if preset.name == "second_build_interleaved.yaml":  # the build twice: all pairs, content
+        data = parsed["data"]["init_args"]
+        assert data["train_sets"] == ["data/primitives_4k_s1"] * 2
+        assert chosen == [None, ["wrong_color", "swapped_attributes", "wrong_relation"]]
     if preset.name == "smoothed.yaml":  # noisy training views on top of text_side's framing
         model = parsed["model"]["init_args"]
         assert model["train_augmentation"]["init_args"]["noise_std"] == 0.05
