@@ -1,9 +1,12 @@
 """The config stack of the shipped CPU-scale Reward3D, as the docs/ scripts build it.
 
 The shipped model was trained with ``configs/reward3d/primitives.yaml`` +
-``presets/text_side.yaml`` + ``presets/generated.yaml``; scoring it again with those configs (and
-its export's adapter as ``init_weights``) rebuilds exactly its architecture and data pipeline.
-The scripts only score, so the head-only baseline is off.
+``presets/text_side.yaml`` + ``presets/generated.yaml`` and then, continuing it, with
+``presets/balanced_relations.yaml`` + ``second_build.yaml`` + ``second_build_interleaved.yaml``
+on top, which change only what it trains on (training-only sets, pair weights, steps); scoring it
+again with the first three (and its export's adapter as ``init_weights``) rebuilds exactly its
+architecture and its validation and test data. The scripts only score, so the head-only baseline
+is off.
 """
 
 from __future__ import annotations

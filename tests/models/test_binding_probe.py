@@ -24,7 +24,7 @@ def test_the_shipped_model_keeps_a_colour_swap_through_mean_pooling() -> None:
         assert all(len(values) == 3 for values in row.values())
         assert all(math.isfinite(v) for values in row.values() for v in values)
 
-    # Measured on 40 novel scenes (README, "The second build interleaved"): pooled / per-token
+    # Measured on 40 novel scenes (README, "Reward3D, the shipped model"): pooled / per-token
     # change for a swap 0.75 for the shipped model (mean change 0.24 against 0.32; the true
     # prompt ahead of the swapped one in 29 of 40), 0.41 for the model before it (0.07 against
     # 0.18; 20 of 40); about 1 for a colour edit (both). On these 3 scenes: 0.90 against 0.53,
