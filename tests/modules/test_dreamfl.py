@@ -206,6 +206,9 @@ def test_configs_resolve(capsys) -> None:
             "augmented_reward",
             "blurred_reward",
             "smoothed_reward",
+            "grad_fraction_3",
+            "start_step_200",
+            "reward_on_render",
         )
     ],
 )
@@ -232,6 +235,12 @@ def test_full_scale_configs_resolve(overlays, capsys) -> None:
         assert reward["objective"] == "linear" and reward["weighting"] == "constant"
     if overlays == ["presets/aggressive.yaml"]:
         assert (reward["weight"], reward["start_step"]) == (0.3, 1001)
+    if overlays == ["presets/grad_fraction_3.yaml"]:  # the sensitivity table's settings
+        assert (reward["weighting"], reward["grad_fraction"]) == ("grad_fraction", 3.0)
+    if overlays == ["presets/start_step_200.yaml"]:
+        assert reward["start_step"] == 200
+    if overlays == ["presets/reward_on_render.yaml"]:  # timesteps are >= 1: never x_hat
+        assert reward["straight_through_max_t"] == 0
     if overlays == ["mvdream_sd21_lowmem.yaml"]:
         assert model["nerf_upscale_step"] is None
         # the overlay changes one field of the group; the base config's others stay
