@@ -107,7 +107,7 @@ def test_train_set_defects_keeps_correct_against_the_named_defects(worlds) -> No
 def test_one_build_can_join_twice_with_its_own_defects_each(worlds) -> None:
     """Per-set ``train_set_defects``: the same build, all its pairs and its content pairs again,
     as two sets of prompts (their ids prefixed apart) whose pairs are exactly those of the two
-    single-set modules."""
+    single-set modules, on the build's rows read once."""
     main, second = worlds
     n_main = len(_module(main).dataset)
     every = _module(main, train_sets=[second])
@@ -121,17 +121,18 @@ def test_one_build_can_join_twice_with_its_own_defects_each(worlds) -> None:
             if p.prompt_id.startswith(prefix)
         )
 
-    n_second = len(every.dataset) - n_main
+    assert len(both.dataset) == len(every.dataset) > n_main  # the second build's rows once
     assert added(both, "train_sets[0]/") == added(every, "train_sets[0]/")
-    shifted = [
-        (pid, better - n_second, worse - n_second)
-        for pid, better, worse in added(both, "train_sets[1]/")
-    ]
-    assert shifted == added(content, "train_sets[0]/")
-    assert len(both.pairs["train"]) == len(every.pairs["train"]) + len(shifted)
+    again = added(both, "train_sets[1]/")
+    assert again == added(content, "train_sets[0]/")
+    assert len(both.pairs["train"]) == len(every.pairs["train"]) + len(again)
     # A flat list still applies to every set.
     flat = _module(main, train_sets=[second, second], train_set_defects=CONTENT)
-    assert len(flat.pairs["train"]) == len(content.pairs["train"]) + len(shifted)
+    assert len(flat.pairs["train"]) == len(content.pairs["train"]) + len(again)
+    # Batches of the second entry read the shared rows under its own prompt ids.
+    for pid, prompt in both._prompts.items():
+        if pid.startswith("train_sets[1]/"):
+            assert prompt == both._prompts["train_sets[0]/" + pid.split("/", 1)[1]]
 
 
 def test_a_set_holding_the_held_out_prompts_loses_exactly_them(worlds) -> None:

@@ -452,9 +452,15 @@ class PreferenceDataModule(L.LightningDataModule):
             if self.train_sets
             else set()
         )
+        loaded: dict[str, tuple[datasets.Dataset, int]] = {}  # path -> its rows and their offset
         for k, path in enumerate(self.train_sets):
             name = f"train_sets[{k}]"
-            part = self._load_set(f"{name} ({path})", path, summary.image_sizes)
+            if path not in loaded:  # a set given twice is read once; its pairs share the rows
+                part = self._load_set(f"{name} ({path})", path, summary.image_sizes)
+                loaded[path] = (part, offset)
+                extras.append(part)
+                offset += len(part)
+            part, rows_at = loaded[path]
             defects = self.train_set_defects[k]
             kept = train_set_pairs(part, name, held_out, defects)
             if not kept.pairs:
@@ -464,12 +470,10 @@ class PreferenceDataModule(L.LightningDataModule):
                     f"train_set_defects: {defects})"
                 )
             self.pairs["train"] += [
-                dataclasses.replace(p, better=p.better + offset, worse=p.worse + offset)
+                dataclasses.replace(p, better=p.better + rows_at, worse=p.worse + rows_at)
                 for p in kept.pairs
             ]
             self._prompts.update(kept.prompts)
-            extras.append(part)
-            offset += len(part)
         self.split_prompt_ids = {name: splits[name] for name in SPLITS}
         self.dataset = datasets.concatenate_datasets([ds, *extras]) if extras else ds
         if self.balance_relation_classes:
