@@ -8,7 +8,8 @@ renderer from the same cameras (bottom)::
         runs/dreamfl_primitives/version_0
 
 ``docs/images/dreamfl_eval.png`` from an ``evaluate-dreamfl`` folder: one row per prompt (seed
-0), SDS | DreamFL | ground truth, 4 views each::
+0), SDS | DreamFL | the ranker | DreamFL with the ground-truth judge (those of the two that were
+run) | ground truth, 4 views each::
 
     python docs/make_dreamfl_figure.py --eval runs/dreamfl_eval "a large orange cone" ...
 
@@ -43,7 +44,10 @@ def main(sds_run: str, dreamfl_run: str, out: str = "docs/images/dreamfl_main_jo
 
 
 def eval_figure(eval_dir: str, *prompts: str, out: str = "docs/images/dreamfl_eval.png") -> None:
-    methods = [Path(eval_dir, "sds"), Path(eval_dir, "dreamfl")]
+    """SDS, DreamFL, then the evaluation's other methods that were run (the ranker, the
+    ground-truth judge), in that order."""
+    order = ["sds", "dreamfl", "ranker", "ground_truth"]
+    methods = [Path(eval_dir, m) for m in order if Path(eval_dir, m).is_dir()]
     runs_figure(methods, prompts, out)
 
 

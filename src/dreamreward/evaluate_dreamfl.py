@@ -401,7 +401,30 @@ def summarise_runs(rows: list[dict[str, Any]], methods: list[str] | None = None)
         table["reward_oracle_spearman"] = spearman(
             [r["reward"] for r in scored], [r["oracle"] for r in scored]
         )
+    table["per_prompt"] = per_prompt(rows, [*methods, "reference"])
     return table
+
+
+def per_prompt(rows: list[dict[str, Any]], methods: list[str]) -> list[dict[str, Any]]:
+    """Each prompt's oracle score per method, averaged over its seeds (with the seeds' own
+    scores kept), in the order the prompts first appear: where a method helped, and on which
+    seeds, rather than only on average. Methods without a run of the prompt are left out."""
+    prompts: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        if r["method"] not in methods or "oracle" not in r:
+            continue
+        entry = prompts.setdefault(r["prompt"], {"prompt": r["prompt"], "groups": r["groups"]})
+        scores = entry.setdefault("oracle", {}).setdefault(r["method"], {})
+        scores[str(r.get("seed", "reference"))] = r["oracle"]
+    out = []
+    for entry in prompts.values():
+        entry["oracle"] = {
+            m: {"mean": sum(s.values()) / len(s), "by_seed": s}
+            for m in methods
+            if (s := entry["oracle"].get(m))
+        }
+        out.append(entry)
+    return out
 
 
 def versus_baseline(
@@ -484,6 +507,7 @@ def format_table(table: dict[str, Any]) -> str:
             "Spearman correlation of Reward3D and oracle scores over all runs: "
             f"{table['reward_oracle_spearman']:.3f}",
         ]
+    lines += format_per_prompt(table.get("per_prompt", []))
     for run in table.get("degenerate", []):
         lines += [
             "",
@@ -491,3 +515,32 @@ def format_table(table: dict[str, Any]) -> str:
             f"seed {run['seed']}",
         ]
     return "\n".join(lines) + "\n"
+
+
+def format_per_prompt(prompts: list[dict[str, Any]]) -> list[str]:
+    """Markdown lines of :func:`per_prompt`: one row per prompt, each method's oracle mean over
+    its seeds with the seeds' scores in brackets (none for the single reference)."""
+    if not prompts:
+        return []
+    methods = list(dict.fromkeys(m for p in prompts for m in p["oracle"]))
+    lines = [
+        "",
+        "Oracle per prompt, mean over seeds (each seed's score in brackets):",
+        "",
+        "| prompt | " + " | ".join(methods) + " |",
+        "|---|" + "---|" * len(methods),
+    ]
+    for entry in prompts:
+        cells = []
+        for method in methods:
+            scores = entry["oracle"].get(method)
+            if scores is None:
+                cells.append("–")
+                continue
+            seeds = scores["by_seed"]
+            detail = (
+                "" if len(seeds) < 2 else " (" + ", ".join(f"{v:.2f}" for v in seeds.values()) + ")"
+            )
+            cells.append(f"{scores['mean']:.3f}{detail}")
+        lines.append(f"| {entry['prompt']} | " + " | ".join(cells) + " |")
+    return lines

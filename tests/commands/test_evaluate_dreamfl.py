@@ -192,6 +192,27 @@ def test_every_method_is_paired_with_sds_and_reward_hacking_is_counted() -> None
     assert "reward hacking) in 1 of 2 paired runs" in text
 
 
+def test_per_prompt_table_keeps_each_seed() -> None:
+    def row(prompt, seed, method, oracle):
+        return {"prompt": prompt, "seed": seed, "method": method, "groups": ["train"],
+                "oracle": oracle}  # fmt: skip
+
+    rows = [row("a red cube", 0, "sds", 0.2), row("a red cube", 1, "sds", 0.4)]
+    rows += [row("a red cube", 0, "dreamfl", 0.6), row("a red cube", 1, "dreamfl", 0.0)]
+    rows += [row("a blue cone", 0, "sds", 0.5), row("a red cube", 0, "reference", 0.9)]
+    table = summarise_runs(rows)
+    cube, cone = table["per_prompt"]
+    assert cube["prompt"] == "a red cube" and cone["prompt"] == "a blue cone"
+    assert cube["oracle"]["sds"] == {"mean": pytest.approx(0.3), "by_seed": {"0": 0.2, "1": 0.4}}
+    assert cube["oracle"]["dreamfl"]["mean"] == pytest.approx(0.3)
+    assert cube["oracle"]["reference"]["by_seed"] == {"0": 0.9}
+    assert set(cone["oracle"]) == {"sds"}  # no DreamFL run of it: left out, not zero
+    text = format_table(table)
+    assert "| prompt | dreamfl | sds | reference |" in text
+    assert "| a red cube | 0.300 (0.60, 0.00) | 0.300 (0.20, 0.40) | 0.900 |" in text
+    assert "| a blue cone | – | 0.500 | – |" in text
+
+
 def test_rescore_oracle_judges_the_saved_views_by_the_current_rules(tmp_path) -> None:
     import torch
 
