@@ -18,9 +18,9 @@ pairs, 96 unseen pairs of training compositions); the text encoder (whole, or Lo
 Every 25 steps it prints how often, on the unseen pairs, each render prefers its own prompt (text
 side) and each prompt its own render (image side).
 
-Measured 2026-12-06 (2 cores, colour, 8 pairs a step; README, "Teaching the text side"):
-fan-in init 52% / 50% at step 50; BERT init 69% / 78% at step 50, 81% / 81% at step 75; BERT
-init with the head's official train-mode dropout 50% / 50% at step 50.
+Measured 2026-12-06 (2 cores, colour, 8 pairs a step; docs/experiments.md, "Teaching the text
+side"): fan-in init 52% / 50% at step 50; BERT init 69% / 78% at step 50, 81% / 81% at step
+75; BERT init with the head's official train-mode dropout 50% / 50% at step 50.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ often the true prompt (canonical wording) beats each kind of edit and an out-of-
 on the correct assets of the held-out prompts and of the novel compositions.
 
 What it is for: telling apart "the architecture cannot ground text" from "the recipe is too slow
-to" before a long run (README, Reward3D: teaching the text side).
+to" before a long run (docs/experiments.md, Reward3D: teaching the text side).
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--pixel-patches", action="store_true")
-    # the probe figures in the README before 2026-12-06 (second session) used fan_in
+    # the probe figures in docs/experiments.md before 2026-12-06 (second session) used fan_in
     parser.add_argument("--cross-attention-init", choices=("bert", "fan_in"), default="bert")
     args = parser.parse_args()
     torch.manual_seed(0)

@@ -1,7 +1,7 @@
 """Adversarial training views: the reward is trained on views pushed against its own ranking.
 
-A reward whose pixel gradient is noise is what DreamFL cannot follow (the README's gradient
-figures). Classifiers trained on adversarially perturbed inputs (Madry et al. 2018) have
+A reward whose pixel gradient is noise is what DreamFL cannot follow (docs/experiments.md, the
+gradient figures). Classifiers trained on adversarially perturbed inputs (Madry et al. 2018) have
 gradients that point at changes a person would call meaningful ("perceptually aligned",
 Santurkar et al. 2019; Kaur et al. 2019): inside a small ball around every training view the
 ranking must hold, so what is left for the gradient is the content. Here the perturbation is

@@ -28,8 +28,8 @@ class ViewAugmentation(nn.Module):
     Gaussian pixel noise (randomized smoothing: the gradient of the mean score over noisy copies
     is smooth by construction, and a ranking read so holds against moves within an L2 radius of
     the order of the noise's std; at 64 px that is far smaller than the change of 1.3/255 per
-    pixel value that reverses a third of the shipped model's rankings: README, "Randomized
-    smoothing").
+    pixel value that reverses a third of the shipped model's rankings: docs/experiments.md,
+    "Randomized smoothing").
 
     Args:
         max_zoom: zoom factor drawn log-uniformly in [1 / max_zoom, max_zoom] (1 = none).

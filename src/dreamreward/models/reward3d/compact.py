@@ -132,7 +132,7 @@ class CompactBackbone(Reward3DBackbone):
             as the text does) or ``"bert"`` (BERT's std 0.02). With mean pooling ``"fan_in"``
             drowns the text (a changed colour word moves the feature by 7e-5 of its norm, and
             the text side is never learned); ``"bert"`` keeps both the text (0.16) and the image
-            (0.05) visible, and colour is learned (README, teaching the text side).
+            (0.05) visible, and colour is learned (docs/experiments.md, teaching the text side).
     """
 
     image_mean = IMAGENET_MEAN
@@ -140,7 +140,7 @@ class CompactBackbone(Reward3DBackbone):
     # Text: the attention projections and the feed-forward layers. Unlike the official backbone
     # this text encoder never learned to read images: judging "red" against a blue render needs
     # new text-image interactions, which the frozen feed-forward layers cannot form (LoRA on
-    # attention alone: 68.7% held-out accuracy after 4 epochs; see the README). The new
+    # attention alone: 68.7% held-out accuracy after 4 epochs; see docs/experiments.md). The new
     # cross-attention layers are trained whole, so the pattern skips them. Image: the 1x1
     # convolutions of the top six blocks (10-15: the last of stage 5, stages 6 and 7) and the
     # final 1x1 convolution: the pointwise maps play the role attention projections play in a ViT.
@@ -220,7 +220,7 @@ class CompactBackbone(Reward3DBackbone):
         # The new cross-attention's value and output projections start at a fan-in scale rather
         # than BERT's std 0.02: at 0.02 the image moves the [CLS] feature ~4x less (0.23 vs 0.82
         # relative change between a red and a blue image), and the reward starts nearly blind.
-        # (Query and key at fan-in scale too were measured: no gain, see the README.)
+        # (Query and key at fan-in scale too were measured: no gain, see docs/experiments.md.)
         # With mean pooling this drowns the text instead: every layer adds the same large image
         # summary to every word, and a colour word moves the feature by 7e-5 of its norm (BERT's
         # 0.02: 0.16, the image still 0.05), so the text side cannot be learned; mean-pooled
