@@ -415,7 +415,7 @@ def per_prompt(rows: list[dict[str, Any]], methods: list[str]) -> list[dict[str,
             continue
         entry = prompts.setdefault(r["prompt"], {"prompt": r["prompt"], "groups": r["groups"]})
         scores = entry.setdefault("oracle", {}).setdefault(r["method"], {})
-        scores[str(r.get("seed", "reference"))] = r["oracle"]
+        scores[str(r["seed"])] = r["oracle"]  # reference rows are seed 0
     out = []
     for entry in prompts.values():
         entry["oracle"] = {
