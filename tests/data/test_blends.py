@@ -107,6 +107,9 @@ def test_blends_refuse_bad_input(generated_train, tmp_path):
     (tmp_path / "full" / "x").write_text("")
     with pytest.raises(FileExistsError):
         build_blends(generated_train, str(tmp_path / "full"))
+    (tmp_path / "not_a_set").mkdir()
+    with pytest.raises(ValueError, match=r"not_a_set: not a dataset saved with save_to_disk"):
+        build_blends(str(tmp_path / "not_a_set"), str(tmp_path / "d"))
     source = datasets.load_from_disk(generated_train)
     no_scene = source.map(lambda row: {"scene": ""})
     no_scene.save_to_disk(str(tmp_path / "no_scene"))

@@ -41,6 +41,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dreamreward.data.build_primitives import _png
+from dreamreward.data.preference import load_preference_dataset
 from dreamreward.data.schema import (
     cameras_to_tensor,
     check_new_output,
@@ -169,7 +170,7 @@ def build_blends(
     out_path = check_new_output(out)
     if not Path(generated).exists():
         raise FileNotFoundError(f"{generated}: no generated set there (run build-generated)")
-    source = datasets.load_from_disk(generated)
+    source = load_preference_dataset(generated)  # a folder that is no dataset: an error naming it
     meta = source.select_columns(["prompt_id", "asset_id"])[:]
     oracle = _oracle_scores(Path(generated)) if max_oracle is not None else {}
     groups: dict[str, list[int]] = {}
