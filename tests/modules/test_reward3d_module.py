@@ -23,6 +23,7 @@ from dreamreward.models.reward3d import (
     Reward3D,
 )
 from dreamreward.models.reward3d.export import load_reward3d, save_reward3d
+from dreamreward.modules.frozen_weights import FROZEN_DIGESTS, frozen_parameter_names
 from dreamreward.modules.preference_metrics import (
     GroupedAccuracy,
     PreferenceMetrics,
@@ -347,6 +348,16 @@ def test_resume_continues_the_schedule_and_weights_exactly(learnable_set, vocab_
     straight, fit_a = run(tmp_path / "straight")
     _, interrupted = run(tmp_path / "split", stop=2)
     assert interrupted.global_step == 2
+    # the checkpoint leaves the frozen pretrained weights out, each recorded by a digest, and
+    # keeps the frozen layers drawn at random (peft's copies of the new layers and the head)
+    saved = torch.load(tmp_path / "split" / "last.ckpt", weights_only=True)
+    rebuilt = straight.rebuilt_frozen_parameters()
+    assert rebuilt and not set(rebuilt) & set(saved["state_dict"])
+    assert sorted(saved[FROZEN_DIGESTS]) == sorted(rebuilt)
+    assert any(name.startswith("model.") for name in rebuilt)
+    drawn = set(frozen_parameter_names(straight)) - set(rebuilt)
+    assert any("original_module" in name for name in drawn)
+    assert drawn <= set(saved["state_dict"])
     torch.manual_seed(123)  # a different RNG history must not matter
     resumed, fit_b = run(tmp_path / "split", ckpt=str(tmp_path / "split" / "last.ckpt"))
     assert fit_a.global_step == fit_b.global_step == 4
@@ -363,6 +374,12 @@ def test_resume_continues_the_schedule_and_weights_exactly(learnable_set, vocab_
     with pytest.raises(ValueError, match="lora_rank: 8 in the checkpoint, 4 in the config"):
         trainer(tmp_path / "other", max_steps=5, limit_val_batches=0).fit(
             other, datamodule(learnable_set), ckpt_path=str(tmp_path / "split" / "last.ckpt")
+        )
+    # and so is one whose rebuilt frozen weights are not the ones the run trained on
+    other_base = Reward3DModule(tiny_reward(vocab_dir, seed=1), finetune="lora", warmup_steps=2)
+    with pytest.raises(ValueError, match="last.ckpt was saved without its frozen weights"):
+        trainer(tmp_path / "other_base", max_steps=5, limit_val_batches=0).fit(
+            other_base, datamodule(learnable_set), ckpt_path=str(tmp_path / "split" / "last.ckpt")
         )
 
 
@@ -514,13 +531,23 @@ def test_init_weights_start_from_another_runs_model(learnable_set, vocab_dir, tm
     fit.fit(first, datamodule(learnable_set))
     ckpt = tmp_path / "first.ckpt"
     fit.save_checkpoint(ckpt)
+    fresh = Reward3DModule(tiny_reward(vocab_dir), finetune="lora", baselines=False)
+    trained = [n for n, p in first.model.named_parameters() if p.requires_grad]
+    assert any(
+        not torch.equal(first.model.get_parameter(n), fresh.model.get_parameter(n)) for n in trained
+    )
     second = Reward3DModule(
-        tiny_reward(vocab_dir, seed=1), finetune="lora", baselines=False, init_weights=str(ckpt)
+        tiny_reward(vocab_dir), finetune="lora", baselines=True, init_weights=str(ckpt)
     )
     for (name, a), (_, b) in zip(
         first.model.state_dict().items(), second.model.state_dict().items(), strict=True
     ):
         torch.testing.assert_close(a, b, msg=lambda m, name=name: f"{name}: {m}")
+    # the checkpoint left the frozen base out: a model built on other base weights is refused
+    with pytest.raises(ValueError, match=r"first\.ckpt \(init_weights\).*differ in this build"):
+        Reward3DModule(
+            tiny_reward(vocab_dir, seed=1), finetune="lora", baselines=False, init_weights=str(ckpt)
+        )
     with pytest.raises(FileNotFoundError, match="init_weights"):
         Reward3DModule(tiny_reward(vocab_dir), init_weights=str(tmp_path / "missing.ckpt"))
     with pytest.raises(CheckpointMismatchError, match="init_weights"):

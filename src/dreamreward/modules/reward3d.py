@@ -48,6 +48,11 @@ from dreamreward.models.reward3d.model import Reward3D
 from dreamreward.models.reward3d.view_labels import asset_view_labels
 from dreamreward.models.weight_errors import check_state_dict
 from dreamreward.modules.adversarial_views import adversarial_views
+from dreamreward.modules.frozen_weights import (
+    drop_frozen_parameters,
+    frozen_parameter_names,
+    restore_frozen_parameters,
+)
 from dreamreward.modules.init_from_export import load_export_adapter
 from dreamreward.modules.preference_metrics import (
     PreferenceMetrics,
@@ -292,6 +297,7 @@ class Reward3DModule(TextSideTerms, L.LightningModule):
         checkpoint = torch.load(file, map_location="cpu", weights_only=True)
         if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
             raise ValueError(f"init_weights: {file} is not a Lightning checkpoint (no state_dict)")
+        restore_frozen_parameters(checkpoint, self, f"{file} (init_weights)", prefix="model.")
         state = {
             key.removeprefix("model."): value
             for key, value in checkpoint["state_dict"].items()
@@ -358,9 +364,30 @@ class Reward3DModule(TextSideTerms, L.LightningModule):
     # shapes are compared too).
     _RESUME_MUST_MATCH = ("finetune", "lora_rank", "lora_alpha", "lora_target_modules")
 
+    # The frozen pretrained weights (the towers' base weights, the baselines' frozen copies of
+    # them) are rebuilt with the module from their own files, so checkpoints leave them out and
+    # record a digest of each to check on load. Frozen layers drawn at random (new layers, the
+    # head, peft's untouched copies of the trained ones) stay: their values depend on how many
+    # random numbers the process drew before building the model, not only on the seed.
+    _DRAWN_AT_RANDOM = frozenset({"head", "initial_head", "baseline_head", "original_module"})
+
+    def rebuilt_frozen_parameters(self) -> list[str]:
+        """State-dict keys of the frozen parameters that come from pretrained files."""
+        new = tuple(f"backbone.{name}." for name in self.reward.backbone.new_module_names())
+        return [
+            name
+            for name in frozen_parameter_names(self)
+            if not any(part in name for part in new)
+            and not self._DRAWN_AT_RANDOM.intersection(name.split("."))
+        ]
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        drop_frozen_parameters(checkpoint, self.rebuilt_frozen_parameters())
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         trainer = self._trainer
         source = str(trainer.ckpt_path) if trainer is not None and trainer.ckpt_path else None
+        restore_frozen_parameters(checkpoint, self, source)
         check_resume_matches(self, checkpoint, self._RESUME_MUST_MATCH, source)
 
     # ---------------------------------------------------------------------------- metrics
@@ -576,6 +603,7 @@ class Reward3DModule(TextSideTerms, L.LightningModule):
         best_step = trainer.global_step
         if best:
             checkpoint = torch.load(best, map_location="cpu", weights_only=True)
+            restore_frozen_parameters(checkpoint, self, best)
             self.load_state_dict(checkpoint["state_dict"], strict=True)
             best_step = int(checkpoint.get("global_step", best_step))
         if not trainer.is_global_zero:
