@@ -46,20 +46,14 @@ from dreamreward.models.reward3d.checkpoint import load_official_checkpoint
 from dreamreward.models.reward3d.export import save_reward3d
 from dreamreward.models.reward3d.model import Reward3D
 from dreamreward.models.reward3d.view_labels import asset_view_labels
-from dreamreward.models.weight_errors import check_state_dict
 from dreamreward.modules.adversarial_views import adversarial_views
-from dreamreward.modules.frozen_weights import (
-    drop_frozen_parameters,
-    frozen_parameter_names,
-    restore_frozen_parameters,
-)
-from dreamreward.modules.init_from_export import load_export_adapter
+from dreamreward.modules.frozen_weights import restore_frozen_parameters
 from dreamreward.modules.preference_metrics import (
     PreferenceMetrics,
     pairwise_correct,
     pairwise_logistic_loss,
 )
-from dreamreward.modules.resume_check import check_resume_matches
+from dreamreward.modules.reward3d_checkpoints import Reward3DCheckpoints
 from dreamreward.modules.reward3d_report import MODELS, write_eval_table
 from dreamreward.modules.reward3d_text_side import TextSideTerms
 from dreamreward.world.prompt_edits import (
@@ -72,7 +66,7 @@ log = logging.getLogger(__name__)
 FinetuneMode = Literal["lora", "freeze_bottom", "head_only", "full"]
 
 
-class Reward3DModule(TextSideTerms, L.LightningModule):
+class Reward3DModule(Reward3DCheckpoints, TextSideTerms, L.LightningModule):
     """Train and evaluate a Reward3D on preference pairs.
 
     Args:
@@ -287,28 +281,6 @@ class Reward3DModule(TextSideTerms, L.LightningModule):
                 peft_model.get_base_model().get_submodule(name).requires_grad_(False)
         return peft_model
 
-    def _load_init_weights(self, path: str) -> None:
-        """The ``model.*`` tensors of a Reward3DModule checkpoint, loaded strictly."""
-        file = Path(path)
-        if file.is_dir():  # an export folder (e.g. the shipped model's): its LoRA adapter
-            return load_export_adapter(self.model, file)
-        if not file.is_file():
-            raise FileNotFoundError(f"init_weights: no checkpoint at {file}")
-        checkpoint = torch.load(file, map_location="cpu", weights_only=True)
-        if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-            raise ValueError(f"init_weights: {file} is not a Lightning checkpoint (no state_dict)")
-        restore_frozen_parameters(checkpoint, self, f"{file} (init_weights)", prefix="model.")
-        state = {
-            key.removeprefix("model."): value
-            for key, value in checkpoint["state_dict"].items()
-            if key.startswith("model.")
-        }
-        check_state_dict(
-            self.model.state_dict(), state, "init_weights do not fit this model", path=file
-        )
-        self.model.load_state_dict(state, strict=True)
-        log.info("loaded the model weights of %s", file)
-
     def trainable_summary(self) -> dict[str, int]:
         return {
             "reward3d_trainable": count_parameters(self.model, trainable_only=True),
@@ -358,37 +330,6 @@ class Reward3DModule(TextSideTerms, L.LightningModule):
             rewards["image_tokens"] = tokens
             rewards["images"] = images
         return rewards
-
-    # ------------------------------------------------------------------------- resuming
-    # What makes a checkpoint this run's: the fine-tuning layout (the trained tensors' keys and
-    # shapes are compared too).
-    _RESUME_MUST_MATCH = ("finetune", "lora_rank", "lora_alpha", "lora_target_modules")
-
-    # The frozen pretrained weights (the towers' base weights, the baselines' frozen copies of
-    # them) are rebuilt with the module from their own files, so checkpoints leave them out and
-    # record a digest of each to check on load. Frozen layers drawn at random (new layers, the
-    # head, peft's untouched copies of the trained ones) stay: their values depend on how many
-    # random numbers the process drew before building the model, not only on the seed.
-    _DRAWN_AT_RANDOM = frozenset({"head", "initial_head", "baseline_head", "original_module"})
-
-    def rebuilt_frozen_parameters(self) -> list[str]:
-        """State-dict keys of the frozen parameters that come from pretrained files."""
-        new = tuple(f"backbone.{name}." for name in self.reward.backbone.new_module_names())
-        return [
-            name
-            for name in frozen_parameter_names(self)
-            if not any(part in name for part in new)
-            and not self._DRAWN_AT_RANDOM.intersection(name.split("."))
-        ]
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        drop_frozen_parameters(checkpoint, self.rebuilt_frozen_parameters())
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        trainer = self._trainer
-        source = str(trainer.ckpt_path) if trainer is not None and trainer.ckpt_path else None
-        restore_frozen_parameters(checkpoint, self, source)
-        check_resume_matches(self, checkpoint, self._RESUME_MUST_MATCH, source)
 
     # ---------------------------------------------------------------------------- metrics
     def setup(self, stage: str) -> None:
